@@ -1,0 +1,38 @@
+# update-executor: `make demo` shows an update through the real queue, `make test` proves it.
+# Both install what they need first (Debian packages, .venv, the Compose v2 plugin).
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+# ansible-lint and ansible-runner look for their tools on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup lint test unit integration demo clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+lint: setup
+	$(BIN)/ruff check worker tests testbed
+	$(BIN)/ruff format --check worker tests testbed
+	$(BIN)/mypy
+	$(BIN)/yamllint -s playbooks inventory collections
+	$(BIN)/ansible-lint --profile production playbooks/update.yml
+
+# Lint, then every test: unit tests and the integration tests, which start their own dockerd,
+# registry and Redis (see tests/conftest.py) and stop them at the end, also on failure.
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m testbed.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,107 @@
+"""A private Docker daemon (Debian's dockerd 20.10) that lives entirely under the bed's base dir.
+
+Flags, and why (verified next to another dockerd that owns docker0 and iptables):
+- `--data-root/--exec-root/--pidfile/--host unix://`: all state and the API socket are private;
+  dockerd starts its own containerd under the exec root.
+- `--config-file <empty json>`: the host's /etc/docker/daemon.json must not leak in (a key set
+  there and on the command line makes dockerd refuse to start).
+- `--bridge=ue-n<N>` (a bridge made by testbed.host) and `--default-address-pool
+  base=10.<N>.0.0/16,size=24`: no clash with docker0 or with the networks of other daemons.
+- `--iptables=false --ip-masq=false --ip-forward=false`: the host firewall and sysctls stay
+  untouched. Published ports still work on 127.0.0.1 through docker-proxy (the userland proxy,
+  on by default); containers need no outbound traffic (nothing is pulled from the internet).
+  Side effect: where br_netfilter is loaded and FORWARD's policy is DROP (another dockerd with
+  iptables does that), containers of the bed cannot reach *each other*; host -> container and
+  a container's own loopback (healthchecks) are unaffected.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from testbed.host import BridgeLease
+from testbed.procs import spawn, terminate, wait_until
+
+_PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
+
+
+class Dockerd:
+    """One dockerd process; `start()` returns once its API answers /_ping."""
+
+    def __init__(self, base_dir: Path, lease: BridgeLease, log_path: Path) -> None:
+        self.root = base_dir / "docker"
+        self.socket_path = base_dir / "docker.sock"
+        self.log_path = log_path
+        self.lease = lease
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """DOCKER_HOST value for this daemon."""
+        return f"unix://{self.socket_path}"
+
+    def argv(self) -> list[str]:
+        """The dockerd command line (see the module docstring for each flag)."""
+        return [
+            "dockerd",
+            "--config-file",
+            str(self.root / "daemon.json"),
+            "--data-root",
+            str(self.root / "data"),
+            "--exec-root",
+            str(self.root / "exec"),
+            "--pidfile",
+            str(self.root / "dockerd.pid"),
+            "--host",
+            self.host,
+            "--bridge",
+            self.lease.name,
+            "--default-address-pool",
+            f"base={self.lease.pool},size=24",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--userland-proxy=true",
+        ]
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Spawn dockerd; call `wait()` afterwards (split so other daemons start meanwhile)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "daemon.json").write_text("{}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        # dockerd finds containerd, runc, docker-proxy and docker-init on PATH (/usr/sbin too).
+        path = env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["PATH"] = ":".join([path, "/usr/local/sbin", "/usr/sbin", "/sbin"])
+        self.proc = spawn(self.argv(), self.log_path, env=env, cwd=self.root)
+        self._timeout = timeout
+
+    def wait(self) -> None:
+        """Block until the API answers, or raise TestBedError with the log's tail."""
+        wait_until(
+            self.ping,
+            what="dockerd",
+            timeout=self._timeout,
+            proc=self.proc,
+            log_path=self.log_path,
+        )
+
+    def ping(self) -> bool:
+        """True when the daemon answers GET /_ping on its socket."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(str(self.socket_path))
+            sock.sendall(_PING)
+            head = sock.recv(256).split(b"\r\n", 1)[0]
+        return head.startswith(b"HTTP/1.") and b" 200 " in head + b" "
+
+    def running(self) -> bool:
+        """True while the dockerd process lives."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """SIGTERM dockerd (it stops its containerd too) and wait; SIGKILL after `timeout`."""
+        if self.proc is not None:
+            terminate(self.proc, timeout=timeout)

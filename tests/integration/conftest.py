@@ -1,0 +1,126 @@
+"""The real stack for integration tests: a private dockerd, a registry with htpasswd auth and a
+Redis, started once per session by `testbed` and stopped at the end, also on failure.
+
+There is no skip here on purpose: when a component cannot start, every test that needs it
+errors, in CI and everywhere else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from testbed import (
+    Stack,
+    TestBed,
+    build_app_image,
+    container_ids,
+    registry_image_id,
+    running_image_ids,
+    write_sample_project,
+)
+from worker.client import UpdateClient
+from worker.main import create_worker
+from worker.settings import Settings
+
+APP_REPO = "acme/app"
+FRONTEND_REPO = "acme/frontend"
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with TestBed() as started:
+        saved = os.environ.get("DOCKER_HOST")
+        # ansible-runner, the docker CLI and compose all take the daemon from the environment.
+        os.environ["DOCKER_HOST"] = started.docker_host
+        try:
+            yield started
+        finally:
+            if saved is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = saved
+
+
+@dataclass
+class Deployment:
+    """One compose project at version 1, with its own registry repositories and queue."""
+
+    stack: Stack
+    project: str
+    compose_file: Path
+    app_repo: str
+    frontend_repo: str
+    settings: Settings
+
+    def image_ids(self) -> dict[str, str]:
+        return running_image_ids(self.stack, self.project)
+
+    def container_ids(self) -> dict[str, str]:
+        return container_ids(self.stack, self.project)
+
+    def publish(self, repo: str, version: str, behaviour: str = "healthy") -> str:
+        """Push a new version to the registry only: the local tag keeps pointing at the image
+        the containers run, as on a real host where the new version was built elsewhere."""
+        build_app_image(self.stack, repo, version, behaviour, registry_only=True)
+        return registry_image_id(self.stack, repo)
+
+    def compose(self, *args: str, check: bool = True) -> str:
+        return self.stack.compose(self.compose_file, self.project, *args, check=check).stdout
+
+    def migrations_log(self) -> str:
+        return self.compose("exec", "-T", "api", "cat", "/data/migrations.log", check=False)
+
+
+@pytest.fixture
+def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
+    n = next(_counter)
+    project = f"ue{n}"
+    app_repo, frontend_repo = f"t{n}/app", f"t{n}/frontend"
+    build_app_image(stack, app_repo, "1")
+    build_app_image(stack, frontend_repo, "1")
+    compose_file = write_sample_project(
+        stack, tmp_path / project, project, app_repo=app_repo, frontend_repo=frontend_repo
+    )
+    stack.compose(compose_file, project, "up", "-d", "--wait")
+    token_file = tmp_path / "registry-token"
+    token_file.write_text(stack.registry_password)
+    token_file.chmod(0o600)
+    settings = replace(
+        Settings.from_env({"LOG_FILE": ""}),
+        redis_host=stack.redis_host,
+        redis_port=stack.redis_port,
+        queue_name=f"update-executor:test:{project}",
+        compose_file=compose_file,
+        compose_project_name=project,
+        registry_url=stack.registry,
+        registry_username=stack.registry_username,
+        registry_token_file=token_file,
+        migration_service="api",
+        migration_command="/app/migrate",
+        health_timeout=60,
+        job_timeout=240,
+    )
+    yield Deployment(stack, project, compose_file, app_repo, frontend_repo, settings)
+    stack.compose(compose_file, project, "down", "--volumes", "--timeout", "1", check=False)
+
+
+@pytest.fixture
+async def client(deployment: Deployment) -> AsyncIterator[UpdateClient]:
+    async with await UpdateClient.connect(deployment.settings) as connected:
+        yield connected
+
+
+async def run_worker_burst(settings: Settings) -> None:
+    """Run the real ARQ worker until the queue is empty, as arq's own tests do."""
+    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()

@@ -1,0 +1,78 @@
+import pytest
+
+from worker.request import InvalidRequest, registry_services, validate_request
+
+ALLOWED = ["api", "frontend", "worker"]
+
+COMPOSE_CONFIG = {
+    "name": "app",
+    "services": {
+        "api": {"image": "ghcr.io/acme/app:latest"},
+        "worker": {"image": "ghcr.io/acme/app:latest"},
+        "frontend": {"image": "ghcr.io/acme/frontend:1.2"},
+        "db": {"image": "postgres:16"},
+        "redis": {"image": "redis:7"},
+        "lookalike": {"image": "ghcr.io.evil.example/acme/app:1"},
+        "builder": {"build": {"context": "."}},
+    },
+}
+
+
+def test_default_update_set_is_the_registry_images_only() -> None:
+    assert registry_services(COMPOSE_CONFIG, "ghcr.io") == ["api", "frontend", "worker"]
+    assert registry_services(COMPOSE_CONFIG, "ghcr.io/") == ["api", "frontend", "worker"]
+    assert registry_services({"services": {}}, "ghcr.io") == []
+    assert registry_services({}, "ghcr.io") == []
+
+
+def test_no_services_means_every_allowed_service() -> None:
+    request = validate_request(ALLOWED)
+    assert request.services == tuple(ALLOWED)
+    assert request.run_migrations is True
+    assert request.dry_run is False
+
+
+def test_a_subset_keeps_its_order_without_repeats() -> None:
+    request = validate_request(ALLOWED, services=["worker", "api", "worker"])
+    assert request.services == ("worker", "api")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"services": ["db"]}, "not allowed for update: db"),
+        ({"services": ["api", "redis"]}, "not allowed for update: redis"),
+        ({"services": ["api; rm -rf /"]}, "invalid service name"),
+        ({"services": ["../etc/passwd"]}, "invalid service name"),
+        ({"services": ["$(id)"]}, "invalid service name"),
+        ({"services": [""]}, "invalid service name"),
+        ({"services": [1]}, "invalid service name"),
+        ({"services": "api"}, "non-empty list"),
+        ({"services": []}, "non-empty list"),
+        ({"services": ["a"] * 101}, "more than 100"),
+        ({"run_migrations": "yes"}, "run_migrations must be true or false"),
+        ({"dry_run": 1}, "dry_run must be true or false"),
+        ({"create_backup": None}, "create_backup must be true or false"),
+        ({"requested_by": 5}, "requested_by must be a string"),
+        ({"requested_by": "x" * 201}, "requested_by must be a string"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        validate_request(ALLOWED, **kwargs)
+
+
+def test_nothing_to_update_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="no update services"):
+        validate_request([])
+
+
+def test_request_as_dict_is_json_shaped() -> None:
+    request = validate_request(ALLOWED, services=["api"], requested_by="admin@example.org")
+    assert request.as_dict() == {
+        "services": ["api"],
+        "run_migrations": True,
+        "create_backup": False,
+        "dry_run": False,
+        "requested_by": "admin@example.org",
+    }

@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from worker.settings import DEFAULT_QUEUE_NAME, ConfigError, Secret, Settings
+
+
+def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:
+    settings = Settings.from_env({"LOG_FILE": ""})
+    assert settings.redis_host == "localhost"
+    assert settings.redis_port == 6379
+    assert settings.queue_name == DEFAULT_QUEUE_NAME == "update-executor:queue"
+    assert settings.compose_file == Path("docker-compose.prod.yml").absolute()
+    assert settings.registry_url == "ghcr.io"
+    assert settings.migration_service == "api"
+    assert settings.migration_command == "alembic upgrade head"
+    assert (settings.health_timeout, settings.job_timeout) == (300, 1800)
+    assert settings.update_services == ()
+    assert settings.log_file is None
+
+
+def test_repr_never_shows_a_secret(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "GITHUB_TOKEN": "ghs_supersecretvalue",
+            "REGISTRY_USERNAME": "bot",
+            "REDIS_QUEUE_PASSWORD": "redis-pass-123",
+        }
+    )
+    text = repr(settings) + str(settings)
+    assert "ghs_supersecretvalue" not in text
+    assert "redis-pass-123" not in text
+    assert settings.registry_token.reveal() == "ghs_supersecretvalue"
+    assert f"{settings.redis_password}" == "Secret('**********')"
+
+
+def test_token_file_is_preferred_over_the_variable(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    settings = Settings.from_env(
+        {"GITHUB_TOKEN_FILE": str(token), "GITHUB_TOKEN": "from-env", "REGISTRY_USERNAME": "u"}
+    )
+    assert settings.registry_token_file == token
+    assert not settings.registry_token
+
+
+def test_systemd_credential_is_used_when_no_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "github_token").write_text("cred")
+    settings = Settings.from_env({"CREDENTIALS_DIRECTORY": str(tmp_path), "REGISTRY_USERNAME": "u"})
+    assert settings.registry_token_file == tmp_path / "github_token"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"UPDATE_QUEUE_NAME": "arq:queue"}, "must not be ARQ's default"),
+        ({"REDIS_QUEUE_PORT": "redis"}, "REDIS_QUEUE_PORT must be an integer"),
+        ({"REDIS_QUEUE_PORT": "70000"}, "REDIS_QUEUE_PORT must be between"),
+        ({"HEALTH_TIMEOUT": "900", "JOB_TIMEOUT": "600"}, "must be longer than HEALTH_TIMEOUT"),
+        ({"GITHUB_TOKEN_FILE": "/nonexistent/token", "REGISTRY_USERNAME": "u"}, "cannot be read"),
+        ({"GITHUB_TOKEN": "x"}, "REGISTRY_USERNAME is required"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_empty_token_file_is_refused(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        Settings.from_env({"GITHUB_TOKEN_FILE": str(token), "REGISTRY_USERNAME": "u"})
+
+
+def test_update_services_is_a_comma_list() -> None:
+    settings = Settings.from_env({"UPDATE_SERVICES": " api, worker ,,frontend"})
+    assert settings.update_services == ("api", "worker", "frontend")
+
+
+def test_secret_equality_and_truth() -> None:
+    assert Secret("a") == Secret("a")
+    assert not Secret("")
+    assert repr(Secret("")) == "Secret('')"

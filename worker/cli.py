@@ -1,0 +1,132 @@
+"""`update-executor`: run the worker, enqueue an update, read a job's state."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .client import UpdateClient
+from .main import StartupError, create_worker
+from .request import InvalidRequest
+from .settings import ConfigError, Settings
+
+logger = logging.getLogger("update_executor")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
+    """Log to stderr (journald keeps it under systemd) and, when configured, to LOG_FILE."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file is not None:
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as exc:
+            print(f"update-executor: cannot write LOG_FILE {log_file}: {exc}", file=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, handlers=handlers
+    )
+    # arq logs every job's arguments and result at INFO; the summary is logged by us.
+    logging.getLogger("arq.worker").setLevel(logging.WARNING if not verbose else logging.INFO)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="update-executor",
+        description="Update a Docker Compose deployment through an ARQ queue and Ansible.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("worker", help="run the worker (what systemd starts)")
+    run.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+
+    enqueue = commands.add_parser("enqueue", help="queue an update")
+    enqueue.add_argument("--no-migrations", action="store_true", help="skip the migration step")
+    enqueue.add_argument("--services", help="comma list of services (default: all allowed)")
+    enqueue.add_argument("--dry-run", action="store_true", help="check mode: change nothing")
+    enqueue.add_argument("--requested-by", help="who asked, for the summary and the log")
+    enqueue.add_argument("--wait", action="store_true", help="wait and print the summary")
+    enqueue.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after N seconds"
+    )
+
+    status = commands.add_parser("status", help="print a job's state and summary")
+    status.add_argument("job_id")
+    return parser
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+async def enqueue(settings: Settings, args: argparse.Namespace) -> int:
+    services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
+    async with await UpdateClient.connect(settings) as client:
+        job_id = await client.enqueue_update(
+            run_migrations=not args.no_migrations,
+            services=services,
+            dry_run=args.dry_run,
+            requested_by=args.requested_by,
+        )
+        if not args.wait:
+            print_json({"job_id": job_id, "state": "queued"})
+            return 0
+        print(f"queued update job {job_id}; waiting for the worker", file=sys.stderr)
+        summary = await client.result(job_id, timeout=args.timeout)
+        print_json(summary)
+        return 0 if summary.get("status") == "successful" else 1
+
+
+async def status(settings: Settings, job_id: str) -> int:
+    async with await UpdateClient.connect(settings) as client:
+        answer = await client.status(job_id)
+    print_json(answer)
+    if answer["state"] == "not_found":
+        return 2
+    summary = answer.get("summary")
+    return 1 if summary and summary.get("status") != "successful" else 0
+
+
+def run_worker(settings: Settings, burst: bool) -> int:
+    worker = create_worker(settings, burst=burst)
+    try:
+        worker.run()
+    except StartupError as exc:
+        print(f"update-executor: cannot start: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"update-executor: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_file if args.command == "worker" else None, args.verbose)
+    try:
+        if args.command == "worker":
+            return run_worker(settings, args.burst)
+        if args.command == "enqueue":
+            return asyncio.run(enqueue(settings, args))
+        return asyncio.run(status(settings, args.job_id))
+    except InvalidRequest as exc:
+        print(f"update-executor: invalid request: {exc}", file=sys.stderr)
+        return 2
+    except (TimeoutError, LookupError) as exc:
+        print(f"update-executor: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # Redis unreachable and the like
+        print(f"update-executor: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

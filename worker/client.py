@@ -1,0 +1,171 @@
+"""The client an API uses to order an update and follow it.
+
+It speaks to Redis only: the API needs neither the Docker socket nor the registry token.
+Every failure the queue can produce (an exception in the worker, a timeout, an abort, a job
+the worker could not run) comes back as a summary whose `status` is not `successful`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from arq.connections import ArqRedis, create_pool
+from arq.jobs import Job, JobStatus
+
+from .main import redis_settings
+from .request import MAX_REQUESTED_BY, SERVICE_NAME, InvalidRequest
+from .serialization import RemoteJobError, deserialize, serialize
+from .settings import Settings
+from .summary import UpdateStatus, rejected_summary
+
+logger = logging.getLogger("update_executor.client")
+
+UPDATE_FUNCTION = "process_system_update"
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    finished = "finished"
+    not_found = "not_found"
+
+
+_STATES = {
+    JobStatus.deferred: JobState.queued,
+    JobStatus.queued: JobState.queued,
+    JobStatus.in_progress: JobState.running,
+    JobStatus.complete: JobState.finished,
+    JobStatus.not_found: JobState.not_found,
+}
+
+
+def _check_arguments(services: list[str] | None, requested_by: str | None) -> None:
+    """Early, local checks so a caller gets a clear error before anything is queued; the
+    worker checks again against its allow-list."""
+    if services is not None:
+        if not isinstance(services, list) or not services:
+            raise InvalidRequest("services must be a non-empty list of service names or None")
+        bad = [s for s in services if not isinstance(s, str) or not SERVICE_NAME.match(s)]
+        if bad:
+            raise InvalidRequest(f"invalid service name {str(bad[0])[:64]!r}")
+    if requested_by is not None and len(requested_by) > MAX_REQUESTED_BY:
+        raise InvalidRequest(f"requested_by is longer than {MAX_REQUESTED_BY} characters")
+
+
+def failure_summary(job_id: str, error: BaseException | object, info: Any) -> dict[str, Any]:
+    """A summary for a job that ended at the ARQ level, not with our own summary."""
+    if isinstance(error, asyncio.CancelledError):
+        status, message = UpdateStatus.canceled, "the update job was aborted"
+    elif isinstance(error, TimeoutError):
+        status, message = UpdateStatus.timeout, "the update job exceeded JOB_TIMEOUT"
+    elif isinstance(error, RemoteJobError) and "retries exceeded" in error.message:
+        status = UpdateStatus.failed
+        message = (
+            "the update was interrupted (the worker stopped while it ran) and is not re-run "
+            "automatically; check the deployment and enqueue a new update"
+        )
+    elif isinstance(error, BaseException):
+        status, message = UpdateStatus.failed, f"the worker failed: {error}"
+    else:
+        status, message = UpdateStatus.failed, f"the worker returned no usable result: {error}"
+    started = getattr(info, "start_time", None) or datetime.now(UTC)
+    finished = getattr(info, "finish_time", None) or datetime.now(UTC)
+    summary = rejected_summary(
+        job_id=job_id, message=message, started_at=started, finished_at=finished, step="worker"
+    )
+    summary.status = status
+    return summary.as_dict()
+
+
+class UpdateClient:
+    """Enqueue updates and read their state. Use `async with await UpdateClient.connect():`."""
+
+    def __init__(self, settings: Settings, redis: ArqRedis) -> None:
+        self.settings = settings
+        self.redis = redis
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> UpdateClient:
+        settings = settings or Settings.from_env()
+        redis = await create_pool(
+            redis_settings(settings),
+            job_serializer=serialize,
+            job_deserializer=deserialize,
+            default_queue_name=settings.queue_name,
+        )
+        return cls(settings, redis)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> UpdateClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _job(self, job_id: str) -> Job:
+        return Job(
+            job_id, self.redis, _queue_name=self.settings.queue_name, _deserializer=deserialize
+        )
+
+    async def enqueue_update(
+        self,
+        *,
+        run_migrations: bool = True,
+        create_backup: bool = False,
+        services: list[str] | None = None,
+        dry_run: bool = False,
+        requested_by: str | None = None,
+    ) -> str:
+        """Queue an update; return its job id."""
+        _check_arguments(services, requested_by)
+        job = await self.redis.enqueue_job(
+            UPDATE_FUNCTION,
+            _queue_name=self.settings.queue_name,
+            run_migrations=run_migrations,
+            create_backup=create_backup,
+            services=services,
+            dry_run=dry_run,
+            requested_by=requested_by,
+        )
+        if job is None:  # ARQ returns None only for a job id already in use
+            raise RuntimeError("the update job could not be queued")
+        logger.info("queued update job %s", job.job_id)
+        return str(job.job_id)
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        """`state` (queued / running / finished / not_found), plus `summary` once finished."""
+        job = self._job(job_id)
+        state = _STATES.get(await job.status(), JobState.not_found)
+        answer: dict[str, Any] = {"job_id": job_id, "state": state.value, "summary": None}
+        if state is JobState.finished:
+            answer["summary"] = await self._summary(job)
+        return answer
+
+    async def result(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the job's summary (raise TimeoutError after `timeout` seconds)."""
+        job = self._job(job_id)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            state = _STATES.get(await job.status(), JobState.not_found)
+            if state is JobState.finished:
+                return await self._summary(job)
+            if state is JobState.not_found:
+                raise LookupError(f"no update job {job_id} (unknown, or its result expired)")
+            if deadline is not None and asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"update job {job_id} did not finish in {timeout} s")
+            await asyncio.sleep(0.2)
+
+    async def _summary(self, job: Job) -> dict[str, Any]:
+        info = await job.result_info()
+        if info is None:
+            raise LookupError(f"no result for update job {job.job_id}")
+        if info.success and isinstance(info.result, dict) and "status" in info.result:
+            summary: dict[str, Any] = info.result
+            return summary
+        return failure_summary(job.job_id, info.result, info)

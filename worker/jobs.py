@@ -1,0 +1,162 @@
+"""The ARQ job: validate the request, run the playbook, return the summary.
+
+Read top to bottom, this is the whole update flow on the worker's side; the steps themselves
+live in `playbooks/update.yml`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .compose import ComposeError, compose_config
+from .request import InvalidRequest, UpdateRequest, registry_services, validate_request
+from .runner import PlaybookRun, run_playbook_async
+from .settings import Settings
+from .summary import Summary, UpdateStatus, build_summary, rejected_summary
+
+logger = logging.getLogger("update_executor.jobs")
+
+# Seconds of JOB_TIMEOUT kept for building and storing the summary after ansible is stopped,
+# so a slow update ends as a `timeout` summary rather than an ARQ-level TimeoutError.
+SUMMARY_MARGIN_S = 30
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def allowed_services(settings: Settings) -> list[str]:
+    """The services a job may choose from: UPDATE_SERVICES, or every registry-image service."""
+    if settings.update_services:
+        return list(settings.update_services)
+    return registry_services(await compose_config(settings), settings.registry_url)
+
+
+@contextlib.contextmanager
+def job_work_dir(settings: Settings) -> Iterator[tuple[Path, Path | None]]:
+    """A private directory for one job: the playbook's DOCKER_CONFIG goes here, and the token
+    file when the token only came from GITHUB_TOKEN. Removed when the job ends."""
+    with tempfile.TemporaryDirectory(prefix="ue-job-") as name:
+        work_dir = Path(name)
+        os.chmod(work_dir, 0o700)
+        token_file = settings.registry_token_file
+        if token_file is None and settings.registry_token:
+            token_file = work_dir / "registry-token"
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(settings.registry_token.reveal())
+        yield work_dir, token_file
+
+
+def playbook_vars(
+    settings: Settings, request: UpdateRequest, job_id: str, work_dir: Path, token_file: Path | None
+) -> dict[str, Any]:
+    """Every playbook variable, explicitly (see docs/internals.md). Never the token itself."""
+    return {
+        "compose_file": str(settings.compose_file),
+        "compose_project_name": settings.compose_project_name,
+        "update_services": list(request.services),
+        "registry_url": settings.registry_url,
+        "registry_username": settings.registry_username,
+        "registry_token_file": str(token_file) if token_file else "",
+        "registry_token": "",
+        "run_migrations": request.run_migrations,
+        "migration_service": settings.migration_service,
+        "migration_command": settings.migration_command,
+        "health_timeout": settings.health_timeout,
+        "update_job_id": job_id,
+        "update_requested_by": request.requested_by or "",
+        "update_work_dir": str(work_dir),
+    }
+
+
+async def process_system_update(
+    ctx: dict[str, Any],
+    *,
+    run_migrations: bool = True,
+    create_backup: bool = False,
+    services: list[str] | None = None,
+    dry_run: bool = False,
+    requested_by: str | None = None,
+) -> dict[str, Any]:
+    """Update the configured compose deployment; return the summary (never raise for a failed
+    update: the summary's `status` says so)."""
+    settings: Settings = ctx["settings"]
+    job_id: str = ctx.get("job_id") or "local"
+    started_at = now()
+    try:
+        request = validate_request(
+            await allowed_services(settings),
+            services=services,
+            run_migrations=run_migrations,
+            create_backup=create_backup,
+            dry_run=dry_run,
+            requested_by=requested_by,
+        )
+        if request.create_backup:
+            raise InvalidRequest(
+                "create_backup=true needs a configured BACKUP_COMMAND, and none is configured"
+            )
+    except (InvalidRequest, ComposeError) as exc:
+        logger.warning("job %s rejected: %s", job_id, exc)
+        step = "validation" if isinstance(exc, InvalidRequest) else "preflight"
+        return rejected_summary(
+            job_id=job_id, message=str(exc), started_at=started_at, finished_at=now(), step=step
+        ).as_dict()
+
+    logger.info(
+        "job %s: update of %s started%s%s",
+        job_id,
+        ",".join(request.services),
+        " (dry run)" if request.dry_run else "",
+        f" by {request.requested_by}" if request.requested_by else "",
+    )
+    with job_work_dir(settings) as (work_dir, token_file):
+        outcome = await run_playbook_async(
+            PlaybookRun(
+                playbook=settings.playbook,
+                inventory=settings.inventory,
+                extravars=playbook_vars(settings, request, job_id, work_dir, token_file),
+                ident=job_id,
+                check_mode=request.dry_run,
+                timeout_s=max(settings.job_timeout - SUMMARY_MARGIN_S, 1),
+            ),
+            work_root=work_dir,
+        )
+    summary = build_summary(
+        job_id=job_id, request=request, outcome=outcome, started_at=started_at, finished_at=now()
+    )
+    log_summary(summary)
+    return summary.as_dict()
+
+
+def log_summary(summary: Summary) -> None:
+    """One line per step, then one line for the job. No secrets: messages come from ansible's
+    results, and the login task's are censored (no_log)."""
+    for step in summary.steps:
+        logger.info(
+            "job %s: step %-10s %-7s %6.1fs %s",
+            summary.job_id,
+            step.name,
+            step.status.value,
+            step.duration_s,
+            step.message,
+        )
+    level = logging.INFO if summary.status is UpdateStatus.successful else logging.ERROR
+    updated = [name for name, svc in summary.services.items() if svc["updated"]]
+    logger.log(
+        level,
+        "job %s: %s in %.1fs; updated: %s%s",
+        summary.job_id,
+        summary.status.value,
+        (summary.finished_at - summary.started_at).total_seconds(),
+        ", ".join(updated) or "none",
+        f"; error in {summary.error['step']}: {summary.error['message']}" if summary.error else "",
+    )

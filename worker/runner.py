@@ -1,0 +1,165 @@
+"""Run the update playbook through ansible-runner, behind one narrow typed function.
+
+ansible-runner's entry point takes fifty arguments and blocks; we call it with the few we
+need, in a thread so the event loop (ARQ's health check, job abort, timeouts) keeps running.
+Cancelling the awaiting task asks the runner to stop: it then kills the whole process group
+of ansible-playbook, and we wait for that before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from .summary import RunOutcome, UpdateStatus
+
+logger = logging.getLogger("update_executor.runner")
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+# How often (s) the runner checks the cancel callback; its default of 5 s makes aborts slow.
+CANCEL_POLL_S = 0.25
+
+# Environment variables never handed to ansible: ansible-runner copies the worker's whole
+# environment into the run (and into artifacts/<ident>/command).
+SECRET_ENV_VARS = ("GITHUB_TOKEN", "REDIS_QUEUE_PASSWORD", "UPDATE_JOB_SECRET")
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """One run of a playbook: what to run, with which variables."""
+
+    playbook: Path
+    inventory: Path
+    extravars: Mapping[str, Any]
+    ident: str
+    check_mode: bool = False
+    timeout_s: int | None = None
+    envvars: Mapping[str, str] = field(default_factory=dict)
+
+
+def ansible_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """Environment overrides for the ansible process.
+
+    ansible.cfg in the repository is used whatever the runner's working directory is, and
+    the secrets in our own environment are blanked (ansible-runner merges these over a copy
+    of os.environ, so an empty value is how to remove one).
+    """
+    env = {name: "" for name in SECRET_ENV_VARS if name in os.environ}
+    env.update(
+        # ansible-playbook from the worker's own virtualenv, whatever systemd's PATH is.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        ANSIBLE_CONFIG=str(Path(__file__).resolve().parent.parent / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+    )
+    env.update(extra)
+    return env
+
+
+def run_playbook(
+    run: PlaybookRun,
+    *,
+    cancel: threading.Event,
+    on_event: EventCallback | None = None,
+    work_root: Path | None = None,
+) -> RunOutcome:
+    """Run the playbook to the end (or until `cancel` is set) and return what happened.
+
+    The private data dir is new, mode 0700, and removed before returning: ansible-runner
+    writes the command line and environment there.
+    """
+    events: list[dict[str, Any]] = []
+
+    def handle_event(event: dict[str, Any]) -> bool:
+        events.append(event)
+        if on_event is not None:
+            try:
+                on_event(event)
+            except Exception:
+                logger.exception("event callback failed; the run goes on")
+        return False  # keep events in memory only: nothing written to job_events/
+
+    private_dir = Path(tempfile.mkdtemp(prefix=f"ue-run-{run.ident[:16]}-", dir=work_root))
+    os.chmod(private_dir, 0o700)
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private_dir),
+            playbook=str(run.playbook),
+            inventory=str(run.inventory),
+            extravars=dict(run.extravars),
+            envvars=ansible_env(run.envvars),
+            cmdline="--check" if run.check_mode else None,
+            ident=run.ident,
+            quiet=True,
+            suppress_env_files=True,
+            settings={
+                "suppress_output_file": True,
+                "suppress_ansible_output": True,
+                "pexpect_timeout": CANCEL_POLL_S,
+                **({"job_timeout": run.timeout_s} if run.timeout_s else {}),
+            },
+            event_handler=handle_event,
+            cancel_callback=cancel.is_set,
+        )
+        status = UpdateStatus(runner.status) if runner.status in UpdateStatus.__members__ else None
+        error = "" if status is not None else f"ansible-runner ended with status {runner.status}"
+        return RunOutcome(
+            status=status or UpdateStatus.failed,
+            events=events,
+            rc=runner.rc,
+            error=error or _error_output(events),
+        )
+    except Exception as exc:
+        logger.exception("ansible-runner failed to run the playbook")
+        return RunOutcome(status=UpdateStatus.failed, events=events, error=f"runner error: {exc}")
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def _error_output(events: list[dict[str, Any]]) -> str:
+    """Text ansible printed outside any task (e.g. a syntax error), for the summary."""
+    lines = [
+        str(event.get("stdout") or "").strip()
+        for event in events
+        if event.get("event") in ("error", "verbose") and "ERROR" in str(event.get("stdout", ""))
+    ]
+    return "\n".join(line for line in lines if line)[-1000:]
+
+
+async def run_playbook_async(
+    run: PlaybookRun,
+    *,
+    on_event: EventCallback | None = None,
+    work_root: Path | None = None,
+) -> RunOutcome:
+    """`run_playbook` off the event loop. Cancelling this coroutine stops the playbook.
+
+    On cancellation the runner kills ansible's process group; we wait for that to finish
+    (it takes at most CANCEL_POLL_S plus the kill) so that nothing of the run is left behind,
+    then re-raise.
+    """
+    cancel = threading.Event()
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(
+        None,
+        lambda: run_playbook(run, cancel=cancel, on_event=on_event, work_root=work_root),
+    )
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        cancel.set()
+        logger.warning("run %s: cancel requested, stopping ansible", run.ident)
+        await asyncio.wait([future])
+        raise

@@ -1,0 +1,183 @@
+"""The worker's configuration: one typed object read from the environment.
+
+The compose file, the registry and the allowed services come from here only, never from a job.
+Secrets are wrapped in :class:`Secret` so that no repr, log line or summary can show them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_QUEUE_NAME = "update-executor:queue"
+# ARQ's default queue, used by the application's own in-container workers: never ours.
+ARQ_DEFAULT_QUEUE_NAME = "arq:queue"
+DEFAULT_LOG_FILE = "/var/log/update-executor.log"
+# Where the repository's playbooks live when the package is installed from a checkout.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# systemd's LoadCredential= puts credentials in $CREDENTIALS_DIRECTORY/<name>.
+CREDENTIAL_NAME = "github_token"
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a usable configuration."""
+
+
+class Secret:
+    """A string that never shows itself in repr, str or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker and the client need, with the defaults documented in README."""
+
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: Secret = field(default_factory=lambda: Secret(""))
+    queue_name: str = DEFAULT_QUEUE_NAME
+    compose_file: Path = Path("./docker-compose.prod.yml")
+    compose_project_name: str = ""
+    registry_url: str = "ghcr.io"
+    registry_username: str = ""
+    # Path of the file holding the registry token, when the token comes from a file.
+    registry_token_file: Path | None = None
+    # The token itself when it only came from GITHUB_TOKEN (a fallback).
+    registry_token: Secret = field(default_factory=lambda: Secret(""))
+    # Empty: every service whose image comes from registry_url (resolved per job).
+    update_services: tuple[str, ...] = ()
+    migration_service: str = "api"
+    migration_command: str = "alembic upgrade head"
+    health_timeout: int = 300
+    job_timeout: int = 1800
+    log_file: Path | None = None
+    playbook: Path = PROJECT_ROOT / "playbooks" / "update.yml"
+    inventory: Path = PROJECT_ROOT / "inventory" / "localhost"
+
+    @property
+    def has_registry_token(self) -> bool:
+        return self.registry_token_file is not None or bool(self.registry_token)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from the environment; raise ConfigError with every problem found."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def text(name: str, default: str) -> str:
+            return env.get(name, "").strip() or default
+
+        def integer(name: str, default: int, minimum: int = 0, maximum: int = 2**31) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{name} must be an integer, got {raw!r}")
+                return default
+            if not minimum <= value <= maximum:
+                problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
+            return value
+
+        queue_name = text("UPDATE_QUEUE_NAME", DEFAULT_QUEUE_NAME)
+        if queue_name == ARQ_DEFAULT_QUEUE_NAME:
+            problems.append(
+                f"UPDATE_QUEUE_NAME must not be ARQ's default {ARQ_DEFAULT_QUEUE_NAME!r}: the "
+                "application's own workers take jobs from it and would fail the update job"
+            )
+
+        services = tuple(s.strip() for s in env.get("UPDATE_SERVICES", "").split(",") if s.strip())
+        token_file, token = _registry_token(env, problems)
+        health_timeout = integer("HEALTH_TIMEOUT", 300, 1, 86400)
+        job_timeout = integer("JOB_TIMEOUT", 1800, 60, 86400)
+        if job_timeout <= health_timeout:
+            problems.append(
+                f"JOB_TIMEOUT ({job_timeout}) must be longer than HEALTH_TIMEOUT ({health_timeout})"
+            )
+
+        settings = cls(
+            redis_host=text("REDIS_QUEUE_HOST", "localhost"),
+            redis_port=integer("REDIS_QUEUE_PORT", 6379, 1, 65535),
+            redis_db=integer("REDIS_QUEUE_DB", 0, 0, 1024),
+            redis_password=Secret(env.get("REDIS_QUEUE_PASSWORD", "")),
+            queue_name=queue_name,
+            compose_file=Path(text("COMPOSE_FILE_PATH", "./docker-compose.prod.yml")).absolute(),
+            compose_project_name=text("COMPOSE_PROJECT_NAME", ""),
+            registry_url=text("REGISTRY_URL", "ghcr.io").rstrip("/"),
+            registry_username=text("REGISTRY_USERNAME", ""),
+            registry_token_file=token_file,
+            registry_token=token,
+            update_services=services,
+            migration_service=text("MIGRATION_SERVICE", "api"),
+            migration_command=text("MIGRATION_COMMAND", "alembic upgrade head"),
+            health_timeout=health_timeout,
+            job_timeout=job_timeout,
+            log_file=_log_file(env.get("LOG_FILE")),
+            playbook=Path(text("UPDATE_PLAYBOOK", str(cls.playbook))).absolute(),
+            inventory=Path(text("UPDATE_INVENTORY", str(cls.inventory))).absolute(),
+        )
+        if settings.has_registry_token and not settings.registry_username:
+            problems.append("REGISTRY_USERNAME is required when a registry token is configured")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return settings
+
+
+def _registry_token(env: Mapping[str, str], problems: list[str]) -> tuple[Path | None, Secret]:
+    """Where the token comes from, in order of preference: a file, systemd, the variable.
+
+    A file is preferred because the worker then hands only its path to the playbook.
+    """
+    path = env.get("GITHUB_TOKEN_FILE", "").strip()
+    if not path and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        if candidate.is_file():
+            path = str(candidate)
+    if path:
+        token_path = Path(path).absolute()
+        try:
+            readable = bool(token_path.read_text().strip())
+        except OSError as exc:
+            problems.append(f"GITHUB_TOKEN_FILE {token_path} cannot be read: {exc.strerror}")
+        else:
+            if not readable:
+                problems.append(f"GITHUB_TOKEN_FILE {token_path} is empty")
+        return token_path, Secret("")
+    return None, Secret(env.get("GITHUB_TOKEN", "").strip())
+
+
+def _log_file(configured: str | None) -> Path | None:
+    """LOG_FILE when set ("" or "-" means stdout only), else the default when writable."""
+    if configured is not None:
+        configured = configured.strip()
+        return None if configured in ("", "-") else Path(configured)
+    default = Path(DEFAULT_LOG_FILE)
+    target = default if default.exists() else default.parent
+    writable = os.access(target, os.W_OK)
+    return default if writable else None

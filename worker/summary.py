@@ -1,0 +1,405 @@
+"""Turn what the playbook did (ansible-runner events and its `set_stats` report) into the job's
+summary. Pure functions only, so every branch has a fast unit test.
+
+The summary's shape is documented in `docs/result.schema.json`; tests validate every summary
+they see against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .request import UpdateRequest
+
+STATS_KEY = "update_executor"
+MAX_MESSAGE = 1000
+NOT_REACHED = "not run: an earlier step failed"
+
+
+class UpdateStatus(StrEnum):
+    successful = "successful"
+    failed = "failed"
+    canceled = "canceled"
+    timeout = "timeout"
+
+
+class StepStatus(StrEnum):
+    ok = "ok"
+    changed = "changed"
+    failed = "failed"
+    skipped = "skipped"
+
+
+class Step(StrEnum):
+    """The playbook's steps, in order. Task names start with the capitalised value and ' | '."""
+
+    preflight = "preflight"
+    login = "login"
+    snapshot = "snapshot"
+    pull = "pull"
+    recreate = "recreate"
+    migrations = "migrations"
+    report = "report"
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: StepStatus = StepStatus.skipped
+    duration_s: float = 0.0
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "duration_s": round(self.duration_s, 3),
+            "message": self.message,
+        }
+
+
+@dataclass
+class StepAccumulator:
+    """What the events of one step's tasks add up to."""
+
+    tasks: int = 0
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    first_start: datetime | None = None
+    last_end: datetime | None = None
+    duration_s: float = 0.0
+    failure: str = ""
+    skip_reasons: list[str] = field(default_factory=list)
+
+
+def step_of_task(task_name: str) -> Step | None:
+    """'Pull | Pull the new images' -> Step.pull; names without a known prefix -> None."""
+    prefix, sep, _ = task_name.partition("|")
+    if not sep:
+        return None
+    try:
+        return Step(prefix.strip().lower())
+    except ValueError:
+        return None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
+
+
+def failure_message(result: Mapping[str, Any]) -> str:
+    """The most useful text of a failed task's result: its msg, plus stderr when it adds to it."""
+    if result.get("censored"):
+        # no_log tasks (login): ansible hides the result, so we say what we know.
+        return "the task's output is hidden (no_log); see the worker log for the cause"
+    message = str(result.get("msg") or "").strip()
+    stderr = str(result.get("stderr") or result.get("module_stderr") or "").strip()
+    if stderr and stderr not in message:
+        message = f"{message}: {stderr}" if message else stderr
+    return _clip(message or "failed")
+
+
+RUNNER_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "failed",
+}
+
+
+def accumulate_steps(events: Iterable[Mapping[str, Any]]) -> dict[Step, StepAccumulator]:
+    """Group ansible-runner's per-task results by step."""
+    steps: dict[Step, StepAccumulator] = {}
+    for event in events:
+        kind = RUNNER_EVENTS.get(str(event.get("event")))
+        if kind is None:
+            continue
+        data = event.get("event_data") or {}
+        step = step_of_task(str(data.get("task", "")))
+        if step is None:
+            continue
+        acc = steps.setdefault(step, StepAccumulator())
+        acc.tasks += 1
+        result = data.get("res") or {}
+        if kind == "failed" and data.get("ignore_errors"):
+            kind = "ok"
+        if kind == "failed":
+            acc.failed += 1
+            if not acc.failure:
+                acc.failure = failure_message(result)
+        elif kind == "skipped":
+            acc.skipped += 1
+            reason = str(result.get("skip_reason") or "")
+            if reason:
+                acc.skip_reasons.append(reason)
+        elif result.get("changed"):
+            acc.changed += 1
+        else:
+            acc.ok += 1
+        start, end = _parse_time(data.get("start")), _parse_time(data.get("end"))
+        if start and (acc.first_start is None or start < acc.first_start):
+            acc.first_start = start
+        if end and (acc.last_end is None or end > acc.last_end):
+            acc.last_end = end
+        acc.duration_s += float(data.get("duration") or 0.0)
+    return steps
+
+
+def step_results(
+    accumulated: Mapping[Step, StepAccumulator], messages: Mapping[Step, str]
+) -> list[StepResult]:
+    """One result per step, in playbook order; steps with no task event count as skipped."""
+    results: list[StepResult] = []
+    failed_before = False
+    for step in Step:
+        acc = accumulated.get(step)
+        result = StepResult(name=step.value)
+        if acc is None or acc.tasks == acc.skipped:
+            result.status = StepStatus.skipped
+            result.message = NOT_REACHED if failed_before and step is not Step.report else ""
+        elif acc.failed:
+            result.status = StepStatus.failed
+            result.message = acc.failure
+        elif acc.changed:
+            result.status = StepStatus.changed
+        else:
+            result.status = StepStatus.ok
+        if acc is not None:
+            if acc.first_start and acc.last_end:
+                result.duration_s = (acc.last_end - acc.first_start).total_seconds()
+            else:
+                result.duration_s = acc.duration_s
+        if not result.message:
+            result.message = messages.get(step, "")
+        failed_before = failed_before or result.status is StepStatus.failed
+        results.append(result)
+    return results
+
+
+def _image_state(value: object) -> dict[str, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {
+        "container_id": value.get("container_id"),
+        "image_id": value.get("image_id"),
+        "digest": value.get("digest"),
+    }
+
+
+def service_results(report: Mapping[str, Any], targets: Sequence[str]) -> dict[str, Any]:
+    """Per target service: image, before/after image ID and digest, updated, health."""
+    reported = report.get("services") or {}
+    services: dict[str, Any] = {}
+    for name in targets:
+        entry = reported.get(name) or {}
+        before, after = _image_state(entry.get("before")), _image_state(entry.get("after"))
+        updated = bool(
+            after
+            and after.get("image_id")
+            and (before is None or before.get("image_id") != after.get("image_id"))
+        )
+        services[name] = {
+            "image": entry.get("image"),
+            "before": before,
+            "after": after,
+            "updated": updated,
+            "health": entry.get("health"),
+        }
+    return services
+
+
+def migration_result(report: Mapping[str, Any]) -> dict[str, Any]:
+    migrations = report.get("migrations") or {}
+    rc = migrations.get("rc")
+    return {
+        "ran": bool(migrations.get("ran")),
+        "rc": rc if isinstance(rc, int) else None,
+        "output_tail": _clip(str(migrations.get("output_tail") or ""), 4000),
+    }
+
+
+def step_messages(
+    request: UpdateRequest, report: Mapping[str, Any], services: Mapping[str, Any]
+) -> dict[Step, str]:
+    """Short human messages for steps that went well, from the playbook's report."""
+    targets = report.get("targets") or list(request.services)
+    skipped = report.get("skipped") or {}
+    messages = {Step.preflight: "targets: " + (", ".join(targets) or "none")}
+    if skipped:
+        messages[Step.preflight] += "; skipped: " + ", ".join(
+            f"{name} ({reason})" for name, reason in sorted(skipped.items())
+        )
+    updated = [name for name, service in services.items() if service["updated"]]
+    verb = "would recreate" if request.dry_run else "recreated"
+    messages[Step.recreate] = f"{verb}: {', '.join(updated)}" if updated else "no image changed"
+    migrations = report.get("migrations") or {}
+    if migrations.get("ran"):
+        messages[Step.migrations] = f"exit code {migrations.get('rc')}"
+    elif not request.run_migrations:
+        messages[Step.migrations] = "not requested"
+    elif request.dry_run:
+        messages[Step.migrations] = "dry run: not run"
+    return messages
+
+
+def ansible_stats(stats_event_data: Mapping[str, Any]) -> dict[str, int]:
+    """Totals over hosts of ansible's play recap (ok, changed, failures, ...)."""
+    names = {
+        "ok": "ok",
+        "changed": "changed",
+        "failures": "failures",
+        "dark": "unreachable",
+        "skipped": "skipped",
+        "rescued": "rescued",
+        "ignored": "ignored",
+    }
+    totals = dict.fromkeys(names.values(), 0)
+    for key, name in names.items():
+        per_host = stats_event_data.get(key) or {}
+        if isinstance(per_host, Mapping):
+            totals[name] = sum(int(v) for v in per_host.values())
+    return totals
+
+
+@dataclass
+class RunOutcome:
+    """What one playbook run produced, as the runner wrapper collected it."""
+
+    status: UpdateStatus
+    events: list[dict[str, Any]] = field(default_factory=list)
+    rc: int | None = None
+    error: str = ""  # set when the run failed outside any task (syntax error, runner crash)
+
+    @property
+    def stats_event(self) -> Mapping[str, Any]:
+        for event in reversed(self.events):
+            if event.get("event") == "playbook_on_stats":
+                data: Mapping[str, Any] = event.get("event_data") or {}
+                return data
+        return {}
+
+    @property
+    def report(self) -> Mapping[str, Any]:
+        artifact = self.stats_event.get("artifact_data") or {}
+        report: Mapping[str, Any] = artifact.get(STATS_KEY) or {}
+        return report
+
+
+@dataclass
+class Summary:
+    job_id: str
+    status: UpdateStatus
+    started_at: datetime
+    finished_at: datetime
+    request: UpdateRequest | None
+    steps: list[StepResult]
+    services: dict[str, Any]
+    migrations: dict[str, Any]
+    stats: dict[str, int]
+    error: dict[str, str] | None
+    compose_project: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            status=self.status.value,
+            started_at=self.started_at.isoformat(),
+            finished_at=self.finished_at.isoformat(),
+            duration_s=round((self.finished_at - self.started_at).total_seconds(), 3),
+            request=self.request.as_dict() if self.request else None,
+            steps=[step.as_dict() for step in self.steps],
+        )
+        return data
+
+
+def build_summary(
+    *,
+    job_id: str,
+    request: UpdateRequest,
+    outcome: RunOutcome,
+    started_at: datetime,
+    finished_at: datetime,
+) -> Summary:
+    """The job's result for one playbook run."""
+    report = outcome.report
+    targets = list(report.get("targets") or request.services)
+    services = service_results(report, targets)
+    steps = step_results(accumulate_steps(outcome.events), step_messages(request, report, services))
+    status = outcome.status
+    error: dict[str, str] | None = None
+    failed = next((s for s in steps if s.status is StepStatus.failed), None)
+    if status is UpdateStatus.successful and failed is not None:
+        status = UpdateStatus.failed  # an ignored-then-failed step still fails the update
+    if status is not UpdateStatus.successful:
+        if failed is not None:
+            error = {"step": failed.name, "message": failed.message}
+        else:
+            running = _step_in_progress(outcome.events)
+            default = {
+                UpdateStatus.canceled: "the update was canceled",
+                UpdateStatus.timeout: "the update ran out of time",
+            }.get(status, "the playbook failed")
+            error = {"step": running or "playbook", "message": outcome.error or default}
+    return Summary(
+        job_id=job_id,
+        status=status,
+        started_at=started_at,
+        finished_at=finished_at,
+        request=request,
+        steps=steps,
+        services=services,
+        migrations=migration_result(report),
+        stats=ansible_stats(outcome.stats_event),
+        error=error,
+        compose_project=report.get("compose_project"),
+    )
+
+
+def _step_in_progress(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """The step of the last task that started, for errors that stop a run mid-task."""
+    for event in reversed(events):
+        if event.get("event") == "playbook_on_task_start":
+            step = step_of_task(str((event.get("event_data") or {}).get("task", "")))
+            if step is not None:
+                return step.value
+    return None
+
+
+def rejected_summary(
+    *,
+    job_id: str,
+    message: str,
+    started_at: datetime,
+    finished_at: datetime,
+    request: UpdateRequest | None = None,
+    step: str = "validation",
+) -> Summary:
+    """A failed summary for a job that was refused before the playbook ran."""
+    return Summary(
+        job_id=job_id,
+        status=UpdateStatus.failed,
+        started_at=started_at,
+        finished_at=finished_at,
+        request=request,
+        steps=[],
+        services={},
+        migrations={"ran": False, "rc": None, "output_tail": ""},
+        stats={},
+        error={"step": step, "message": message},
+    )
