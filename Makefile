@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # ansible-lint and ansible-runner look for their tools on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup lint test unit integration demo clean
+.PHONY: setup lint test unit integration demo bench clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -33,6 +33,11 @@ integration: setup
 
 demo: setup
 	$(PY) -m testbed.demo
+
+# Plain docker compose vs the old script vs ansible-playbook vs the queue; writes
+# docs/performance.md and bench/results/latest.json.
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
