@@ -14,7 +14,7 @@ VENV="${VENV:-$REPO/.venv}"
 PLUGIN_DIR="${COMPOSE_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}"
 STAMP="$VENV/.bootstrap-stamp"
 PACKAGES=(docker.io docker-registry busybox-static redis-server apache2-utils python3-venv
-          iproute2)
+          iproute2 openssl systemd)
 
 log() { printf 'bootstrap: %s\n' "$*"; }
 die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }

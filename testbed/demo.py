@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -60,6 +61,10 @@ def worker_environment(stack: Stack, compose_file: Path, token_file: Path) -> di
         "MIGRATION_COMMAND": "alembic upgrade head",
         "HEALTH_TIMEOUT": "60",
         "LOG_FILE": "",
+        # the secret the API and the worker share to sign jobs (docs/security.md); a file
+        # (UPDATE_JOB_SECRET_FILE) or a systemd credential in production
+        "UPDATE_JOB_SECRET": secrets.token_hex(32),
+        "UPDATE_MIN_INTERVAL": "0",
     }
 
 

@@ -1,5 +1,8 @@
 """For `arq worker.arq_app.WorkerSettings`: the worker configured from the environment when arq
-imports this module. `update-executor worker` runs the same worker with friendlier errors."""
+imports this module. `update-executor worker` runs the same worker with friendlier errors.
+
+It needs a job secret (UPDATE_JOB_SECRET_FILE, ...): `--insecure-unsigned-jobs` exists only as
+a flag of `update-executor worker`, on purpose."""
 
 from __future__ import annotations
 

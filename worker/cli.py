@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("worker", help="run the worker (what systemd starts)")
     run.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    run.add_argument(
+        "--insecure-unsigned-jobs",
+        action="store_true",
+        help="run without UPDATE_JOB_SECRET, accepting unsigned jobs from anyone who can write "
+        "to Redis (a warning is logged at every start); never in production",
+    )
 
     enqueue = commands.add_parser("enqueue", help="queue an update")
     enqueue.add_argument("--no-migrations", action="store_true", help="skip the migration step")
@@ -111,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"update-executor: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_file if args.command == "worker" else None, args.verbose)
+    if args.command == "worker" and args.insecure_unsigned_jobs:
+        settings = replace(settings, insecure_unsigned_jobs=True)
     try:
         if args.command == "worker":
             return run_worker(settings, args.burst)

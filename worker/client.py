@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -16,15 +18,28 @@ from typing import Any
 from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job, JobStatus
 
+from .inflight import claim, inflight_key, release
 from .main import redis_settings
 from .request import MAX_REQUESTED_BY, SERVICE_NAME, InvalidRequest
-from .serialization import RemoteJobError, deserialize, serialize
+from .serialization import RemoteJobError
 from .settings import Settings
+from .signing import client_codec
 from .summary import UpdateStatus, rejected_summary
 
 logger = logging.getLogger("update_executor.client")
 
 UPDATE_FUNCTION = "process_system_update"
+# A claim younger than this is in flight even if its job is not visible in the queue yet.
+CLAIM_GRACE_S = 30
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """The answer to an update request."""
+
+    job_id: str
+    # True: an update was already queued or running, and job_id is that one; nothing new queued.
+    existing: bool = False
 
 
 class JobState(StrEnum):
@@ -91,10 +106,15 @@ class UpdateClient:
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> UpdateClient:
         settings = settings or Settings.from_env()
+        codec = client_codec(settings)  # signs jobs, verifies results (worker/signing.py)
+        if codec.key is None:
+            logger.warning(
+                "no UPDATE_JOB_SECRET: jobs are sent unsigned, a worker with one refuses them"
+            )
         redis = await create_pool(
             redis_settings(settings),
-            job_serializer=serialize,
-            job_deserializer=deserialize,
+            job_serializer=codec.serialize,
+            job_deserializer=codec.deserialize,
             default_queue_name=settings.queue_name,
         )
         return cls(settings, redis)
@@ -110,7 +130,10 @@ class UpdateClient:
 
     def _job(self, job_id: str) -> Job:
         return Job(
-            job_id, self.redis, _queue_name=self.settings.queue_name, _deserializer=deserialize
+            job_id,
+            self.redis,
+            _queue_name=self.settings.queue_name,
+            _deserializer=self.redis.job_deserializer,
         )
 
     async def enqueue_update(
@@ -122,21 +145,70 @@ class UpdateClient:
         dry_run: bool = False,
         requested_by: str | None = None,
     ) -> str:
-        """Queue an update; return its job id."""
-        _check_arguments(services, requested_by)
-        job = await self.redis.enqueue_job(
-            UPDATE_FUNCTION,
-            _queue_name=self.settings.queue_name,
+        """Queue an update and return its job id, or the id of the update already in flight."""
+        enqueued = await self.submit_update(
             run_migrations=run_migrations,
             create_backup=create_backup,
             services=services,
             dry_run=dry_run,
             requested_by=requested_by,
         )
+        return enqueued.job_id
+
+    async def submit_update(
+        self,
+        *,
+        run_migrations: bool = True,
+        create_backup: bool = False,
+        services: list[str] | None = None,
+        dry_run: bool = False,
+        requested_by: str | None = None,
+    ) -> Enqueued:
+        """Queue an update unless one is queued or running; say which it was."""
+        _check_arguments(services, requested_by)
+        queue = self.settings.queue_name
+        job_id = uuid.uuid4().hex
+        ttl = self.settings.job_timeout + 300  # a safety net; finished jobs release it sooner
+        for _ in range(3):
+            holder = await claim(self.redis, queue, job_id, ttl)
+            if holder is None:
+                break
+            if not await self._is_stale(holder, ttl):
+                logger.info("update job %s already in flight; not queuing another", holder)
+                return Enqueued(holder, existing=True)
+            logger.warning("releasing stale in-flight claim of job %s", holder)
+            await release(self.redis, queue, holder)
+        else:
+            raise RuntimeError("could not claim the update slot; try again")
+        try:
+            job = await self.redis.enqueue_job(
+                UPDATE_FUNCTION,
+                _job_id=job_id,
+                _queue_name=queue,
+                run_migrations=run_migrations,
+                create_backup=create_backup,
+                services=services,
+                dry_run=dry_run,
+                requested_by=requested_by,
+            )
+        except BaseException:
+            await release(self.redis, queue, job_id)
+            raise
         if job is None:  # ARQ returns None only for a job id already in use
+            await release(self.redis, queue, job_id)
             raise RuntimeError("the update job could not be queued")
-        logger.info("queued update job %s", job.job_id)
-        return str(job.job_id)
+        logger.info("queued update job %s", job_id)
+        return Enqueued(job_id)
+
+    async def _is_stale(self, job_id: str, ttl: int) -> bool:
+        """A claim whose job ended (or never got queued, after a grace period) is stale."""
+        state = _STATES.get(await self._job(job_id).status(), JobState.not_found)
+        if state in (JobState.queued, JobState.running):
+            return False
+        if state is JobState.finished:
+            return True
+        remaining = int(await self.redis.ttl(inflight_key(self.settings.queue_name)))
+        return remaining < ttl - CLAIM_GRACE_S
 
     async def status(self, job_id: str) -> dict[str, Any]:
         """`state` (queued / running / finished / not_found), plus `summary` once finished."""
@@ -160,6 +232,10 @@ class UpdateClient:
             if deadline is not None and asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"update job {job_id} did not finish in {timeout} s")
             await asyncio.sleep(0.2)
+
+    async def abort(self, job_id: str, timeout: float = 60) -> bool:
+        """Ask the worker to cancel the job (it stops ansible); True once it was canceled."""
+        return bool(await self._job(job_id).abort(timeout=timeout))
 
     async def _summary(self, job: Job) -> dict[str, Any]:
         info = await job.result_info()

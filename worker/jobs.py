@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .compose import ComposeError, compose_config
+from .cooldown import check_cooldown, record_update
+from .inflight import release
 from .request import InvalidRequest, UpdateRequest, registry_services, validate_request
 from .runner import PlaybookRun, run_playbook_async
 from .settings import Settings
@@ -74,6 +76,13 @@ def playbook_vars(
         "update_job_id": job_id,
         "update_requested_by": request.requested_by or "",
         "update_work_dir": str(work_dir),
+        "create_backup": request.create_backup,
+        "backup_command": settings.backup_command,
+        "backup_service": settings.backup_service,
+        "backup_dir": str(settings.backup_dir),
+        "rollback_on_migration_failure": settings.rollback_on_migration_failure,
+        "lock_dir": str(settings.lock_dir),
+        "lock_max_age": settings.job_timeout,
     }
 
 
@@ -90,6 +99,45 @@ async def process_system_update(
     update: the summary's `status` says so)."""
     settings: Settings = ctx["settings"]
     job_id: str = ctx.get("job_id") or "local"
+    redis = ctx.get("redis")
+    try:
+        # Cool-down (UPDATE_MIN_INTERVAL, worker/cooldown.py); a dry run restarts nothing.
+        refusal = (
+            None if redis is None or dry_run is True else await check_cooldown(redis, settings)
+        )
+        if refusal is not None:
+            logger.warning("job %s refused: %s", job_id, refusal)
+            return rejected_summary(
+                job_id=job_id, message=refusal, started_at=now(), finished_at=now(), step="cooldown"
+            ).as_dict()
+        summary = await _update(
+            settings,
+            job_id,
+            run_migrations=run_migrations,
+            create_backup=create_backup,
+            services=services,
+            dry_run=dry_run,
+            requested_by=requested_by,
+        )
+        if redis is not None and dry_run is not True and summary["steps"]:
+            await record_update(redis, settings)  # the playbook ran: services may have restarted
+        return summary
+    finally:
+        # Free the in-flight slot (see inflight.py) whatever happened, also on cancellation.
+        if ctx.get("redis") is not None:
+            await release(ctx["redis"], settings.queue_name, job_id)
+
+
+async def _update(
+    settings: Settings,
+    job_id: str,
+    *,
+    run_migrations: object,
+    create_backup: object,
+    services: object,
+    dry_run: object,
+    requested_by: object,
+) -> dict[str, Any]:
     started_at = now()
     try:
         request = validate_request(
@@ -100,7 +148,7 @@ async def process_system_update(
             dry_run=dry_run,
             requested_by=requested_by,
         )
-        if request.create_backup:
+        if request.create_backup and not settings.backup_command:
             raise InvalidRequest(
                 "create_backup=true needs a configured BACKUP_COMMAND, and none is configured"
             )

@@ -12,15 +12,21 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .compose import check_host
 from .jobs import process_system_update
+from .recovery import recover_interrupted_job
 from .runner import SECRET_ENV_VARS
-from .serialization import deserialize, serialize
 from .settings import Settings
+from .signing import REJECTED_FUNCTION, rejected_job, worker_codec
 
 logger = logging.getLogger("update_executor.worker")
 
+REDIS_RETRIES = 12
 # A finished update's summary stays readable in Redis this long (seconds).
 RESULT_TTL_S = 7 * 24 * 3600
 
@@ -34,7 +40,37 @@ def redis_settings(settings: Settings) -> RedisSettings:
         host=settings.redis_host,
         port=settings.redis_port,
         database=settings.redis_db,
+        username=settings.redis_username or None,
         password=settings.redis_password.reveal() or None,
+        ssl=settings.redis_ssl,
+        ssl_ca_certs=str(settings.redis_ssl_ca_file) if settings.redis_ssl_ca_file else None,
+        ssl_certfile=str(settings.redis_ssl_cert_file) if settings.redis_ssl_cert_file else None,
+        ssl_keyfile=str(settings.redis_ssl_key_file) if settings.redis_ssl_key_file else None,
+        ssl_check_hostname=settings.redis_ssl,
+        # Ride out a Redis restart (up to ~30 s) instead of crashing the poll loop.
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # OSError too: a refused connect surfaces as one, and redis-py retries only what it lists.
+        retry=Retry(
+            ExponentialBackoff(cap=3.0, base=0.2),
+            REDIS_RETRIES,
+            supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
+        ),
+    )
+
+
+def check_job_signing(settings: Settings) -> None:
+    """No secret, no worker: unless started with --insecure-unsigned-jobs (warned every time)."""
+    if settings.job_secret:
+        return
+    if not settings.insecure_unsigned_jobs:
+        raise StartupError(
+            "no job secret: set UPDATE_JOB_SECRET_FILE (or UPDATE_JOB_SECRET, or the systemd "
+            "credential job_secret) to the secret the API signs jobs with; "
+            "`update-executor worker --insecure-unsigned-jobs` runs unsigned jobs instead"
+        )
+    logging.getLogger("update_executor.security").warning(
+        "INSECURE: started with --insecure-unsigned-jobs and no UPDATE_JOB_SECRET: any client "
+        "that can write to Redis can order an update; set a job secret"
     )
 
 
@@ -47,11 +83,13 @@ def scrub_secret_environ() -> None:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    check_job_signing(settings)
     problems = await check_host()
     if problems:
         for problem in problems:
             logger.error("start-up check failed: %s", problem)
         raise StartupError("; ".join(problems))
+    await recover_interrupted_job(ctx["redis"], settings.queue_name)
     logger.info(
         "worker ready: queue %s, compose file %s, registry %s, services %s",
         settings.queue_name,
@@ -63,6 +101,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for arq's Worker: one update at a time, no retries, JSON only."""
+    codec = worker_codec(settings)
     kwargs: dict[str, Any] = {
         "functions": [
             func(
@@ -71,7 +110,9 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
                 max_tries=1,  # an interrupted update is reported, never re-run blindly
                 timeout=settings.job_timeout,
                 keep_result=RESULT_TTL_S,
-            )
+            ),
+            # Stand-in for a job the deserializer refused (worker/signing.py).
+            func(rejected_job, name=REJECTED_FUNCTION, max_tries=1, keep_result=RESULT_TTL_S),
         ],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),
@@ -80,10 +121,14 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "max_tries": 1,
         "keep_result": RESULT_TTL_S,
         "allow_abort_jobs": True,
+        # SIGTERM (systemctl stop) lets a running update finish instead of cutting compose
+        # off mid-recreate; it is canceled only after this grace period.
+        "job_completion_wait": settings.stop_grace_period,
         "poll_delay": 0.1,
         "health_check_interval": 30,
-        "job_serializer": serialize,
-        "job_deserializer": deserialize,
+        # Signed JSON both ways (worker/signing.py); never pickle.
+        "job_serializer": codec.serialize,
+        "job_deserializer": codec.deserialize,
         "on_startup": startup,
         "ctx": {"settings": settings},
     }

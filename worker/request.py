@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_REQUESTED_BY = 200
@@ -58,6 +58,43 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
+# The keyword arguments of process_system_update: the whole of what a job may ask for.
+REQUEST_FIELDS = ("services", "run_migrations", "create_backup", "dry_run", "requested_by")
+_ARGUMENT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+
+
+def check_request_fields(fields: Mapping[str, object]) -> None:
+    """The checks that need no configuration: known argument names, types and lengths.
+
+    The worker runs them on every job before accepting it (worker/signing.py), and
+    `validate_request` runs them again. Messages never quote a rejected value.
+    """
+    unknown = sorted(str(name) for name in fields if name not in REQUEST_FIELDS)
+    if unknown:
+        shown = ", ".join(n if _ARGUMENT_NAME.match(n) else "(invalid name)" for n in unknown[:5])
+        raise InvalidRequest(f"unexpected argument {shown} (accepted: {', '.join(REQUEST_FIELDS)})")
+    services = fields.get("services")
+    if services is not None:
+        if not isinstance(services, (list, tuple)) or not services:
+            raise InvalidRequest("services must be a non-empty list of service names or null")
+        if len(services) > MAX_SERVICES:
+            raise InvalidRequest(f"services lists more than {MAX_SERVICES} names")
+        for index, name in enumerate(services):
+            if not isinstance(name, str) or not SERVICE_NAME.match(name):
+                raise InvalidRequest(
+                    f"invalid service name at services[{index}]: a name is 1 to 63 letters, "
+                    "digits, '.', '_' or '-', starting with a letter or digit"
+                )
+    for flag in ("run_migrations", "create_backup", "dry_run"):
+        if flag in fields:
+            _flag(flag, fields[flag])
+    requested_by = fields.get("requested_by")
+    if requested_by is not None and (
+        not isinstance(requested_by, str) or len(requested_by) > MAX_REQUESTED_BY
+    ):
+        raise InvalidRequest(f"requested_by must be a string of at most {MAX_REQUESTED_BY} chars")
+
+
 def validate_request(
     allowed_services: Iterable[str],
     *,
@@ -68,34 +105,33 @@ def validate_request(
     requested_by: object = None,
 ) -> UpdateRequest:
     """Check a job's arguments against the allow-list; raise InvalidRequest if they fail."""
+    check_request_fields(
+        {
+            "services": services,
+            "run_migrations": run_migrations,
+            "create_backup": create_backup,
+            "dry_run": dry_run,
+            "requested_by": requested_by,
+        }
+    )
     allowed = list(allowed_services)
     if not allowed:
         raise InvalidRequest("no update services: none is configured and none has a registry image")
     if services is None:
         chosen = tuple(allowed)
     else:
-        if not isinstance(services, (list, tuple)) or not services:
-            raise InvalidRequest("services must be a non-empty list of service names or null")
-        if len(services) > MAX_SERVICES:
-            raise InvalidRequest(f"services lists more than {MAX_SERVICES} names")
-        for name in services:
-            if not isinstance(name, str) or not SERVICE_NAME.match(name):
-                raise InvalidRequest(f"invalid service name {str(name)[:64]!r}")
-        unknown = sorted(set(services) - set(allowed))
+        names = [str(name) for name in cast("list[object]", services)]  # checked above
+        unknown = sorted(set(names) - set(allowed))
         if unknown:
             raise InvalidRequest(
                 f"services not allowed for update: {', '.join(unknown)} "
                 f"(allowed: {', '.join(allowed)})"
             )
-        chosen = tuple(dict.fromkeys(services))  # keep order, drop repeats
-    if requested_by is not None and (
-        not isinstance(requested_by, str) or len(requested_by) > MAX_REQUESTED_BY
-    ):
-        raise InvalidRequest(f"requested_by must be a string of at most {MAX_REQUESTED_BY} chars")
+        chosen = tuple(dict.fromkeys(names))  # keep order, drop repeats
     return UpdateRequest(
         services=chosen,
         run_migrations=_flag("run_migrations", run_migrations),
         create_backup=_flag("create_backup", create_backup),
         dry_run=_flag("dry_run", dry_run),
-        requested_by=requested_by,
+        requested_by=requested_by if isinstance(requested_by, str) else None,
     )

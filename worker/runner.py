@@ -9,6 +9,7 @@ of ansible-playbook, and we wait for that before returning.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 
 import ansible_runner
 
+from .recovery import ansible_processes_of, end_process_groups
 from .summary import RunOutcome, UpdateStatus
 
 logger = logging.getLogger("update_executor.runner")
@@ -30,6 +32,11 @@ EventCallback = Callable[[dict[str, Any]], None]
 
 # How often (s) the runner checks the cancel callback; its default of 5 s makes aborts slow.
 CANCEL_POLL_S = 0.25
+RUNNER_SETTINGS = {
+    "pexpect_timeout": CANCEL_POLL_S,
+    "suppress_output_file": True,  # no artifacts/<ident>/stdout: events come to us in memory
+    "suppress_ansible_output": True,
+}
 
 # Environment variables never handed to ansible: ansible-runner copies the worker's whole
 # environment into the run (and into artifacts/<ident>/command).
@@ -43,7 +50,7 @@ class PlaybookRun:
     playbook: Path
     inventory: Path
     extravars: Mapping[str, Any]
-    ident: str
+    ident: str  # the job id; also passed as `update_job_id`, which finds the run's processes
     check_mode: bool = False
     timeout_s: int | None = None
     envvars: Mapping[str, str] = field(default_factory=dict)
@@ -94,6 +101,10 @@ def run_playbook(
     private_dir = Path(tempfile.mkdtemp(prefix=f"ue-run-{run.ident[:16]}-", dir=work_root))
     os.chmod(private_dir, 0o700)
     try:
+        # ansible-runner reads these only from env/settings (a `settings=` argument is dropped
+        # when that file is missing). Nothing secret in it.
+        (private_dir / "env").mkdir(mode=0o700)
+        (private_dir / "env" / "settings").write_text(json.dumps(RUNNER_SETTINGS))
         runner = ansible_runner.run(
             private_data_dir=str(private_dir),
             playbook=str(run.playbook),
@@ -104,15 +115,15 @@ def run_playbook(
             ident=run.ident,
             quiet=True,
             suppress_env_files=True,
-            settings={
-                "suppress_output_file": True,
-                "suppress_ansible_output": True,
-                "pexpect_timeout": CANCEL_POLL_S,
-                **({"job_timeout": run.timeout_s} if run.timeout_s else {}),
-            },
+            timeout=run.timeout_s,
             event_handler=handle_event,
             cancel_callback=cancel.is_set,
         )
+        if runner.status in ("canceled", "timeout"):
+            # ansible-runner kills ansible-playbook's process group, but ansible runs each task
+            # in a worker process with a session of its own, which would go on (and with it
+            # the module and `docker compose`): end those too.
+            end_process_groups(ansible_processes_of(run.ident))
         status = UpdateStatus(runner.status) if runner.status in UpdateStatus.__members__ else None
         error = "" if status is not None else f"ansible-runner ended with status {runner.status}"
         return RunOutcome(

@@ -20,6 +20,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # systemd's LoadCredential= puts credentials in $CREDENTIALS_DIRECTORY/<name>.
 CREDENTIAL_NAME = "github_token"
+JOB_SECRET_CREDENTIAL = "job_secret"  # noqa: S105 (a file name, not a secret)
+REDIS_PASSWORD_CREDENTIAL = "redis_password"  # noqa: S105
+# Shortest job secret accepted: `openssl rand -hex 32` gives 64 characters.
+MIN_JOB_SECRET_LENGTH = 32
 
 
 class ConfigError(ValueError):
@@ -60,6 +64,12 @@ class Settings:
     redis_port: int = 6379
     redis_db: int = 0
     redis_password: Secret = field(default_factory=lambda: Secret(""))
+    # Redis ACL user (AUTH username password); empty: the default user.
+    redis_username: str = ""
+    redis_ssl: bool = False
+    redis_ssl_ca_file: Path | None = None  # CA bundle that signed the server's certificate
+    redis_ssl_cert_file: Path | None = None  # client certificate, when Redis asks for one
+    redis_ssl_key_file: Path | None = None
     queue_name: str = DEFAULT_QUEUE_NAME
     compose_file: Path = Path("./docker-compose.prod.yml")
     compose_project_name: str = ""
@@ -75,7 +85,25 @@ class Settings:
     migration_command: str = "alembic upgrade head"
     health_timeout: int = 300
     job_timeout: int = 1800
+    # On SIGTERM a running update may finish for this long before it is canceled; keep it
+    # below the systemd unit's TimeoutStopSec.
+    stop_grace_period: int = 110
     log_file: Path | None = None
+    # HMAC-SHA256 key that jobs and results are signed with (see worker/signing.py).
+    job_secret: Secret = field(default_factory=lambda: Secret(""))
+    # A job is refused when it starts more than this many seconds after it was enqueued.
+    job_max_age: int = 900
+    # Seconds between the end of an update and the start of the next (worker/cooldown.py).
+    min_interval: int = 60
+    # create_backup=true runs this (no shell) in backup_service; stdout goes to backup_dir.
+    backup_command: str = ""
+    backup_service: str = "db"
+    backup_dir: Path = Path("/var/backups/update-executor")
+    rollback_on_migration_failure: bool = True
+    # Where the per-project update lock lives (shared with manual ansible-playbook runs).
+    lock_dir: Path = Path("/run/update-executor")
+    # Set by `update-executor worker --insecure-unsigned-jobs` only, never from the environment.
+    insecure_unsigned_jobs: bool = False
     playbook: Path = PROJECT_ROOT / "playbooks" / "update.yml"
     inventory: Path = PROJECT_ROOT / "inventory" / "localhost"
 
@@ -105,6 +133,51 @@ class Settings:
                 problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
             return value
 
+        def boolean(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw in ("1", "true", "yes", "on"):
+                return True
+            if raw in ("0", "false", "no", "off"):
+                return False
+            problems.append(f"{name} must be true or false, got {raw!r}")
+            return default
+
+        def readable_file(name: str) -> Path | None:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return None
+            path = Path(raw).absolute()
+            if not os.access(path, os.R_OK):
+                problems.append(f"{name} {path} cannot be read")
+            return path
+
+        redis_ssl = boolean("REDIS_QUEUE_SSL", False)
+        redis_ssl_files = {
+            name: readable_file(name)
+            for name in (
+                "REDIS_QUEUE_SSL_CA_FILE",
+                "REDIS_QUEUE_SSL_CERT_FILE",
+                "REDIS_QUEUE_SSL_KEY_FILE",
+            )
+        }
+        if not redis_ssl and any(redis_ssl_files.values()):
+            problems.append("REDIS_QUEUE_SSL_*_FILE is set but REDIS_QUEUE_SSL is not true")
+        if bool(redis_ssl_files["REDIS_QUEUE_SSL_CERT_FILE"]) != bool(
+            redis_ssl_files["REDIS_QUEUE_SSL_KEY_FILE"]
+        ):
+            problems.append("REDIS_QUEUE_SSL_CERT_FILE and REDIS_QUEUE_SSL_KEY_FILE go together")
+        redis_password = _secret(
+            env, problems, "REDIS_QUEUE_PASSWORD", REDIS_PASSWORD_CREDENTIAL, strip=False
+        )
+        job_secret = _secret(env, problems, "UPDATE_JOB_SECRET", JOB_SECRET_CREDENTIAL)
+        if job_secret and len(job_secret.reveal()) < MIN_JOB_SECRET_LENGTH:
+            problems.append(
+                f"UPDATE_JOB_SECRET must be at least {MIN_JOB_SECRET_LENGTH} characters "
+                "(generate one with `openssl rand -hex 32`)"
+            )
+
         queue_name = text("UPDATE_QUEUE_NAME", DEFAULT_QUEUE_NAME)
         if queue_name == ARQ_DEFAULT_QUEUE_NAME:
             problems.append(
@@ -125,7 +198,12 @@ class Settings:
             redis_host=text("REDIS_QUEUE_HOST", "localhost"),
             redis_port=integer("REDIS_QUEUE_PORT", 6379, 1, 65535),
             redis_db=integer("REDIS_QUEUE_DB", 0, 0, 1024),
-            redis_password=Secret(env.get("REDIS_QUEUE_PASSWORD", "")),
+            redis_password=redis_password,
+            redis_username=text("REDIS_QUEUE_USERNAME", ""),
+            redis_ssl=redis_ssl,
+            redis_ssl_ca_file=redis_ssl_files["REDIS_QUEUE_SSL_CA_FILE"],
+            redis_ssl_cert_file=redis_ssl_files["REDIS_QUEUE_SSL_CERT_FILE"],
+            redis_ssl_key_file=redis_ssl_files["REDIS_QUEUE_SSL_KEY_FILE"],
             queue_name=queue_name,
             compose_file=Path(text("COMPOSE_FILE_PATH", "./docker-compose.prod.yml")).absolute(),
             compose_project_name=text("COMPOSE_PROJECT_NAME", ""),
@@ -138,7 +216,17 @@ class Settings:
             migration_command=text("MIGRATION_COMMAND", "alembic upgrade head"),
             health_timeout=health_timeout,
             job_timeout=job_timeout,
+            stop_grace_period=integer("STOP_GRACE_PERIOD", 110, 0, 86400),
             log_file=_log_file(env.get("LOG_FILE")),
+            job_secret=job_secret,
+            job_max_age=integer("UPDATE_JOB_MAX_AGE", 900, 10, 86400),
+            min_interval=integer("UPDATE_MIN_INTERVAL", 60, 0, 86400),
+            backup_command=text("BACKUP_COMMAND", ""),
+            backup_service=text("BACKUP_SERVICE", "db"),
+            backup_dir=Path(text("BACKUP_DIR", "/var/backups/update-executor")).absolute(),
+            rollback_on_migration_failure=text("ROLLBACK_ON_MIGRATION_FAILURE", "true").lower()
+            not in ("false", "0", "no", "off"),
+            lock_dir=Path(text("UPDATE_LOCK_DIR", "/run/update-executor")).absolute(),
             playbook=Path(text("UPDATE_PLAYBOOK", str(cls.playbook))).absolute(),
             inventory=Path(text("UPDATE_INVENTORY", str(cls.inventory))).absolute(),
         )
@@ -170,6 +258,30 @@ def _registry_token(env: Mapping[str, str], problems: list[str]) -> tuple[Path |
                 problems.append(f"GITHUB_TOKEN_FILE {token_path} is empty")
         return token_path, Secret("")
     return None, Secret(env.get("GITHUB_TOKEN", "").strip())
+
+
+def _secret(
+    env: Mapping[str, str], problems: list[str], name: str, credential: str, *, strip: bool = True
+) -> Secret:
+    """A secret from, in order of preference: the file `<name>_FILE`, systemd's credentials
+    directory (`LoadCredential=<credential>:...`), the variable `<name>` itself."""
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
+        if candidate.is_file():
+            path = str(candidate)
+    if path:
+        try:
+            value = Path(path).read_text()
+        except OSError as exc:
+            problems.append(f"{name}_FILE {Path(path).absolute()} cannot be read: {exc.strerror}")
+            return Secret("")
+        value = value.strip() if strip else value.rstrip("\r\n")
+        if not value:
+            problems.append(f"{name}_FILE {Path(path).absolute()} is empty")
+        return Secret(value)
+    value = env.get(name, "")
+    return Secret(value.strip() if strip else value)
 
 
 def _log_file(configured: str | None) -> Path | None:

@@ -38,11 +38,14 @@ class Step(StrEnum):
     """The playbook's steps, in order. Task names start with the capitalised value and ' | '."""
 
     preflight = "preflight"
+    lock = "lock"
     login = "login"
     snapshot = "snapshot"
+    backup = "backup"
     pull = "pull"
     recreate = "recreate"
     migrations = "migrations"
+    rollback = "rollback"
     report = "report"
 
 
@@ -248,6 +251,11 @@ def step_messages(
     updated = [name for name, service in services.items() if service["updated"]]
     verb = "would recreate" if request.dry_run else "recreated"
     messages[Step.recreate] = f"{verb}: {', '.join(updated)}" if updated else "no image changed"
+    restored = [n for n, r in (report.get("rollback") or {}).items() if r]
+    if restored:
+        messages[Step.rollback] = "rolled back: " + ", ".join(restored)
+    if report.get("rollback_error"):
+        messages[Step.rollback] = f"ROLLBACK FAILED: {report['rollback_error']}"
     migrations = report.get("migrations") or {}
     if migrations.get("ran"):
         messages[Step.migrations] = f"exit code {migrations.get('rc')}"
@@ -314,6 +322,11 @@ class Summary:
     stats: dict[str, int]
     error: dict[str, str] | None
     compose_project: str | None = None
+    rolled_back: bool = False
+    # per service: {image_id, health, action: restored|stopped} after the rollback, or None
+    rollback: dict[str, Any] = field(default_factory=dict)
+    rollback_error: str | None = None
+    backup: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -368,7 +381,23 @@ def build_summary(
         stats=ansible_stats(outcome.stats_event),
         error=error,
         compose_project=report.get("compose_project"),
+        rolled_back=bool(report.get("rolled_back")),
+        rollback=dict(report.get("rollback") or {}),
+        rollback_error=report.get("rollback_error") or None,
+        backup=backup_result(report),
     )
+
+
+def backup_result(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    backup = report.get("backup")
+    if not isinstance(backup, Mapping) or not backup.get("ran"):
+        return None
+    return {
+        "ran": True,
+        "path": backup.get("path"),
+        "size_bytes": backup.get("size_bytes"),
+        "rc": backup.get("rc"),
+    }
 
 
 def _step_in_progress(events: Sequence[Mapping[str, Any]]) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from testbed import (
 )
 from worker.client import UpdateClient
 from worker.main import create_worker
-from worker.settings import Settings
+from worker.settings import Secret, Settings
 
 APP_REPO = "acme/app"
 FRONTEND_REPO = "acme/frontend"
@@ -34,11 +35,12 @@ _counter = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    with TestBed() as started:
+def bed() -> Iterator[TestBed]:
+    started = TestBed()
+    with started as stack:
         saved = os.environ.get("DOCKER_HOST")
         # ansible-runner, the docker CLI and compose all take the daemon from the environment.
-        os.environ["DOCKER_HOST"] = started.docker_host
+        os.environ["DOCKER_HOST"] = stack.docker_host
         try:
             yield started
         finally:
@@ -46,6 +48,11 @@ def stack() -> Iterator[Stack]:
                 os.environ.pop("DOCKER_HOST", None)
             else:
                 os.environ["DOCKER_HOST"] = saved
+
+
+@pytest.fixture(scope="session")
+def stack(bed: TestBed) -> Stack:
+    return bed.stack
 
 
 @dataclass
@@ -74,12 +81,33 @@ class Deployment:
     def compose(self, *args: str, check: bool = True) -> str:
         return self.stack.compose(self.compose_file, self.project, *args, check=check).stdout
 
+    def worker_env(self) -> dict[str, str]:
+        """The environment a worker process (or ansible-playbook) gets, as from systemd."""
+        settings = self.settings
+        return {
+            **os.environ,
+            "REDIS_QUEUE_HOST": settings.redis_host,
+            "REDIS_QUEUE_PORT": str(settings.redis_port),
+            "UPDATE_QUEUE_NAME": settings.queue_name,
+            "COMPOSE_FILE_PATH": str(settings.compose_file),
+            "COMPOSE_PROJECT_NAME": self.project,
+            "REGISTRY_URL": settings.registry_url,
+            "REGISTRY_USERNAME": settings.registry_username,
+            "GITHUB_TOKEN_FILE": str(settings.registry_token_file),
+            "MIGRATION_COMMAND": settings.migration_command,
+            "HEALTH_TIMEOUT": str(settings.health_timeout),
+            "JOB_TIMEOUT": str(settings.job_timeout),
+            "LOG_FILE": "",
+        }
+
     def migrations_log(self) -> str:
         return self.compose("exec", "-T", "api", "cat", "/data/migrations.log", check=False)
 
 
 @pytest.fixture
-def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Deployment]:
     n = next(_counter)
     project = f"ue{n}"
     app_repo, frontend_repo = f"t{n}/app", f"t{n}/frontend"
@@ -92,6 +120,14 @@ def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
     token_file = tmp_path / "registry-token"
     token_file.write_text(stack.registry_password)
     token_file.chmod(0o600)
+    # The job secret the client signs with and the worker verifies with (worker/signing.py);
+    # worker processes started from os.environ (worker_env) find it through the file. Tests
+    # run updates back to back: no cool-down (test_security.py tests it).
+    job_secret_file = tmp_path / "job-secret"
+    job_secret_file.write_text(secrets.token_hex(32))
+    job_secret_file.chmod(0o600)
+    monkeypatch.setenv("UPDATE_JOB_SECRET_FILE", str(job_secret_file))
+    monkeypatch.setenv("UPDATE_MIN_INTERVAL", "0")
     settings = replace(
         Settings.from_env({"LOG_FILE": ""}),
         redis_host=stack.redis_host,
@@ -106,6 +142,8 @@ def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
         migration_command="/app/migrate",
         health_timeout=60,
         job_timeout=240,
+        job_secret=Secret(job_secret_file.read_text()),
+        min_interval=0,
     )
     yield Deployment(stack, project, compose_file, app_repo, frontend_repo, settings)
     stack.compose(compose_file, project, "down", "--volumes", "--timeout", "1", check=False)

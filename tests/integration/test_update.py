@@ -4,7 +4,6 @@ and the registry, and the summary back. Each test starts from a fresh deployment
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -62,11 +61,14 @@ async def test_full_update_recreates_only_the_registry_services(
     assert summary["services"]["worker"]["health"] == "running"
     assert steps(summary) == {
         "preflight": "ok",
+        "lock": "changed",  # took the project's update lock
         "login": "changed",
         "snapshot": "ok",
+        "backup": "skipped",
         "pull": "changed",
         "recreate": "changed",
         "migrations": "changed",
+        "rollback": "skipped",
         "report": "changed",  # it removed the run's private DOCKER_CONFIG
     }
     assert summary["migrations"]["ran"] is True
@@ -84,7 +86,9 @@ async def test_nothing_new_recreates_nothing(deployment: Deployment, client: Upd
     assert deployment.container_ids() == before
     assert not any(service["updated"] for service in summary["services"].values())
     assert steps(summary)["recreate"] == "ok"
-    assert summary["steps"][4]["message"] == "no image changed"
+    recreate = next(step for step in summary["steps"] if step["name"] == "recreate")
+    assert recreate["message"] == "no image changed"
+    assert summary["rolled_back"] is False
 
 
 async def test_without_migrations(deployment: Deployment, client: UpdateClient) -> None:
@@ -158,16 +162,7 @@ async def test_dry_run_changes_nothing(deployment: Deployment, client: UpdateCli
 
 def test_the_playbook_runs_by_hand_with_ansible_playbook(deployment: Deployment) -> None:
     new_app = deployment.publish(deployment.app_repo, "2")
-    settings = deployment.settings
-    env = {
-        **os.environ,
-        "COMPOSE_FILE_PATH": str(settings.compose_file),
-        "COMPOSE_PROJECT_NAME": deployment.project,
-        "REGISTRY_URL": settings.registry_url,
-        "REGISTRY_USERNAME": settings.registry_username,
-        "GITHUB_TOKEN_FILE": str(settings.registry_token_file),
-        "MIGRATION_COMMAND": settings.migration_command,
-    }
+    env = deployment.worker_env()
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
@@ -193,20 +188,7 @@ def test_the_playbook_runs_by_hand_with_ansible_playbook(deployment: Deployment)
 
 def test_a_real_worker_process_and_the_cli(deployment: Deployment) -> None:
     new_app = deployment.publish(deployment.app_repo, "2")
-    settings = deployment.settings
-    env = {
-        **os.environ,
-        "REDIS_QUEUE_HOST": settings.redis_host,
-        "REDIS_QUEUE_PORT": str(settings.redis_port),
-        "UPDATE_QUEUE_NAME": settings.queue_name,
-        "COMPOSE_FILE_PATH": str(settings.compose_file),
-        "COMPOSE_PROJECT_NAME": deployment.project,
-        "REGISTRY_URL": settings.registry_url,
-        "REGISTRY_USERNAME": settings.registry_username,
-        "GITHUB_TOKEN_FILE": str(settings.registry_token_file),
-        "MIGRATION_COMMAND": settings.migration_command,
-        "LOG_FILE": "",
-    }
+    env = deployment.worker_env()
     cli = str(Path(sys.executable).parent / "update-executor")
     worker = subprocess.Popen(
         [cli, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -237,3 +219,24 @@ def test_a_real_worker_process_and_the_cli(deployment: Deployment) -> None:
     )
     assert status.returncode == 0
     assert json.loads(status.stdout)["summary"]["status"] == "successful"
+
+
+async def test_an_unhealthy_new_version_is_rolled_back_through_the_worker(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    before_images = deployment.image_ids()
+    deployment.publish(deployment.app_repo, "2", behaviour="unhealthy")
+
+    summary = await update(client, deployment, services=["api", "worker"])
+
+    assert summary["status"] == "failed"
+    assert summary["error"]["step"] == "recreate"
+    assert summary["rolled_back"] is True
+    assert summary["rollback_error"] is None
+    after = deployment.image_ids()
+    assert after["api"] == before_images["api"]
+    assert after["worker"] == before_images["worker"]
+    assert summary["rollback"]["api"]["image_id"] == before_images["api"]
+    assert summary["rollback"]["api"]["health"] == "healthy"
+    assert steps(summary)["rollback"] == "changed"
+    assert steps(summary)["migrations"] == "skipped"

@@ -1,0 +1,392 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""update_lock: the per-project update lock of update-executor (see docs/internals.md)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: update_lock
+short_description: Take or release the update lock of a Docker Compose project
+description:
+  - Takes (O(state=present)) or releases (O(state=absent)) a lock file that lets only one
+    update of a compose project run at a time, whoever starts it (the update-executor worker
+    or an operator running C(ansible-playbook)).
+  - The lock is a JSON file describing its holder (who, host, pid, start time). It is created
+    atomically (a complete file is hard-linked into place, which fails when the lock exists),
+    under a short C(flock) on the lock directory so that breaking a stale lock cannot race
+    with another run.
+  - A lock whose holder process is gone (same host, pid not running or reused), or that is
+    older than O(max_age) seconds, is stale. It is broken with a warning, and the broken
+    holder is returned in RV(broke_stale).
+  - A lock held by a live holder makes the task fail at once, naming the holder.
+  - Release is idempotent and only removes the lock when O(token) matches its holder.
+  - Runs on the controller host (the playbook targets localhost with a local connection), so
+    the recorded pid is the C(ansible-playbook) process itself.
+version_added: "1.0.0"
+author: update-executor
+options:
+  path:
+    description: The lock file. Its directory is created with mode 0700 when missing.
+    type: path
+    required: true
+  state:
+    description: V(present) takes the lock, V(absent) releases it.
+    type: str
+    choices: [present, absent]
+    default: present
+  token:
+    description: The token returned when the lock was taken; required with O(state=absent).
+    type: str
+  project:
+    description: Compose project name, recorded in the holder information.
+    type: str
+    default: ""
+  job_id:
+    description:
+      - The update-executor job id. Empty or V(manual) means a manual C(ansible-playbook) run.
+    type: str
+    default: ""
+  requested_by:
+    description: Who asked for the update (recorded for worker jobs).
+    type: str
+    default: ""
+  max_age:
+    description: Seconds after which a lock is stale whatever its holder.
+    type: int
+    default: 1800
+notes:
+  - Supports check mode the same way as a real run (the lock is taken), so that a dry run
+    cannot overlap a real update either; the playbook runs it with C(check_mode: false).
+"""
+
+EXAMPLES = r"""
+---
+- name: Lock | Take the update lock of the project
+  update_lock:
+    path: /run/update-executor/app.lock
+    project: app
+    job_id: "{{ update_job_id }}"
+    max_age: 1800
+  register: ue_lock
+
+- name: Report | Release the update lock
+  update_lock:
+    path: /run/update-executor/app.lock
+    state: absent
+    token: "{{ ue_lock.token }}"
+"""
+
+RETURN = r"""
+acquired:
+  description: Whether this run holds the lock now (state=present).
+  returned: always
+  type: bool
+released:
+  description: Whether the lock file was removed (state=absent).
+  returned: always
+  type: bool
+path:
+  description: The lock file.
+  returned: always
+  type: str
+holder:
+  description:
+    - The holder of the lock, without its token. With state=present this is this run when
+      RV(acquired) is true, or the other holder when the lock is busy.
+    - Keys C(id) (V(update-executor job <id>) or V(ansible-playbook by <user>)), C(job_id),
+      C(user), C(host), C(pid), C(started_at) (ISO 8601, UTC), C(project).
+  returned: always
+  type: dict
+token:
+  description: Secret-less random token identifying this run's lock; pass it to release.
+  returned: when acquired
+  type: str
+broke_stale:
+  description: The stale holder that was broken (holder keys plus C(reason)), or null.
+  returned: always
+  type: dict
+"""
+
+import contextlib
+import errno
+import fcntl
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+
+from ansible.module_utils.basic import AnsibleModule
+
+PUBLIC_KEYS = ("id", "job_id", "user", "host", "pid", "started_at", "project")
+GUARD_TIMEOUT = 10.0
+
+
+def read_proc_stat(pid, proc_root="/proc"):
+    """(state, ppid, starttime) of `pid` from /proc/<pid>/stat, or None when it does not exist."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    # comm (field 2) is in parentheses and may contain spaces or parentheses itself.
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return fields[0], int(fields[1]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def read_cmdline(pid, proc_root="/proc"):
+    """argv of `pid` (list of str), empty when unreadable."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def is_ansible_playbook(argv):
+    """True for `ansible-playbook ...` and `python .../ansible-playbook ...`."""
+    return any(os.path.basename(arg) == "ansible-playbook" for arg in argv[:2])
+
+
+def controller_pid(start_pid, proc_root="/proc"):
+    """The outermost `ansible-playbook` process above `start_pid` (its task workers are forks
+    with the same command line), or `start_pid` itself when there is none."""
+    found = None
+    pid = start_pid
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        if is_ansible_playbook(read_cmdline(pid, proc_root)):
+            found = pid
+        elif found is not None:
+            break
+        stat = read_proc_stat(pid, proc_root)
+        if stat is None:
+            break
+        pid = stat[1]
+    return found if found is not None else start_pid
+
+
+def holder_id(job_id, requested_by, user, sudo_user):
+    """Who holds the lock, in words: `update-executor job <id>` or `ansible-playbook by <user>`."""
+    if job_id and job_id != "manual":
+        text = "update-executor job %s" % job_id
+        return text + (" for %s" % requested_by if requested_by else "")
+    text = "ansible-playbook by %s" % user
+    return text + (" (sudo from %s)" % sudo_user if sudo_user and sudo_user != user else "")
+
+
+def make_holder(project, job_id, requested_by, pid, now, proc_root="/proc", user=None, host=None, sudo_user=None):
+    """The JSON document written into the lock file."""
+    user = user or getpass.getuser()
+    stat = read_proc_stat(pid, proc_root)
+    return {
+        "version": 1,
+        "project": project,
+        "id": holder_id(job_id, requested_by, user, sudo_user),
+        "job_id": job_id if job_id and job_id != "manual" else None,
+        "user": user,
+        "host": host or socket.gethostname(),
+        "pid": pid,
+        "pid_start": stat[2] if stat else None,
+        "started_at": datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started_epoch": now,
+        "token": uuid.uuid4().hex,
+    }
+
+
+def public(holder):
+    """The holder without its token (what logs and reports show)."""
+    if not isinstance(holder, dict):
+        return None
+    return {key: holder.get(key) for key in PUBLIC_KEYS}
+
+
+def describe(holder, now):
+    """One line naming the holder, for messages."""
+    started = holder.get("started_epoch")
+    age = " (%d s ago)" % max(0, now - started) if isinstance(started, (int, float)) else ""
+    return "%s (host %s, pid %s, since %s%s)" % (
+        holder.get("id") or "an unknown holder",
+        holder.get("host") or "?",
+        holder.get("pid") if holder.get("pid") is not None else "?",
+        holder.get("started_at") or "?",
+        age,
+    )
+
+
+def stale_reason(holder, now, max_age, hostname, proc_root="/proc"):
+    """Why the lock held by `holder` is stale, or None when its holder may still be running.
+
+    Stale: older than `max_age` seconds; or taken on this host by a pid that is not running
+    (missing or zombie) or that is another process now (its start time differs). A lock
+    taken on another host is judged by its age only."""
+    started = holder.get("started_epoch")
+    if isinstance(started, (int, float)) and now - started > max_age:
+        return "older than %d s (taken %d s ago)" % (max_age, now - started)
+    pid = holder.get("pid")
+    if holder.get("host") != hostname or not isinstance(pid, int) or pid <= 0:
+        return None
+    stat = read_proc_stat(pid, proc_root)
+    if stat is None or stat[0] in ("Z", "X"):
+        return "pid %d is not running on %s" % (pid, hostname)
+    if holder.get("pid_start") is not None and holder.get("pid_start") != stat[2]:
+        return "pid %d on %s is another process now" % (pid, hostname)
+    return None
+
+
+def read_lock(path):
+    """(holder dict, mtime) of the lock file, ({}, mtime) when unreadable, None when absent."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            mtime = os.fstat(handle.fileno()).st_mtime
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        holder = {}
+    if not isinstance(holder, dict):
+        holder = {}
+    if not isinstance(holder.get("started_epoch"), (int, float)):
+        # A file we cannot read (or written by something else): judged by its age alone.
+        holder = dict(holder, started_epoch=mtime, host=None)
+    return holder, mtime
+
+
+@contextlib.contextmanager
+def guard(directory, timeout=GUARD_TIMEOUT):
+    """A short exclusive flock on the lock directory around read-decide-write."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_directory(directory):
+    """Create the lock directory (mode 0700) when missing."""
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+
+def write_new(path, holder):
+    """Put `holder` at `path` atomically; False when a lock file is already there."""
+    tmp = "%s.%s.tmp" % (path, holder["token"])
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(holder, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def acquire(path, holder, max_age, now, hostname, proc_root="/proc"):
+    """Take the lock for `holder`. Returns (acquired, holder_seen, broke_stale)."""
+    directory = os.path.dirname(path) or "."
+    ensure_directory(directory)
+    broke = None
+    with guard(directory):
+        current = read_lock(path)
+        if current is not None:
+            reason = stale_reason(current[0], now, max_age, hostname, proc_root)
+            if reason is None:
+                return False, current[0], None
+            broke = dict(public(current[0]), reason=reason)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if not write_new(path, holder):
+            seen = read_lock(path)
+            return False, seen[0] if seen else {}, broke
+    return True, holder, broke
+
+
+def release(path, token):
+    """Remove the lock when `token` is its holder's. Returns (released, holder_seen)."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        return False, None
+    with guard(directory):
+        current = read_lock(path)
+        if current is None:
+            return False, None
+        if current[0].get("token") != token:
+            return False, current[0]
+        os.unlink(path)
+        return True, current[0]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "token": {"type": "str", "no_log": False},
+            "project": {"type": "str", "default": ""},
+            "job_id": {"type": "str", "default": ""},
+            "requested_by": {"type": "str", "default": ""},
+            "max_age": {"type": "int", "default": 1800},
+        },
+        required_if=[("state", "absent", ["token"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    path = params["path"]
+    now = time.time()
+    try:
+        if params["state"] == "absent":
+            released, seen = release(path, params["token"])
+            if not released and seen is not None:
+                module.warn("Lock %s is held by %s, not by this run: left in place." % (path, describe(seen, now)))
+            module.exit_json(changed=released, released=released, acquired=False, path=path,
+                             holder=public(seen), broke_stale=None)
+        hostname = socket.gethostname()
+        holder = make_holder(
+            params["project"], params["job_id"], params["requested_by"],
+            controller_pid(os.getppid()), now, sudo_user=os.environ.get("SUDO_USER"), host=hostname,
+        )
+        acquired, seen, broke = acquire(path, holder, params["max_age"], now, hostname)
+    except OSError as err:
+        module.fail_json(msg="Update lock %s: %s" % (path, err), path=path, acquired=False, released=False,
+                         holder=None, broke_stale=None)
+    if broke is not None:
+        module.warn("Broke a stale update lock %s held by %s: %s." % (path, describe(broke, now), broke["reason"]))
+    if not acquired:
+        module.fail_json(
+            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
+            % (params["project"], describe(seen, now), path),
+            path=path, acquired=False, released=False, holder=public(seen), broke_stale=broke,
+        )
+    module.exit_json(changed=True, acquired=True, released=False, path=path, holder=public(holder),
+                     token=holder["token"], broke_stale=broke)
+
+
+if __name__ == "__main__":
+    main()

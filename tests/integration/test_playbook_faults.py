@@ -1,0 +1,362 @@
+"""Faults handled by the playbook itself, run by hand with `ansible-playbook` on the real stack:
+automatic rollback (unhealthy, crash, failed migration, failed rollback), a missing tag, the
+backup before the pull, and the per-project lock (held, stale).
+
+One deployment serves the whole module: every test starts from the state the one before left
+(each asserts what it needs). The tests that leave a new version running come last.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed import (
+    Stack,
+    build_app_image,
+    container_ids,
+    containers,
+    delete_from_registry,
+    http_get,
+    image_id_of,
+    registry_image_id,
+    running_image_ids,
+    service_url,
+    write_sample_project,
+)
+from testbed.faults import PlaybookRun, dead_pid, lock_path, run_playbook, write_lock
+from testbed.procs import pids_mentioning
+
+APP, FRONTEND = "pf/app", "pf/frontend"
+PROJECT = "uepf"
+
+
+@dataclass
+class Site:
+    stack: Stack
+    compose_file: Path
+    lock_dir: Path
+    backup_dir: Path
+    env: dict[str, str]
+    version: int = 1
+
+    @property
+    def app_ref(self) -> str:
+        return f"{self.stack.registry}/{APP}:latest"
+
+    @property
+    def lock_file(self) -> Path:
+        return lock_path(self.stack, self.lock_dir, PROJECT)
+
+    def images(self) -> dict[str, str]:
+        return running_image_ids(self.stack, PROJECT)
+
+    def containers(self) -> dict[str, str]:
+        return container_ids(self.stack, PROJECT)
+
+    def local_app_image(self) -> str | None:
+        return image_id_of(self.stack, self.app_ref)
+
+    def publish(self, behaviour: str = "healthy") -> str:
+        """Push the next app version to the registry only; return its image ID."""
+        self.version += 1
+        build_app_image(self.stack, APP, str(self.version), behaviour, registry_only=True)
+        return registry_image_id(self.stack, APP)
+
+    def run(self, *args: str, **env: str) -> PlaybookRun:
+        result = run_playbook({**self.env, **env}, *args)
+        # Nothing left behind: no lock, no ansible-playbook or compose process of this project.
+        assert not self.lock_file.exists(), result.explain()
+        assert pids_mentioning(str(self.compose_file.parent)) == []
+        return result
+
+    def api_version(self) -> str:
+        return http_get(service_url(self.stack, f"{PROJECT}-api") + "/version")
+
+    def assert_healthy(self, expected_images: dict[str, str]) -> None:
+        now = containers(self.stack, PROJECT)
+        assert {name: c.image_id for name, c in now.items()} == expected_images
+        for name in ("api", "frontend", "db"):
+            assert now[name].health == "healthy", (name, now[name])
+        for name in ("worker", "cache"):
+            assert now[name].state == "running", (name, now[name])
+
+
+@pytest.fixture(scope="module")
+def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    base = tmp_path_factory.mktemp("faults")
+    build_app_image(stack, APP, "1")
+    build_app_image(stack, FRONTEND, "1")
+    compose_file = write_sample_project(
+        stack, base / PROJECT, PROJECT, app_repo=APP, frontend_repo=FRONTEND
+    )
+    stack.compose(compose_file, PROJECT, "up", "-d", "--wait")
+    token_file = base / "registry-token"
+    token_file.write_text(stack.registry_password)
+    token_file.chmod(0o600)
+    env = {
+        **os.environ,
+        "COMPOSE_FILE_PATH": str(compose_file),
+        "COMPOSE_PROJECT_NAME": PROJECT,
+        "REGISTRY_URL": stack.registry,
+        "REGISTRY_USERNAME": stack.registry_username,
+        "GITHUB_TOKEN_FILE": str(token_file),
+        "MIGRATION_COMMAND": "/app/migrate",
+        "HEALTH_TIMEOUT": "60",
+        "UPDATE_LOCK_DIR": str(base / "locks"),
+        "BACKUP_DIR": str(base / "backups"),
+    }
+    for name in (
+        "ROLLBACK_ON_MIGRATION_FAILURE",
+        "BACKUP_COMMAND",
+        "BACKUP_SERVICE",
+        "JOB_TIMEOUT",
+    ):
+        env.pop(name, None)
+    yield Site(stack, compose_file, base / "locks", base / "backups", env)
+    stack.compose(compose_file, PROJECT, "down", "--volumes", "--timeout", "1", check=False)
+
+
+def failed_tasks(run: PlaybookRun) -> list[str]:
+    return [task for task, _message in run.failures]
+
+
+def assert_rolled_back(run: PlaybookRun, restored: dict[str, str], *, step: str) -> None:
+    report = run.report
+    assert run.returncode != 0, run.explain()
+    assert report["rolled_back"] is True, run.explain()
+    assert report["rollback_error"] is None
+    assert report["rollback_cause"]["step"] == step
+    assert report["rollback_cause"]["message"] == run.failures[0][1]
+    for name, entry in report["rollback"].items():
+        if name in restored:
+            assert entry["image_id"] == restored[name], run.explain()
+            assert entry["action"] == "restored"
+        else:
+            assert entry is None, (name, entry)
+    # The play fails in the step that failed (the worker reports that step), and says so.
+    assert failed_tasks(run)[0].startswith(f"{step} | ")
+    assert failed_tasks(run)[-1] == f"{step} | Fail the update after rolling back what it changed"
+    assert "Rolled back: " in run.failures[-1][1]
+
+
+def test_a_held_lock_stops_a_second_run_at_once(site: Site) -> None:
+    site.publish()  # pending for this test and the next two: none of them may pull it
+    before_images, before_containers = site.images(), site.containers()
+    local = site.local_app_image()
+    holder = write_lock(
+        site.lock_file,
+        project=PROJECT,
+        pid=os.getpid(),  # alive: this test
+        holder_id="update-executor job held-1 for admin",
+        job_id="held-1",
+    )
+    try:
+        run = run_playbook(site.env)
+        assert run.returncode != 0
+        assert failed_tasks(run) == ["Lock | Take the update lock of the compose project"]
+        message = run.failures[0][1]
+        assert "update-executor job held-1 for admin" in message
+        assert f"pid {os.getpid()}" in message
+        assert str(site.lock_file) in message
+        assert run.report["lock"]["acquired"] is False
+        assert run.report["lock"]["holder"]["id"] == "update-executor job held-1 for admin"
+        assert run.report["lock"]["holder"]["pid"] == os.getpid()
+        # stopped before the snapshot: nothing was looked at
+        assert all(entry["before"] is None for entry in run.report["services"].values())
+        # The other run's lock is left alone, and nothing changed.
+        assert site.lock_file.exists()
+        assert '"token": "' + holder["token"] in site.lock_file.read_text()
+        assert site.containers() == before_containers
+        assert site.images() == before_images
+        assert site.local_app_image() == local  # not even pulled
+    finally:
+        site.lock_file.unlink(missing_ok=True)
+
+
+def test_create_backup_without_a_command_fails_in_preflight(site: Site) -> None:
+    before = site.containers()
+    run = site.run("-e", "create_backup=true")
+    assert run.returncode != 0
+    assert failed_tasks(run) == [
+        "Preflight | Check that a backup command is configured when a backup is asked for"
+    ]
+    assert "BACKUP_COMMAND" in run.failures[0][1]
+    assert run.report["backup"] == {"ran": False, "path": None, "size_bytes": None, "rc": None}
+    assert site.containers() == before
+
+
+def test_a_failing_backup_stops_the_update_before_the_pull(site: Site) -> None:
+    assert site.local_app_image() != registry_image_id(site.stack, APP)  # a new version waits
+    before_images, before_containers = site.images(), site.containers()
+    local = site.local_app_image()
+    command = "sh -c 'echo half a dump; echo disk full >&2; exit 4'"
+    run = site.run("-e", "create_backup=true", BACKUP_COMMAND=command)
+    assert run.returncode != 0
+    assert (
+        failed_tasks(run)[0] == "Backup | Back up with the backup command before anything is pulled"
+    )
+    assert "disk full" in run.failures[0][1]
+    assert run.report["backup"] == {"ran": True, "path": None, "size_bytes": None, "rc": 4}
+    assert run.report["rolled_back"] is False
+    assert run.report["rollback_cause"]["step"] == "Backup"
+    assert "No container was changed" in run.failures[-1][1]
+    assert list(site.backup_dir.iterdir()) == []  # the partial file is gone
+    assert site.containers() == before_containers
+    assert site.images() == before_images
+    assert site.local_app_image() == local
+
+
+def test_a_missing_tag_fails_at_pull_and_recreates_nothing(site: Site) -> None:
+    assert delete_from_registry(site.stack, APP)
+    before_images, before_containers = site.images(), site.containers()
+    run = site.run()
+    assert run.returncode != 0
+    assert failed_tasks(run)[0] == "Pull | Pull the images of the target services"
+    assert failed_tasks(run)[-1] == "Pull | Fail the update after rolling back what it changed"
+    assert run.report["rolled_back"] is False
+    assert all(entry is None for entry in run.report["rollback"].values())
+    assert site.containers() == before_containers
+    assert site.images() == before_images
+
+
+def test_an_unhealthy_new_version_is_rolled_back(site: Site) -> None:
+    new = site.publish("unhealthy")
+    before_images, before_containers = site.images(), site.containers()
+    run = site.run()
+    # init_db ran the new image (exit 0), then api never became healthy.
+    assert "unhealthy" in run.failures[0][1], run.explain()
+    services = run.report["services"]
+    assert services["api"]["after"]["image_id"] == new
+    assert services["api"]["health"] == "unhealthy"
+    assert_rolled_back(
+        run,
+        {name: before_images[name] for name in ("api", "worker", "init_db")},
+        step="Recreate",
+    )
+    assert run.report["rollback"]["api"]["health"] == "healthy"
+    assert run.report["rollback"]["worker"]["health"] == "running"
+    # The one-shot job is put back with its old image but not run again.
+    assert run.report["rollback"]["init_db"]["health"] == "exited"
+    assert containers(site.stack, PROJECT)["init_db"].state == "created"
+    site.assert_healthy(before_images)
+    assert site.containers()["api"] != before_containers["api"]  # recreated, old image
+    assert site.containers()["frontend"] == before_containers["frontend"]  # unchanged: untouched
+    assert site.local_app_image() == before_images["api"]  # the tag is back on the old image
+    assert site.api_version() == "1"
+
+
+def test_a_crash_at_start_is_rolled_back(site: Site) -> None:
+    new = site.publish("crash")
+    before_images = site.images()
+    run = site.run("-e", "update_services=api,worker")
+    assert "exited" in run.failures[0][1], run.explain()
+    assert run.report["services"]["api"]["after"]["image_id"] == new
+    assert_rolled_back(
+        run, {name: before_images[name] for name in ("api", "worker")}, step="Recreate"
+    )
+    site.assert_healthy(before_images)
+    assert site.api_version() == "1"
+
+
+def test_a_failed_migration_is_rolled_back(site: Site) -> None:
+    new = site.publish("migrate_fail")
+    before_images = site.images()
+    run = site.run("-e", "update_services=api,worker")
+    assert run.report["services"]["api"]["after"]["image_id"] == new
+    assert run.report["services"]["api"]["health"] == "healthy"
+    migrations = run.report["migrations"]
+    assert (migrations["ran"], migrations["rc"]) == (True, 3)
+    assert "already exists" in migrations["output_tail"]
+    assert_rolled_back(
+        run, {name: before_images[name] for name in ("api", "worker")}, step="Migrations"
+    )
+    site.assert_healthy(before_images)
+
+
+def test_a_failed_rollback_reports_both_failures_and_the_commands(site: Site) -> None:
+    # The running version is broken itself (unhealthy), so putting it back cannot end healthy.
+    site.version += 1
+    build_app_image(site.stack, APP, str(site.version), "unhealthy", push=False)
+    site.stack.compose(site.compose_file, PROJECT, "up", "-d", "--no-deps", "api")
+    broken = site.images()
+    site.publish("crash")
+    run = site.run("-e", "update_services=api")
+    assert run.returncode != 0
+    report = run.report
+    assert report["rolled_back"] is False
+    # Both failures: the crash that caused the rollback, and why the rollback failed.
+    assert report["rollback_cause"]["step"] == "Recreate"
+    assert "exited" in report["rollback_cause"]["message"]
+    assert "unhealthy" in report["rollback_error"], run.explain()
+    assert report["rollback"]["api"]["image_id"] == broken["api"]  # it is back, though unhealthy
+    last = run.failures[-1][1]
+    assert "exited" in last  # the first failure: the crash
+    assert "THE ROLLBACK FAILED TOO" in last
+    assert f"export DOCKER_HOST={site.stack.docker_host} ; " in last  # the bed's daemon
+    assert f"docker image tag {broken['api']} {site.app_ref}" in last
+    assert "up -d --no-deps --pull never --no-build --wait api" in last
+    # Put the healthy v1 back for the next tests, as an operator would.
+    v1 = broken["worker"]
+    site.stack.docker("tag", v1, site.app_ref)
+    site.stack.compose(site.compose_file, PROJECT, "up", "-d", "--no-deps", "--wait", "api")
+    site.assert_healthy({**broken, "api": v1})
+
+
+def test_a_stale_lock_is_broken_and_the_update_runs_after_a_backup(site: Site) -> None:
+    new = site.publish()
+    dead = dead_pid()
+    write_lock(site.lock_file, project=PROJECT, pid=dead, holder_id="update-executor job gone")
+    backup_command = "sh -c 'echo \"-- dump of the db\"; cat /www/version'"
+    run = site.run(
+        "-e",
+        "create_backup=true",
+        "-e",
+        "update_services=api,worker",
+        BACKUP_COMMAND=backup_command,
+        BACKUP_SERVICE="db",
+    )
+    assert run.returncode == 0, run.explain()
+    lock = run.report["lock"]
+    assert lock["acquired"] is True
+    assert lock["broke_stale"]["id"] == "update-executor job gone"
+    assert lock["broke_stale"]["reason"] == f"pid {dead} is not running on {os.uname().nodename}"
+    assert lock["holder"]["id"].startswith("ansible-playbook by ")
+    assert any("Broke a stale update lock" in warning for warning in run.warnings)
+    backup = run.report["backup"]
+    path = Path(backup["path"])
+    assert path.parent == site.backup_dir
+    assert re.fullmatch(rf"{PROJECT}-db-\d{{8}}T\d{{6}}Z\.backup", path.name)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().splitlines()[-1] == "1"  # db's /www/version
+    assert path.read_text().startswith("-- dump of the db\n")
+    assert backup["size_bytes"] == path.stat().st_size
+    assert backup["rc"] == 0
+    assert run.report["rolled_back"] is False
+    assert run.report["rollback_cause"] is None
+    images = site.images()
+    assert images["api"] == images["worker"] == new
+    assert site.api_version() == str(site.version)
+
+
+def test_without_rollback_on_migration_failure_the_new_version_stays(site: Site) -> None:
+    new = site.publish("migrate_fail")
+    run = site.run("-e", "update_services=api,worker", ROLLBACK_ON_MIGRATION_FAILURE="false")
+    assert run.returncode != 0
+    assert failed_tasks(run)[0] == "Migrations | Fail when the migration command failed"
+    assert "rollback_on_migration_failure is false" in run.failures[-1][1]
+    report: dict[str, Any] = run.report
+    assert report["rolled_back"] is False
+    assert report["rollback_error"] is None
+    assert all(entry is None for entry in report["rollback"].values())
+    assert report["migrations"]["rc"] == 3
+    images = site.images()
+    assert images["api"] == images["worker"] == new
+    assert containers(site.stack, PROJECT)["api"].health == "healthy"

@@ -1,0 +1,178 @@
+"""The pure parts of the playbook's lock module (playbooks/library/update_lock.py): holder
+text, staleness, atomic take and token-checked release. A fake /proc keeps them deterministic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import stat
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+MODULE_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "update_lock.py"
+HOST = "host-a"
+NOW = 1_800_000_000.0
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("update_lock", MODULE_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lock = _load()
+
+
+def fake_process(
+    proc: Path,
+    pid: int,
+    *,
+    ppid: int = 1,
+    start: int = 100,
+    state: str = "S",
+    argv: tuple[str, ...] = (),
+) -> None:
+    """/proc/<pid>/stat and cmdline as Linux writes them (comm may hold spaces and parens)."""
+    entry = proc / str(pid)
+    entry.mkdir(parents=True)
+    rest = [state, str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 5
+    (entry / "stat").write_text(f"{pid} (odd) name) " + " ".join(rest) + "\n")
+    (entry / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+
+def holder(pid: int = 4242, *, host: str = HOST, start: int | None = 100, age: float = 10) -> dict:
+    return {
+        "id": "update-executor job 7",
+        "job_id": "7",
+        "user": "root",
+        "host": host,
+        "pid": pid,
+        "pid_start": start,
+        "started_at": "2027-01-15T08:00:00Z",
+        "started_epoch": NOW - age,
+        "project": "app",
+        "token": "other-token",
+    }
+
+
+@pytest.fixture
+def proc(tmp_path: Path) -> Path:
+    root = tmp_path / "proc"
+    root.mkdir()
+    return root
+
+
+def test_holder_id_names_the_job_or_the_user() -> None:
+    assert lock.holder_id("42", "admin@example.org", "root", None) == (
+        "update-executor job 42 for admin@example.org"
+    )
+    assert lock.holder_id("42", "", "root", None) == "update-executor job 42"
+    assert lock.holder_id("manual", "", "root", None) == "ansible-playbook by root"
+    assert lock.holder_id("", "", "root", "alice") == "ansible-playbook by root (sudo from alice)"
+
+
+def test_proc_stat_is_parsed_after_the_last_parenthesis(proc: Path) -> None:
+    fake_process(proc, 10, ppid=3, start=555, state="Z")
+    assert lock.read_proc_stat(10, str(proc)) == ("Z", 3, 555)
+    assert lock.read_proc_stat(11, str(proc)) is None
+
+
+def test_the_controller_is_the_outermost_ansible_playbook(proc: Path) -> None:
+    playbook = ("/venv/bin/python", "/venv/bin/ansible-playbook", "site.yml")
+    fake_process(proc, 50, ppid=1, argv=("bash",))
+    fake_process(proc, 60, ppid=50, argv=playbook)  # ansible-playbook
+    fake_process(proc, 70, ppid=60, argv=playbook)  # its task worker (a fork)
+    fake_process(proc, 80, ppid=70, argv=("/bin/sh", "-c", "python"))  # the module's shell
+    assert lock.controller_pid(80, str(proc)) == 60
+    assert lock.controller_pid(50, str(proc)) == 50  # no ansible-playbook above: itself
+
+
+def test_a_live_holder_is_not_stale(proc: Path) -> None:
+    fake_process(proc, 4242, start=100)
+    assert lock.stale_reason(holder(), NOW, 1800, HOST, str(proc)) is None
+
+
+@pytest.mark.parametrize(
+    ("setup", "entry", "reason"),
+    [
+        ("none", holder(), "pid 4242 is not running on host-a"),
+        ("zombie", holder(), "pid 4242 is not running on host-a"),
+        ("reused", holder(), "pid 4242 on host-a is another process now"),
+        ("live", holder(age=1801), "older than 1800 s (taken 1801 s ago)"),
+    ],
+)
+def test_stale_locks(proc: Path, setup: str, entry: dict, reason: str) -> None:
+    if setup == "zombie":
+        fake_process(proc, 4242, state="Z")
+    elif setup == "reused":
+        fake_process(proc, 4242, start=999)
+    elif setup == "live":
+        fake_process(proc, 4242)
+    assert lock.stale_reason(entry, NOW, 1800, HOST, str(proc)) == reason
+
+
+def test_a_lock_of_another_host_is_judged_by_its_age_only(proc: Path) -> None:
+    assert lock.stale_reason(holder(host="host-b"), NOW, 1800, HOST, str(proc)) is None
+    assert lock.stale_reason(holder(host="host-b", age=4000), NOW, 1800, HOST, str(proc))
+
+
+def test_take_busy_and_release(tmp_path: Path, proc: Path) -> None:
+    fake_process(proc, 60, start=5)
+    fake_process(proc, 61, start=6)
+    path = tmp_path / "locks" / "app.abc.lock"
+    mine = lock.make_holder("app", "manual", "", 60, NOW, str(proc), user="root", host=HOST)
+    assert mine["pid_start"] == 5
+    acquired, seen, broke = lock.acquire(str(path), mine, 1800, NOW, HOST, str(proc))
+    assert (acquired, broke) == (True, None)
+    assert json.loads(path.read_text())["token"] == mine["token"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert not list(path.parent.glob("*.tmp"))
+
+    theirs = lock.make_holder("app", "9", "", 61, NOW, str(proc), user="root", host=HOST)
+    acquired, seen, broke = lock.acquire(str(path), theirs, 1800, NOW, HOST, str(proc))
+    assert (acquired, broke) == (False, None)
+    assert seen["token"] == mine["token"]
+    assert "ansible-playbook by root (host host-a, pid 60" in lock.describe(seen, NOW)
+
+    assert lock.release(str(path), theirs["token"]) == (False, seen)  # not theirs to release
+    assert path.exists()
+    assert lock.release(str(path), mine["token"])[0] is True
+    assert not path.exists()
+    assert lock.release(str(path), mine["token"]) == (False, None)  # idempotent
+
+
+def test_a_stale_lock_is_broken_and_reported(tmp_path: Path, proc: Path) -> None:
+    fake_process(proc, 60, start=5)
+    path = tmp_path / "app.abc.lock"
+    path.write_text(json.dumps(holder(pid=4242)))  # 4242 is not in the fake /proc
+    mine = lock.make_holder("app", "manual", "", 60, NOW, str(proc), user="root", host=HOST)
+    acquired, seen, broke = lock.acquire(str(path), mine, 1800, NOW, HOST, str(proc))
+    assert acquired is True
+    assert seen is mine
+    assert broke["reason"] == "pid 4242 is not running on host-a"
+    assert broke["id"] == "update-executor job 7"
+    assert "token" not in broke
+    assert json.loads(path.read_text())["token"] == mine["token"]
+
+
+def test_an_unreadable_lock_blocks_until_it_is_old(tmp_path: Path, proc: Path) -> None:
+    path = tmp_path / "app.abc.lock"
+    path.write_text("not json")
+    mine = lock.make_holder("app", "manual", "", 60, NOW, str(proc), user="root", host=HOST)
+    now = path.stat().st_mtime + 5
+    assert lock.acquire(str(path), mine, 1800, now, HOST, str(proc))[0] is False
+    acquired, _seen, broke = lock.acquire(str(path), mine, 1800, now + 1800, HOST, str(proc))
+    assert acquired is True
+    assert broke["reason"].startswith("older than 1800 s")
+
+
+def test_public_holder_has_no_token() -> None:
+    shown = lock.public(holder())
+    assert "token" not in shown
+    assert shown["id"] == "update-executor job 7"
+    assert lock.public(None) is None

@@ -1,0 +1,50 @@
+"""One update in flight per queue: the job id of the update queued or running now.
+
+`enqueue_update` claims the key atomically (SET NX) before it queues a job, so two API
+requests (or two clicks) produce one job, and the second caller gets the first one's id. The
+worker releases the key when the job ends. A key left by a worker that died is released by
+the next caller once ARQ reports that job finished or unknown, and expires in any case.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger("update_executor.inflight")
+
+# Delete the key only if it still holds our job id (another update may have claimed it since).
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def inflight_key(queue_name: str) -> str:
+    return f"{queue_name}:in-flight"
+
+
+async def claim(redis: Any, queue_name: str, job_id: str, ttl_s: int) -> str | None:
+    """Claim the slot for `job_id`; return None on success, else the job id holding it."""
+    key = inflight_key(queue_name)
+    if await redis.set(key, job_id, nx=True, ex=ttl_s):
+        return None
+    holder = await redis.get(key)
+    if holder is None:  # released between our two calls: try once more
+        return (
+            None if await redis.set(key, job_id, nx=True, ex=ttl_s) else await _holder(redis, key)
+        )
+    return holder.decode() if isinstance(holder, bytes) else str(holder)
+
+
+async def _holder(redis: Any, key: str) -> str | None:
+    value = await redis.get(key)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def release(redis: Any, queue_name: str, job_id: str) -> bool:
+    """Release the slot if `job_id` holds it."""
+    released = await redis.eval(_RELEASE, 1, inflight_key(queue_name), job_id)
+    return bool(released)

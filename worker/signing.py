@@ -1,0 +1,279 @@
+"""Signed jobs and results: HMAC-SHA256 envelopes behind ARQ's job_serializer/job_deserializer.
+
+Anyone who can write to the queue's Redis can put a job there. The worker runs as a member
+of the `docker` group on the host, so it only runs a job signed with the secret it shares
+with the API (UPDATE_JOB_SECRET): a job that does not verify never reaches a job function.
+
+What sits in Redis under `arq:job:<id>` and `arq:result:<id>`:
+
+    {"ue": 1, "p": "<payload: compact JSON text>", "s": "<hex HMAC-SHA256(secret, DOMAIN + p)>"}
+
+The MAC covers the exact payload text (no canonicalisation to get wrong). A job's payload is
+ARQ's own job dict plus three fields of ours:
+
+    {"typ": "job", "f": "process_system_update", "a": [], "k": {...}, "t": null,
+     "et": <enqueue time, ms>, "exp": <et + UPDATE_JOB_MAX_AGE, ms>, "n": "<random nonce>"}
+
+and a result's is ARQ's result dict with `"typ": "result"`, so a result cannot pass as a job.
+
+ARQ hands the serializer only that dict and the deserializer only the bytes: the job id (the
+Redis key) is in neither, so the MAC cannot cover it. Instead each signed job carries a nonce,
+and the worker accepts a nonce once (kept in memory until the job's expiry): a captured job
+copied under another id, or put back after it ran, is refused as a replay; after a worker
+restart the expiry (15 min by default) and the cool-down (worker/cooldown.py) bound what a
+replay can do.
+
+When the worker refuses a job, the deserializer does not raise (ARQ would then store a bare
+`DeserializationError: unable to deserialize job` as the result). It returns a stand-in job
+that calls `rejected_job(reason=...)`, registered in the worker, which logs the reason on the
+`update_executor.security` logger and returns a failed summary that says why, without
+quoting the payload. Nothing else runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .request import InvalidRequest, check_request_fields
+from .serialization import deserialize, serialize
+from .settings import Settings
+from .summary import rejected_summary
+
+security_log = logging.getLogger("update_executor.security")
+
+ENVELOPE_VERSION = 1
+DOMAIN = b"update-executor job/result v1\n"
+UPDATE_FUNCTION = "process_system_update"
+REJECTED_FUNCTION = "rejected_job"
+# A real job is well under 10 KiB (100 service names of 63 characters, a 200-character name).
+MAX_JOB_BYTES = 64 * 1024
+MAX_NONCE_LENGTH = 64
+JOB_KEYS = frozenset({"t", "f", "a", "k", "et"})
+ENVELOPE_KEYS = frozenset({"ue", "p", "s"})
+
+Clock = Callable[[], float]
+
+
+class JobRejected(ValueError):
+    """The worker refuses a job; `reason` says why in words safe to show (no payload)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def mac(key: bytes, payload: bytes) -> str:
+    return hmac.new(key, DOMAIN + payload, hashlib.sha256).hexdigest()
+
+
+def now_ms(clock: Clock) -> int:
+    return int(clock() * 1000)
+
+
+class JobCodec:
+    """Serializer and deserializer for one side (client or worker).
+
+    With a key, everything written is signed and everything read must verify. Without one
+    (`--insecure-unsigned-jobs`, or a client without a secret) it writes plain JSON, like
+    before signing existed, and reads plain JSON or envelopes without checking them.
+    """
+
+    def __init__(self, key: bytes | None, *, max_age_s: int = 900, clock: Clock = time.time):
+        self.key = key or None
+        self.max_age_s = max_age_s
+        self.clock = clock
+
+    # ---------------------------------------------------------------- writing
+    def serialize(self, data: dict[str, Any]) -> bytes:
+        """ARQ `job_serializer`: a signed envelope (plain JSON without a key)."""
+        if self.key is None:
+            return serialize(data)
+        if set(data) == JOB_KEYS:
+            et = data["et"]
+            payload = {
+                "typ": "job",
+                **data,
+                "exp": et + self.max_age_s * 1000 if isinstance(et, int) else None,
+                "n": secrets.token_hex(16),
+            }
+        else:
+            payload = {"typ": "result", **data}
+        return self.seal(payload)
+
+    def seal(self, payload: Mapping[str, Any]) -> bytes:
+        """An envelope around `payload` (tests use it to build signed bad jobs)."""
+        if self.key is None:
+            raise ValueError("no key to sign with")
+        text = serialize(payload).decode()
+        envelope = {"ue": ENVELOPE_VERSION, "p": text, "s": mac(self.key, text.encode())}
+        return json.dumps(envelope, separators=(",", ":")).encode()
+
+    # ---------------------------------------------------------------- reading
+    def open(self, raw: bytes) -> dict[str, Any]:
+        """The payload of a verified envelope, or of plain JSON when there is no key.
+
+        Raise JobRejected otherwise. The payload still has our `typ`, `exp`, `n` fields.
+        """
+        if not isinstance(raw, (bytes, bytearray)):
+            raise JobRejected("the payload is not bytes")
+        if raw[:1] == b"\x80":
+            raise JobRejected(
+                "the payload is a pickle (ARQ's default serializer); only signed JSON is accepted"
+            )
+        try:
+            outer = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise JobRejected("the payload is not JSON") from None
+        if isinstance(outer, dict) and set(outer) == ENVELOPE_KEYS:
+            text, signature = outer["p"], outer["s"]
+            if outer["ue"] != ENVELOPE_VERSION or not isinstance(text, str):
+                raise JobRejected("the envelope is malformed or of an unknown version")
+            if self.key is not None and not (
+                isinstance(signature, str)
+                and hmac.compare_digest(signature.encode(), mac(self.key, text.encode()).encode())
+            ):
+                raise JobRejected(
+                    "the signature does not verify (signed with another secret, or altered)"
+                )
+            try:
+                payload = deserialize(text.encode())
+            except (ValueError, RecursionError):
+                raise JobRejected("the signed payload is not JSON") from None
+        elif self.key is not None:
+            raise JobRejected("the payload is not signed (UPDATE_JOB_SECRET is required)")
+        else:
+            payload = deserialize(raw)
+        if not isinstance(payload, dict):
+            raise JobRejected("the payload is not a JSON object")
+        return payload
+
+    def deserialize(self, raw: bytes) -> dict[str, Any]:
+        """ARQ `job_deserializer` for readers of jobs and results (the client): raise on data
+        that does not verify; ARQ turns it into a DeserializationError."""
+        payload = self.open(raw)
+        for field in ("typ", "exp", "n"):
+            payload.pop(field, None)
+        return payload
+
+
+class WorkerJobCodec(JobCodec):
+    """The worker's side: signs results; reads jobs, turning every refused one into a call of
+    `rejected_job(reason=...)` instead of an exception."""
+
+    def __init__(
+        self,
+        key: bytes | None,
+        *,
+        max_age_s: int = 900,
+        clock: Clock = time.time,
+        insecure: bool = False,
+    ) -> None:
+        super().__init__(key, max_age_s=max_age_s, clock=clock)
+        # Without a key and without --insecure-unsigned-jobs, every job is refused.
+        self.insecure = insecure and self.key is None
+        self._accepted: dict[str, int] = {}  # nonce -> the job's deadline (ms)
+
+    def deserialize(self, raw: bytes) -> dict[str, Any]:
+        try:
+            return self.accept(raw)
+        except JobRejected as exc:
+            return {
+                "t": None,
+                "f": REJECTED_FUNCTION,
+                "a": [],
+                "k": {"reason": exc.reason},
+                "et": now_ms(self.clock),
+            }
+
+    def accept(self, raw: bytes) -> dict[str, Any]:
+        """ARQ's job dict of a job the worker may run; raise JobRejected otherwise."""
+        if self.key is None and not self.insecure:
+            raise JobRejected("the worker has no job secret (UPDATE_JOB_SECRET) to verify jobs")
+        if len(raw) > MAX_JOB_BYTES:
+            raise JobRejected(f"the job is {len(raw)} bytes, over the {MAX_JOB_BYTES}-byte limit")
+        payload = self.open(raw)
+        if self.key is not None and payload.get("typ") != "job":
+            raise JobRejected("the signed payload is not a job")
+        function, args, kwargs = payload.get("f"), payload.get("a"), payload.get("k")
+        job_try, enqueued = payload.get("t"), payload.get("et")
+        if not (
+            isinstance(enqueued, int)
+            and isinstance(args, list)
+            and isinstance(kwargs, dict)
+            and (job_try is None or isinstance(job_try, int))
+        ):
+            raise JobRejected("the job is malformed (ARQ's t, f, a, k, et fields)")
+        self._check_age(enqueued, payload.get("exp"))
+        if function != UPDATE_FUNCTION:
+            raise JobRejected(f"unknown function: only {UPDATE_FUNCTION} jobs are accepted")
+        if args:
+            raise JobRejected("positional arguments are not accepted")
+        try:
+            check_request_fields(kwargs)
+        except InvalidRequest as exc:
+            raise JobRejected(str(exc)) from None
+        if self.key is not None:
+            self._check_replay(payload.get("n"), enqueued)
+        return {"t": job_try, "f": function, "a": [], "k": kwargs, "et": enqueued}
+
+    def _deadline(self, enqueued: int, expires: object) -> int:
+        deadline = enqueued + self.max_age_s * 1000
+        if isinstance(expires, int):
+            deadline = min(deadline, expires)
+        elif self.key is not None:
+            raise JobRejected("the job is malformed (no expiry)")
+        return deadline
+
+    def _check_age(self, enqueued: int, expires: object) -> None:
+        now = now_ms(self.clock)
+        if now > self._deadline(enqueued, expires):
+            raise JobRejected(
+                f"the job expired: it was enqueued {(now - enqueued) // 1000} s ago and a job "
+                f"must start within {self.max_age_s} s (UPDATE_JOB_MAX_AGE); enqueue a new one"
+            )
+
+    def _check_replay(self, nonce: object, enqueued: int) -> None:
+        if not isinstance(nonce, str) or not 0 < len(nonce) <= MAX_NONCE_LENGTH:
+            raise JobRejected("the job is malformed (no nonce)")
+        now = now_ms(self.clock)
+        self._accepted = {n: d for n, d in self._accepted.items() if d >= now}
+        if nonce in self._accepted:
+            raise JobRejected("this signed job was already accepted once: a replay")
+        self._accepted[nonce] = enqueued + self.max_age_s * 1000
+
+
+def secret_key(settings: Settings) -> bytes | None:
+    return settings.job_secret.reveal().encode() or None
+
+
+def client_codec(settings: Settings) -> JobCodec:
+    """For UpdateClient: signs jobs, verifies results."""
+    return JobCodec(secret_key(settings), max_age_s=settings.job_max_age)
+
+
+def worker_codec(settings: Settings) -> WorkerJobCodec:
+    """For the ARQ worker: verifies jobs (refused ones become `rejected_job`), signs results."""
+    return WorkerJobCodec(
+        secret_key(settings),
+        max_age_s=settings.job_max_age,
+        insecure=settings.insecure_unsigned_jobs,
+    )
+
+
+async def rejected_job(ctx: dict[str, Any], *, reason: str) -> dict[str, Any]:
+    """The job ARQ runs instead of a refused one: log it, and say why in the result."""
+    job_id = str(ctx.get("job_id") or "unknown")
+    reason = str(reason)[:500]
+    security_log.warning("job %s refused, nothing was run: %s", job_id, reason)
+    now = datetime.now(UTC)
+    return rejected_summary(
+        job_id=job_id, message=f"job refused: {reason}", started_at=now, finished_at=now
+    ).as_dict()
