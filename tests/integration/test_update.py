@@ -10,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
@@ -240,3 +242,15 @@ async def test_an_unhealthy_new_version_is_rolled_back_through_the_worker(
     assert summary["rollback"]["api"]["health"] == "healthy"
     assert steps(summary)["rollback"] == "changed"
     assert steps(summary)["migrations"] == "skipped"
+
+
+async def test_an_unreachable_docker_daemon_fails_at_preflight(
+    deployment: Deployment, client: UpdateClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    summary = await update(client, deployment)
+    assert summary["status"] == "failed"
+    assert summary["error"]["step"] == "preflight"
+    assert "connect" in summary["error"]["message"].lower()  # says it cannot reach dockerd
+    monkeypatch.undo()
+    assert deployment.container_ids()  # the deployment itself is untouched and still there
