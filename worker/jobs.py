@@ -18,6 +18,7 @@ from typing import Any
 from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
 from .inflight import release
+from .recovery import JOB_DIR_PREFIX
 from .request import InvalidRequest, UpdateRequest, registry_services, validate_request
 from .runner import PlaybookRun, run_playbook_async
 from .settings import Settings
@@ -45,7 +46,7 @@ async def allowed_services(settings: Settings) -> list[str]:
 def job_work_dir(settings: Settings) -> Iterator[tuple[Path, Path | None]]:
     """A private directory for one job: the playbook's DOCKER_CONFIG goes here, and the token
     file when the token only came from GITHUB_TOKEN. Removed when the job ends."""
-    with tempfile.TemporaryDirectory(prefix="ue-job-") as name:
+    with tempfile.TemporaryDirectory(prefix=JOB_DIR_PREFIX) as name:
         work_dir = Path(name)
         os.chmod(work_dir, 0o700)
         token_file = settings.registry_token_file

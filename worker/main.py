@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .compose import check_host
 from .jobs import process_system_update
-from .recovery import recover_interrupted_job
+from .recovery import recover_interrupted_job, remove_stale_job_dirs
 from .runner import SECRET_ENV_VARS
 from .settings import Settings
 from .signing import REJECTED_FUNCTION, rejected_job, worker_codec
@@ -90,6 +90,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             logger.error("start-up check failed: %s", problem)
         raise StartupError("; ".join(problems))
     await recover_interrupted_job(ctx["redis"], settings.queue_name)
+    remove_stale_job_dirs()
     logger.info(
         "worker ready: queue %s, compose file %s, registry %s, services %s",
         settings.queue_name,

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,23 @@ def _group_alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+JOB_DIR_PREFIX = "ue-job-"
+
+
+def remove_stale_job_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove per-job directories a killed worker left behind: they may hold the run's Docker
+    config with the registry login. Called at start, before any job runs (one worker per
+    host; under systemd PrivateTmp gives the service a /tmp of its own anyway)."""
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    removed = []
+    for path in parent.glob(f"{JOB_DIR_PREFIX}*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            logger.warning("removed %s, left by an interrupted job", path)
+            removed.append(path)
+    return removed
 
 
 async def recover_interrupted_job(redis: Any, queue_name: str) -> str | None:
