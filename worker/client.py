@@ -20,7 +20,7 @@ from arq.jobs import Job, JobStatus
 
 from .inflight import claim, inflight_key, release
 from .main import redis_settings
-from .request import MAX_REQUESTED_BY, SERVICE_NAME, InvalidRequest
+from .request import check_request_fields
 from .serialization import RemoteJobError
 from .settings import Settings
 from .signing import client_codec
@@ -56,19 +56,6 @@ _STATES = {
     JobStatus.complete: JobState.finished,
     JobStatus.not_found: JobState.not_found,
 }
-
-
-def _check_arguments(services: list[str] | None, requested_by: str | None) -> None:
-    """Early, local checks so a caller gets a clear error before anything is queued; the
-    worker checks again against its allow-list."""
-    if services is not None:
-        if not isinstance(services, list) or not services:
-            raise InvalidRequest("services must be a non-empty list of service names or None")
-        bad = [s for s in services if not isinstance(s, str) or not SERVICE_NAME.match(s)]
-        if bad:
-            raise InvalidRequest(f"invalid service name {str(bad[0])[:64]!r}")
-    if requested_by is not None and len(requested_by) > MAX_REQUESTED_BY:
-        raise InvalidRequest(f"requested_by is longer than {MAX_REQUESTED_BY} characters")
 
 
 def failure_summary(job_id: str, error: BaseException | object, info: Any) -> dict[str, Any]:
@@ -165,7 +152,17 @@ class UpdateClient:
         requested_by: str | None = None,
     ) -> Enqueued:
         """Queue an update unless one is queued or running; say which it was."""
-        _check_arguments(services, requested_by)
+        # The worker's own argument checks, run early so a caller gets a clear error before
+        # anything is queued; the worker checks again, and against its allow-list.
+        check_request_fields(
+            {
+                "run_migrations": run_migrations,
+                "create_backup": create_backup,
+                "services": services,
+                "dry_run": dry_run,
+                "requested_by": requested_by,
+            }
+        )
         queue = self.settings.queue_name
         job_id = uuid.uuid4().hex
         ttl = self.settings.job_timeout + 300  # a safety net; finished jobs release it sooner
