@@ -18,6 +18,7 @@ from typing import Any
 from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
 from .inflight import release
+from .progress import ProgressReporter
 from .recovery import JOB_DIR_PREFIX
 from .request import InvalidRequest, UpdateRequest, registry_services, validate_request
 from .runner import PlaybookRun, run_playbook_async
@@ -114,6 +115,7 @@ async def process_system_update(
         summary = await _update(
             settings,
             job_id,
+            redis,
             run_migrations=run_migrations,
             create_backup=create_backup,
             services=services,
@@ -132,6 +134,7 @@ async def process_system_update(
 async def _update(
     settings: Settings,
     job_id: str,
+    redis: Any | None,
     *,
     run_migrations: object,
     create_backup: object,
@@ -156,9 +159,11 @@ async def _update(
     except (InvalidRequest, ComposeError) as exc:
         logger.warning("job %s rejected: %s", job_id, exc)
         step = "validation" if isinstance(exc, InvalidRequest) else "preflight"
-        return rejected_summary(
+        rejected = rejected_summary(
             job_id=job_id, message=str(exc), started_at=started_at, finished_at=now(), step=step
         ).as_dict()
+        await ProgressReporter(redis, settings, job_id, None).finish(rejected)
+        return rejected
 
     logger.info(
         "job %s: update of %s started%s%s",
@@ -167,6 +172,8 @@ async def _update(
         " (dry run)" if request.dry_run else "",
         f" by {request.requested_by}" if request.requested_by else "",
     )
+    progress = ProgressReporter(redis, settings, job_id, request)
+    await progress.start()
     with job_work_dir(settings) as (work_dir, token_file):
         outcome = await run_playbook_async(
             PlaybookRun(
@@ -177,13 +184,16 @@ async def _update(
                 check_mode=request.dry_run,
                 timeout_s=max(settings.job_timeout - SUMMARY_MARGIN_S, 1),
             ),
+            on_event=progress.on_event,
             work_root=work_dir,
         )
     summary = build_summary(
         job_id=job_id, request=request, outcome=outcome, started_at=started_at, finished_at=now()
     )
     log_summary(summary)
-    return summary.as_dict()
+    result = summary.as_dict()
+    await progress.finish(result)
+    return result
 
 
 def log_summary(summary: Summary) -> None:
