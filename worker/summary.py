@@ -126,41 +126,62 @@ RUNNER_EVENTS = {
 }
 
 
+def task_result(event: Mapping[str, Any]) -> tuple[Step, str, Mapping[str, Any]] | None:
+    """A task's result event as (step, "ok"|"failed"|"skipped", event_data); None for any
+    other event and for tasks without a known step prefix."""
+    kind = RUNNER_EVENTS.get(str(event.get("event")))
+    if kind is None:
+        return None
+    data: Mapping[str, Any] = event.get("event_data") or {}
+    step = step_of_task(str(data.get("task", "")))
+    return None if step is None else (step, kind, data)
+
+
+def add_task_result(acc: StepAccumulator, kind: str, data: Mapping[str, Any]) -> None:
+    """Count one task result (see `task_result`) into its step's accumulator."""
+    acc.tasks += 1
+    result = data.get("res") or {}
+    if kind == "failed" and data.get("ignore_errors"):
+        kind = "ok"
+    if kind == "failed":
+        acc.failed += 1
+        if not acc.failure:
+            acc.failure = failure_message(result)
+    elif kind == "skipped":
+        acc.skipped += 1
+        reason = str(result.get("skip_reason") or "")
+        if reason:
+            acc.skip_reasons.append(reason)
+    elif result.get("changed"):
+        acc.changed += 1
+    else:
+        acc.ok += 1
+    start, end = _parse_time(data.get("start")), _parse_time(data.get("end"))
+    if start and (acc.first_start is None or start < acc.first_start):
+        acc.first_start = start
+    if end and (acc.last_end is None or end > acc.last_end):
+        acc.last_end = end
+    acc.duration_s += float(data.get("duration") or 0.0)
+
+
+def accumulated_status(acc: StepAccumulator | None) -> StepStatus:
+    """A step's status from its tasks: failed if one failed (not ignored), else changed if
+    one changed, else ok; skipped when no task of it ran."""
+    if acc is None or acc.tasks == acc.skipped:
+        return StepStatus.skipped
+    if acc.failed:
+        return StepStatus.failed
+    return StepStatus.changed if acc.changed else StepStatus.ok
+
+
 def accumulate_steps(events: Iterable[Mapping[str, Any]]) -> dict[Step, StepAccumulator]:
     """Group ansible-runner's per-task results by step."""
     steps: dict[Step, StepAccumulator] = {}
     for event in events:
-        kind = RUNNER_EVENTS.get(str(event.get("event")))
-        if kind is None:
-            continue
-        data = event.get("event_data") or {}
-        step = step_of_task(str(data.get("task", "")))
-        if step is None:
-            continue
-        acc = steps.setdefault(step, StepAccumulator())
-        acc.tasks += 1
-        result = data.get("res") or {}
-        if kind == "failed" and data.get("ignore_errors"):
-            kind = "ok"
-        if kind == "failed":
-            acc.failed += 1
-            if not acc.failure:
-                acc.failure = failure_message(result)
-        elif kind == "skipped":
-            acc.skipped += 1
-            reason = str(result.get("skip_reason") or "")
-            if reason:
-                acc.skip_reasons.append(reason)
-        elif result.get("changed"):
-            acc.changed += 1
-        else:
-            acc.ok += 1
-        start, end = _parse_time(data.get("start")), _parse_time(data.get("end"))
-        if start and (acc.first_start is None or start < acc.first_start):
-            acc.first_start = start
-        if end and (acc.last_end is None or end > acc.last_end):
-            acc.last_end = end
-        acc.duration_s += float(data.get("duration") or 0.0)
+        parsed = task_result(event)
+        if parsed is not None:
+            step, kind, data = parsed
+            add_task_result(steps.setdefault(step, StepAccumulator()), kind, data)
     return steps
 
 
@@ -172,17 +193,11 @@ def step_results(
     failed_before = False
     for step in Step:
         acc = accumulated.get(step)
-        result = StepResult(name=step.value)
-        if acc is None or acc.tasks == acc.skipped:
-            result.status = StepStatus.skipped
+        result = StepResult(name=step.value, status=accumulated_status(acc))
+        if result.status is StepStatus.skipped:
             result.message = NOT_REACHED if failed_before and step is not Step.report else ""
-        elif acc.failed:
-            result.status = StepStatus.failed
+        elif result.status is StepStatus.failed and acc is not None:
             result.message = acc.failure
-        elif acc.changed:
-            result.status = StepStatus.changed
-        else:
-            result.status = StepStatus.ok
         if acc is not None:
             if acc.first_start and acc.last_end:
                 result.duration_s = (acc.last_end - acc.first_start).total_seconds()
