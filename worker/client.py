@@ -19,11 +19,18 @@ from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job, JobStatus
 
 from .inflight import claim, inflight_key, release
-from .main import redis_settings
+from .main import RESULT_TTL_S, redis_settings
+from .progress import (
+    check_stream_id,
+    decode_entry,
+    fold_progress,
+    latest_update_key,
+    progress_key,
+)
 from .request import check_request_fields
 from .serialization import RemoteJobError
 from .settings import Settings
-from .signing import client_codec
+from .signing import client_codec, secret_key
 from .summary import UpdateStatus, rejected_summary
 
 logger = logging.getLogger("update_executor.client")
@@ -195,6 +202,8 @@ class UpdateClient:
             await release(self.redis, queue, job_id)
             raise RuntimeError("the update job could not be queued")
         logger.info("queued update job %s", job_id)
+        # So a freshly started API finds it (latest_update); the worker sets it again at start.
+        await self.redis.set(latest_update_key(queue), job_id, ex=RESULT_TTL_S)
         return Enqueued(job_id)
 
     async def _is_stale(self, job_id: str, ttl: int) -> bool:
@@ -208,13 +217,39 @@ class UpdateClient:
         return remaining < ttl - CLAIM_GRACE_S
 
     async def status(self, job_id: str) -> dict[str, Any]:
-        """`state` (queued / running / finished / not_found), plus `summary` once finished."""
+        """`state` (queued / running / finished / not_found), `current_step` (the step running
+        now, or None), `progress` ({done, planned, steps}: see worker.progress.fold_progress),
+        plus `summary` once finished. Everything comes from Redis, keyed by the job id."""
         job = self._job(job_id)
         state = _STATES.get(await job.status(), JobState.not_found)
-        answer: dict[str, Any] = {"job_id": job_id, "state": state.value, "summary": None}
+        entries = await self.progress(job_id)
+        answer: dict[str, Any] = {
+            "job_id": job_id,
+            "state": state.value,
+            **fold_progress(entries, job_finished=state is JobState.finished),
+            "summary": None,
+        }
         if state is JobState.finished:
             answer["summary"] = await self._summary(job)
         return answer
+
+    async def progress(self, job_id: str, since: str | None = None) -> list[dict[str, Any]]:
+        """The job's progress entries (oldest first), after the entry `since` (a stream id
+        from an earlier answer) or from the start; each has its stream `id`. Entries that do
+        not verify against the job secret are left out (and logged)."""
+        start = "-" if since is None else "(" + check_stream_id(since)
+        raw = await self.redis.xrange(progress_key(self.settings.queue_name, job_id), start, "+")
+        key = secret_key(self.settings)
+        entries = (decode_entry(stream_id, fields, job_id, key) for stream_id, fields in raw)
+        return [entry for entry in entries if entry is not None]
+
+    async def latest_update(self) -> dict[str, Any] | None:
+        """The last update queued or started (by any client or worker of this queue), as
+        `status()` returns it; None when there is none (or it expired)."""
+        raw = await self.redis.get(latest_update_key(self.settings.queue_name))
+        if raw is None:
+            return None
+        return await self.status(raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def result(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the job's summary (raise TimeoutError after `timeout` seconds)."""
