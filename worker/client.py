@@ -18,6 +18,7 @@ from typing import Any
 from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job, JobStatus
 
+from .check import last_check_key, open_last_check, queue_check, wait_check
 from .inflight import claim, inflight_key, release
 from .main import RESULT_TTL_S, redis_settings
 from .progress import (
@@ -268,6 +269,28 @@ class UpdateClient:
     async def abort(self, job_id: str, timeout: float = 60) -> bool:
         """Ask the worker to cancel the job (it stops ansible); True once it was canceled."""
         return bool(await self._job(job_id).abort(timeout=timeout))
+
+    # Check for updates (worker/check.py, docs/check.md): the worker compares the running
+    # images with the registry; the API needs no registry token.
+    async def enqueue_check(self, services: list[str] | None = None) -> str:
+        """Queue a check (or join the one of the same services already pending); its id."""
+        return await queue_check(self.redis, self.settings, services)
+
+    async def check_result(self, job_id: str, timeout: float | None = 60) -> dict[str, Any]:
+        """Wait for a check's result; TimeoutError after `timeout` s (the check goes on)."""
+        return await wait_check(self._job(job_id), timeout)
+
+    async def check_for_updates(
+        self, services: list[str] | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Queue a check and wait for it: {"services": {name: {"image", "local_digest",
+        "remote_digest", "update_available", "error"}}, "update_available", "checked_at",
+        "job_id", "error"}. TimeoutError after `timeout` seconds."""
+        return await self.check_result(await self.enqueue_check(services), timeout=timeout)
+
+    async def last_check(self) -> dict[str, Any] | None:
+        """The last finished check's result, cached in Redis for a day; None if none."""
+        return open_last_check(self.settings, await self.redis.get(last_check_key(self.settings)))
 
     async def _summary(self, job: Job) -> dict[str, Any]:
         info = await job.result_info()

@@ -17,12 +17,13 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .check import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S, check_for_updates
 from .compose import check_host
 from .jobs import process_system_update
 from .recovery import recover_interrupted_job, remove_stale_job_dirs
 from .runner import SECRET_ENV_VARS
 from .settings import Settings
-from .signing import REJECTED_FUNCTION, rejected_job, worker_codec
+from .signing import CHECK_FUNCTION, REJECTED_FUNCTION, rejected_job, worker_codec
 
 logger = logging.getLogger("update_executor.worker")
 
@@ -114,6 +115,14 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
             ),
             # Stand-in for a job the deserializer refused (worker/signing.py).
             func(rejected_job, name=REJECTED_FUNCTION, max_tries=1, keep_result=RESULT_TTL_S),
+            # Read-only registry check (worker/check.py); its result is also cached in Redis.
+            func(
+                check_for_updates,
+                name=CHECK_FUNCTION,
+                max_tries=1,
+                timeout=CHECK_TIMEOUT_S,
+                keep_result=CHECK_RESULT_TTL_S,
+            ),
         ],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),

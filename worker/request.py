@@ -135,3 +135,35 @@ def validate_request(
         dry_run=_flag("dry_run", dry_run),
         requested_by=requested_by if isinstance(requested_by, str) else None,
     )
+
+
+# The keyword arguments of check_for_updates (worker/check.py): only which services to check.
+CHECK_FIELDS = ("services",)
+
+
+def check_check_fields(fields: Mapping[str, object]) -> None:
+    """`check_request_fields` for a check_for_updates job: only `services`, same rules."""
+    unknown = sorted(str(name) for name in fields if name not in CHECK_FIELDS)
+    if unknown:
+        shown = ", ".join(n if _ARGUMENT_NAME.match(n) else "(invalid name)" for n in unknown[:5])
+        raise InvalidRequest(
+            f"unexpected argument {shown} for check_for_updates (accepted: services)"
+        )
+    check_request_fields({"services": fields.get("services")})
+
+
+def validate_check_services(allowed_services: Iterable[str], services: object) -> tuple[str, ...]:
+    """The services a check looks at: all allowed ones, or the requested subset of them."""
+    check_check_fields({"services": services})
+    allowed = list(allowed_services)
+    if not allowed:
+        raise InvalidRequest("no update services: none is configured and none has a registry image")
+    if services is None:
+        return tuple(allowed)
+    names = [str(name) for name in cast("list[object]", services)]  # checked above
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise InvalidRequest(
+            f"services not allowed for update: {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+        )
+    return tuple(dict.fromkeys(names))

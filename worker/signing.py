@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .request import InvalidRequest, check_request_fields
+from .request import InvalidRequest, check_check_fields, check_request_fields
 from .serialization import deserialize, serialize
 from .settings import Settings
 from .summary import rejected_summary
@@ -52,6 +52,8 @@ security_log = logging.getLogger("update_executor.security")
 ENVELOPE_VERSION = 1
 DOMAIN = b"update-executor job/result v1\n"
 UPDATE_FUNCTION = "process_system_update"
+# worker/check.py: compares running images with the registry; changes nothing.
+CHECK_FUNCTION = "check_for_updates"
 REJECTED_FUNCTION = "rejected_job"
 # A real job is well under 10 KiB (100 service names of 63 characters, a 200-character name).
 MAX_JOB_BYTES = 64 * 1024
@@ -60,6 +62,11 @@ JOB_KEYS = frozenset({"t", "f", "a", "k", "et"})
 ENVELOPE_KEYS = frozenset({"ue", "p", "s"})
 
 Clock = Callable[[], float]
+# The job functions a signed job may name, each with the checks its arguments must pass.
+ARGUMENT_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    UPDATE_FUNCTION: check_request_fields,
+    CHECK_FUNCTION: check_check_fields,
+}
 
 
 class JobRejected(ValueError):
@@ -212,12 +219,14 @@ class WorkerJobCodec(JobCodec):
         ):
             raise JobRejected("the job is malformed (ARQ's t, f, a, k, et fields)")
         self._check_age(enqueued, payload.get("exp"))
-        if function != UPDATE_FUNCTION:
-            raise JobRejected(f"unknown function: only {UPDATE_FUNCTION} jobs are accepted")
+        if function not in ARGUMENT_CHECKS:
+            raise JobRejected(
+                f"unknown function: only {UPDATE_FUNCTION} and {CHECK_FUNCTION} jobs are accepted"
+            )
         if args:
             raise JobRejected("positional arguments are not accepted")
         try:
-            check_request_fields(kwargs)
+            ARGUMENT_CHECKS[function](kwargs)
         except InvalidRequest as exc:
             raise JobRejected(str(exc)) from None
         if self.key is not None:

@@ -21,6 +21,7 @@ from worker.request import REQUEST_FIELDS
 from worker.serialization import serialize
 from worker.settings import ConfigError, Secret, Settings
 from worker.signing import (
+    CHECK_FUNCTION,
     MAX_JOB_BYTES,
     REJECTED_FUNCTION,
     UPDATE_FUNCTION,
@@ -278,6 +279,63 @@ def test_a_bad_job_becomes_a_rejected_job_with_its_reason(
     assert len(kwargs["reason"]) < 300
 
 
+# ------------------------------------------------------------------------------ check jobs
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"services": None}, {"services": ["api"]}, {"services": ["api", "worker"]}]
+)
+def test_a_signed_check_job_reaches_the_check_function(kwargs: dict[str, Any]) -> None:
+    assert outcome(job(CHECK_FUNCTION, **kwargs)) == (CHECK_FUNCTION, kwargs)
+
+
+BAD_CHECK_JOBS: list[tuple[str, Callable[[], bytes], str]] = [
+    (
+        "update-argument",
+        lambda: job(CHECK_FUNCTION, dry_run=True),
+        "unexpected argument dry_run for check_for_updates (accepted: services)",
+    ),
+    (
+        "compose-file",
+        lambda: job(CHECK_FUNCTION, compose_file="/tmp/x.yml"),
+        "unexpected argument compose_file",
+    ),
+    ("odd-name", lambda: job(CHECK_FUNCTION, **{"$(id)": 1}), "unexpected argument (invalid name)"),
+    ("positional", lambda: job(CHECK_FUNCTION, ["api"]), "positional arguments"),
+    ("services-string", lambda: job(CHECK_FUNCTION, services="api"), "non-empty list"),
+    ("services-empty", lambda: job(CHECK_FUNCTION, services=[]), "non-empty list"),
+    (
+        "services-shell",
+        lambda: job(CHECK_FUNCTION, services=[f"{MARKER};id"]),
+        "invalid service name at services[0]",
+    ),
+    ("services-number", lambda: job(CHECK_FUNCTION, services=["api", 7]), "services[1]"),
+    ("services-too-many", lambda: job(CHECK_FUNCTION, services=["a"] * 101), "more than 100"),
+    ("unsigned", lambda: job(CHECK_FUNCTION, codec=client(None)), "not signed"),
+    ("wrong-secret", lambda: job(CHECK_FUNCTION, codec=client(OTHER_KEY)), "does not verify"),
+    ("expired", lambda: job(CHECK_FUNCTION, enqueued_ms=NOW_MS - 901_000), "expired"),
+    ("near-miss-name", lambda: job("check_for_update"), "unknown function"),
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [(b, r) for _, b, r in BAD_CHECK_JOBS],
+    ids=[i for i, _, _ in BAD_CHECK_JOBS],
+)
+def test_a_bad_check_job_is_refused_with_its_reason(
+    build: Callable[[], bytes], reason: str
+) -> None:
+    function, kwargs = outcome(build())
+    assert function == REJECTED_FUNCTION
+    assert reason in kwargs["reason"]
+    assert MARKER not in kwargs["reason"]
+
+
+def test_a_replayed_check_job_is_refused() -> None:
+    codec, raw = worker(), job(CHECK_FUNCTION)
+    assert outcome(raw, codec)[0] == CHECK_FUNCTION
+    assert "replay" in outcome(raw, codec)[1]["reason"]
+
+
 def test_a_replayed_job_is_refused_the_second_time() -> None:
     codec, raw = worker(), job(dry_run=True)
     assert outcome(raw, codec)[0] == UPDATE_FUNCTION
@@ -409,7 +467,11 @@ def test_redis_acl_user_password_file_and_tls_reach_arq(tmp_path: Path) -> None:
 
 def test_the_worker_is_wired_to_the_signed_codec() -> None:
     kwargs = worker_kwargs(Settings(job_secret=Secret("s" * 40)))
-    assert {f.name for f in kwargs["functions"]} == {UPDATE_FUNCTION, REJECTED_FUNCTION}
+    assert {f.name for f in kwargs["functions"]} == {
+        UPDATE_FUNCTION,
+        CHECK_FUNCTION,
+        REJECTED_FUNCTION,
+    }
     now_ms = int(time.time() * 1000)
     raw = job(dry_run=True, codec=JobCodec(b"s" * 40), enqueued_ms=now_ms)
     function, *_ = deserialize_job_raw(raw, deserializer=kwargs["job_deserializer"])
