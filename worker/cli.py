@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import UpdateClient
+from .follow import follow
 from .main import StartupError, create_worker
 from .request import InvalidRequest
 from .settings import ConfigError, Settings
@@ -58,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--services", help="comma list of services (default: all allowed)")
     enqueue.add_argument("--dry-run", action="store_true", help="check mode: change nothing")
     enqueue.add_argument("--requested-by", help="who asked, for the summary and the log")
-    enqueue.add_argument("--wait", action="store_true", help="wait and print the summary")
+    enqueue.add_argument(
+        "--wait",
+        action="store_true",
+        help="show the progress (a bar on a terminal, plain lines otherwise) on stderr, "
+        "then print the summary",
+    )
     enqueue.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after N seconds"
     )
@@ -85,7 +91,7 @@ async def enqueue(settings: Settings, args: argparse.Namespace) -> int:
             print_json({"job_id": job_id, "state": "queued"})
             return 0
         print(f"queued update job {job_id}; waiting for the worker", file=sys.stderr)
-        summary = await client.result(job_id, timeout=args.timeout)
+        summary = await follow(client, job_id, sys.stderr, timeout=args.timeout)
         print_json(summary)
         return 0 if summary.get("status") == "successful" else 1
 
@@ -94,6 +100,10 @@ async def status(settings: Settings, job_id: str) -> int:
     async with await UpdateClient.connect(settings) as client:
         answer = await client.status(job_id)
     print_json(answer)
+    if answer["state"] == "running":
+        done, planned = answer["progress"]["done"], answer["progress"]["planned"]
+        step = answer["current_step"] or "between steps"
+        print(f"running: {step} ({done}/{planned} steps done)", file=sys.stderr)
     if answer["state"] == "not_found":
         return 2
     summary = answer.get("summary")
