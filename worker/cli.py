@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .check import check_exit_status, format_check_table
 from .client import UpdateClient
 from .follow import follow
 from .main import StartupError, create_worker
@@ -71,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="print a job's state and summary")
     status.add_argument("job_id")
+
+    check = commands.add_parser(
+        "check",
+        help="check the registry for newer images (no pull); exit 0 up to date, "
+        "10 update available, 1 error",
+    )
+    check.add_argument("--services", help="comma list of services (default: all allowed)")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+    check.add_argument(
+        "--timeout", type=float, default=60, help="give up waiting after N seconds (default 60)"
+    )
     return parser
 
 
@@ -110,6 +122,18 @@ async def status(settings: Settings, job_id: str) -> int:
     return 1 if summary and summary.get("status") != "successful" else 0
 
 
+async def check_updates(settings: Settings, args: argparse.Namespace) -> int:
+    """`update-executor check`: the worker compares the running images with the registry."""
+    services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
+    async with await UpdateClient.connect(settings) as client:
+        result = await client.check_for_updates(services=services, timeout=args.timeout)
+    if args.json:
+        print_json(result)
+    else:
+        print(format_check_table(result))
+    return check_exit_status(result)
+
+
 def run_worker(settings: Settings, burst: bool) -> int:
     worker = create_worker(settings, burst=burst)
     try:
@@ -135,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_worker(settings, args.burst)
         if args.command == "enqueue":
             return asyncio.run(enqueue(settings, args))
+        if args.command == "check":
+            return asyncio.run(check_updates(settings, args))
         return asyncio.run(status(settings, args.job_id))
     except InvalidRequest as exc:
         print(f"update-executor: invalid request: {exc}", file=sys.stderr)
