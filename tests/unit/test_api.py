@@ -1,0 +1,123 @@
+"""Routing concerns of worker/api.py that need no Redis: auth comes first, bad input is a 422
+before anything touches the queue, cursors parse. The flows are in tests/integration/test_api.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from arq.connections import ArqRedis
+from fastapi import FastAPI, Header, HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from worker.api import Cursor, build_router
+from worker.client import UpdateClient
+from worker.settings import Settings
+
+TOKEN = {"X-Admin-Token": "s3cret"}
+
+
+def superuser(x_admin_token: Annotated[str | None, Header()] = None) -> None:
+    if x_admin_token != "s3cret":
+        raise HTTPException(status_code=401, detail="not authenticated")
+
+
+class Factory:
+    """Counts its calls; its client's Redis points at a port nothing listens on."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.client = UpdateClient(Settings(), ArqRedis(host="127.0.0.1", port=9))
+
+    def __call__(self) -> UpdateClient:
+        self.calls += 1
+        return self.client
+
+
+@pytest.fixture
+def factory() -> Factory:
+    return Factory()
+
+
+@pytest.fixture
+async def http(factory: Factory) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(build_router(factory, superuser))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        yield client
+    await factory.client.close()
+
+
+def test_the_router_refuses_to_exist_without_an_auth_dependency(factory: Factory) -> None:
+    with pytest.raises(TypeError, match="auth dependency"):
+        build_router(factory, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/system/update/check"),
+        ("POST", "/system/update/trigger"),
+        ("GET", "/system/update/status"),
+        ("GET", "/system/update/events"),
+    ],
+)
+async def test_every_route_runs_the_hosts_auth_first(
+    http: httpx.AsyncClient, factory: Factory, method: str, path: str
+) -> None:
+    response = await http.request(method, path, json={})
+    assert response.status_code == 401
+    assert factory.calls == 0  # refused before the client was even asked for
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"run_migrations": "yes"}, "valid boolean"),
+        ({"services": "api"}, "valid list"),
+        ({"services": []}, "non-empty list"),
+        ({"services": ["api; rm -rf /"]}, "invalid service name at services[0]"),
+        ({"services": [1]}, "valid string"),
+        ({"compose_file": "/etc/x.yml"}, "Extra inputs are not permitted"),
+        ({"requested_by": "someone else"}, "Extra inputs are not permitted"),
+    ],
+)
+async def test_an_invalid_trigger_body_is_a_422_with_a_clear_message(
+    http: httpx.AsyncClient, body: dict[str, Any], message: str
+) -> None:
+    response = await http.post("/system/update/trigger", json=body, headers=TOKEN)
+    assert response.status_code == 422
+    assert message in response.text
+    assert "rm -rf" not in str(response.json()["detail"][0].get("msg"))  # never echoed in msg
+
+
+async def test_bad_query_values_are_422(http: httpx.AsyncClient) -> None:
+    for path in (
+        "/system/update/status?job_id=a%20b",
+        "/system/update/events?job_id=../x",
+        "/system/update/events?since=abc",
+        "/system/update/check?wait=3600",
+        "/system/update/check?services=a%20b",
+    ):
+        assert (await http.get(path, headers=TOKEN)).status_code == 422, path
+    bad_header = {**TOKEN, "Last-Event-ID": "not-an-id"}
+    assert (await http.get("/system/update/events", headers=bad_header)).status_code == 422
+
+
+async def test_an_unreachable_redis_is_a_503_that_says_so(http: httpx.AsyncClient) -> None:
+    response = await http.get("/system/update/status?job_id=abc", headers=TOKEN)
+    assert response.status_code == 503
+    assert "Redis" in response.json()["detail"]
+
+
+def test_cursors() -> None:
+    assert Cursor.parse(None) == Cursor(None, None)
+    assert Cursor.parse("1700000000000-3") == Cursor(None, "1700000000000-3")
+    assert Cursor.parse("abc123/1700000000000-3") == Cursor("abc123", "1700000000000-3")
+    for bad in ("x", "abc/", "a b/1-0", "1-0-0"):
+        with pytest.raises(RequestValidationError):
+            Cursor.parse(bad)

@@ -1,0 +1,368 @@
+"""A drop-in FastAPI router for the API side of an update: check, trigger, status, live events.
+
+    from worker.api import SharedClient, build_router
+
+    updates = SharedClient()  # one Redis pool for the whole app, settings from the environment
+    app.include_router(build_router(updates, require_superuser), prefix="/api")
+
+Only this module imports FastAPI (the optional extra `update-executor[api]`); the worker does
+not need it. Everything the routes show lives in Redis, keyed by job id, so an API process
+that restarts in the middle of an update finds it again (`latest_update()`). See docs/api.md.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime,
+# and some name types local to build_router.
+import asyncio
+import inspect
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.params import Depends as DependsParam
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, model_validator
+from redis.exceptions import RedisError
+
+from .client import JobState, UpdateClient
+from .progress import STREAM_ID, EntryKind
+from .request import InvalidRequest, check_request_fields
+from .settings import Settings
+
+logger = logging.getLogger("update_executor.api")
+
+# A zero-argument callable giving the client to use: an UpdateClient or an awaitable of one.
+# It is called on every request and the router never closes what it returns: the client is
+# the host's, shared by every request (an UpdateClient holds a Redis connection pool, safe to
+# use from concurrent requests). SharedClient is such a factory.
+ClientFactory = Callable[[], UpdateClient | Awaitable[UpdateClient]]
+
+JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+# Seconds the stream waits for the result after the job-end entry before it ends anyway.
+END_GRACE_S = 10.0
+# The answer of /check before any check has finished.
+NO_CHECK: dict[str, Any] = {
+    "services": {},
+    "update_available": None,
+    "checked_at": None,
+    "job_id": None,
+    "error": None,
+}
+QUEUE_DOWN = "the update queue (Redis) is not reachable; try again later"
+
+
+class SharedClient:
+    """A client factory that connects once, on first use, and is shared by every request.
+
+    Close it when the application stops (`await updates.aclose()` in its lifespan); it
+    reconnects on the next use if called again after that.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self._client: UpdateClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> UpdateClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await UpdateClient.connect(self._settings)
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+class TriggerBody(BaseModel):
+    """The body of POST /trigger. Types are strict: `"yes"` is not a boolean."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    run_migrations: bool = True
+    create_backup: bool = False
+    services: list[str] | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _worker_checks(self) -> "TriggerBody":
+        # The worker's own checks (names, lengths); it checks again, and against its allow-list,
+        # which only the host knows. InvalidRequest is a ValueError: a 422 like any other.
+        check_request_fields({"services": self.services})
+        return self
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where an event stream resumes: `since` or `Last-Event-ID`, `[<job id>/]<entry id>`."""
+
+    job_id: str | None
+    entry_id: str | None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "Cursor":
+        if not raw:
+            return cls(None, None)
+        job_id, _, entry_id = raw.strip().rpartition("/")
+        if not STREAM_ID.match(entry_id) or (job_id and not re.match(JOB_ID, job_id)):
+            raise _invalid(
+                ("query", "since"),
+                "since / Last-Event-ID must be an event id this endpoint sent "
+                "('<job id>/<stream entry id>') or a stream entry id",
+            )
+        return cls(job_id or None, entry_id)
+
+
+def _invalid(loc: tuple[str, ...], message: str) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own validation errors."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message}])
+
+
+def _queue_down(exc: BaseException) -> HTTPException:
+    logger.warning("update queue unreachable: %s", exc)
+    return HTTPException(status_code=503, detail=QUEUE_DOWN)
+
+
+def _not_found(job_id: str | None, detail: str) -> JSONResponse:
+    body: dict[str, Any] = {"detail": detail}
+    if job_id is not None:
+        body.update(job_id=job_id, state=JobState.not_found.value)
+    return JSONResponse(status_code=404, content=body)
+
+
+def _sse(data: Any, event: str | None = None, event_id: str | None = None) -> str:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event is not None:
+        lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, default=str, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+def _kind(entry: dict[str, Any]) -> str:
+    """The entry's kind (job_started, step_started, step_ended, job_ended) as an event name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(entry.get("kind") or "progress"))  # one line
+
+
+def build_router(
+    client_factory: ClientFactory,
+    auth_dependency: Callable[..., Any] | DependsParam,
+    *,
+    requested_by: Callable[..., str | None] | None = None,
+    prefix: str = "/system/update",
+    max_check_wait_s: float = 30.0,
+    poll_interval_s: float = 0.5,
+    keepalive_s: float = 15.0,
+) -> APIRouter:
+    """The update routes: GET {prefix}/check, POST {prefix}/trigger, GET {prefix}/status and
+    GET {prefix}/events (Server-Sent Events).
+
+    The router has NO authentication or authorisation of its own. `auth_dependency` is the
+    host application's check (typically "is a superuser"; a callable or a `Depends(...)`); it
+    is applied to every route and must raise (401/403) to refuse a request. Updating the
+    deployment is an administrator's action: pass your strictest check.
+
+    `client_factory`: a zero-argument callable returning the UpdateClient to use (or an
+    awaitable of one), called on every request. The router never closes that client: return a
+    shared one, e.g. a `SharedClient` closed in the application's lifespan, never a new
+    connection per call.
+
+    `requested_by`: optional dependency giving the name of the user (recorded in the job's
+    summary and the worker's log), e.g. `lambda user=Depends(current_user): user.email`.
+    """
+    if auth_dependency is None:
+        raise TypeError(
+            "build_router needs the host application's auth dependency (its superuser "
+            "check): the update routes have no authentication of their own"
+        )
+    auth = (
+        auth_dependency if isinstance(auth_dependency, DependsParam) else Depends(auth_dependency)
+    )
+    router = APIRouter(prefix=prefix, tags=["system update"], dependencies=[auth])
+
+    async def get_client() -> UpdateClient:
+        made = client_factory()
+        return await made if inspect.isawaitable(made) else made
+
+    async def nobody() -> str | None:
+        return None
+
+    Client = Annotated[UpdateClient, Depends(get_client)]
+    RequestedBy = Annotated[str | None, Depends(requested_by or nobody)]
+    JobIdQuery = Annotated[
+        str | None, Query(pattern=JOB_ID, description="a job id (default: the latest update)")
+    ]
+
+    @router.get("/check")
+    async def check(
+        client: Client,
+        wait: Annotated[
+            float, Query(ge=0, le=max_check_wait_s, description="seconds to wait for a fresh check")
+        ] = 5.0,
+        refresh: Annotated[bool, Query(description="false: only the last check")] = True,
+        services: Annotated[list[str] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """Check the registry for new images (in the worker, which holds the registry token).
+
+        Queues a check (or joins the one pending) and waits up to `wait` seconds for it; after
+        that, or with `wait=0`, answers with the last finished check, `cached: true`, and
+        `pending: true` plus `pending_job_id` while the new one runs. `refresh=false` only
+        reads the last check.
+        """
+        try:
+            if not refresh:
+                return {**(await client.last_check() or NO_CHECK), "cached": True, "pending": False}
+            check_id = await client.enqueue_check(services=services)
+            if wait > 0:
+                try:
+                    fresh = await client.check_result(check_id, timeout=wait)
+                except TimeoutError:
+                    logger.info("update check %s still running after %.1f s", check_id, wait)
+                else:
+                    return {**fresh, "cached": False, "pending": False}
+            last = await client.last_check()
+        except InvalidRequest as exc:
+            raise _invalid(("query", "services"), str(exc)) from None
+        except LookupError as exc:  # the check job vanished (Redis restarted, result expired)
+            logger.warning("update check lost: %s", exc)
+            raise HTTPException(status_code=503, detail="the check was lost; try again") from None
+        except (RedisError, OSError) as exc:
+            raise _queue_down(exc) from None
+        except RuntimeError as exc:  # the check job could not be queued
+            logger.warning("update check not queued: %s", exc)
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+        return {**(last or NO_CHECK), "cached": True, "pending": True, "pending_job_id": check_id}
+
+    @router.post(
+        "/trigger",
+        status_code=202,
+        responses={409: {"description": "an update is already queued or running (its id)"}},
+    )
+    async def trigger(body: TriggerBody, client: Client, who: RequestedBy) -> JSONResponse:
+        """Queue an update: 202 with its job id, or 409 with the id of the one in flight."""
+        try:
+            enqueued = await client.submit_update(
+                run_migrations=body.run_migrations,
+                create_backup=body.create_backup,
+                services=body.services,
+                dry_run=body.dry_run,
+                requested_by=who,
+            )
+            if enqueued.existing:
+                state = (await client.status(enqueued.job_id))["state"]
+        except InvalidRequest as exc:
+            raise _invalid(("body",), str(exc)) from None
+        except (RedisError, OSError) as exc:
+            raise _queue_down(exc) from None
+        except RuntimeError as exc:  # the in-flight slot could not be claimed
+            logger.warning("update not queued: %s", exc)
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+        if enqueued.existing:
+            return JSONResponse(
+                status_code=409,
+                content={
+                    "detail": "an update is already queued or running",
+                    "job_id": enqueued.job_id,
+                    "state": state,
+                },
+            )
+        logger.info("update job %s queued through the API", enqueued.job_id)
+        return JSONResponse(
+            status_code=202, content={"job_id": enqueued.job_id, "state": JobState.queued.value}
+        )
+
+    @router.get("/status", responses={404: {"description": "no such job (or none yet)"}})
+    async def status(client: Client, job_id: JobIdQuery = None) -> Any:
+        """The state of an update (default: the latest): queued, running (with the current
+        step and progress) or finished (with the summary)."""
+        try:
+            answer = await (client.status(job_id) if job_id else client.latest_update())
+        except (RedisError, OSError) as exc:
+            raise _queue_down(exc) from None
+        if answer is None:
+            return _not_found(None, "no update has been queued yet")
+        if answer["state"] == JobState.not_found:
+            return _not_found(answer["job_id"], "no such update job (or its result expired)")
+        return answer
+
+    @router.get("/events", responses={404: {"description": "no such job (or none yet)"}})
+    async def events(
+        client: Client,
+        job_id: JobIdQuery = None,
+        since: Annotated[str | None, Query(max_length=200)] = None,
+        last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Any:
+        """Server-Sent Events of an update's progress (default: the latest update), from the
+        start or after `Last-Event-ID` / `since`; ends with an `event: status` message holding
+        the final status."""
+        cursor = Cursor.parse(last_event_id or since)  # a reconnecting EventSource sends both
+        try:
+            if job_id is None:
+                job_id = cursor.job_id
+            if job_id is None:
+                latest = await client.latest_update()
+                if latest is None:
+                    return _not_found(None, "no update has been queued yet")
+                job_id = str(latest["job_id"])
+            elif cursor.job_id not in (None, job_id):
+                cursor = Cursor(None, None)  # an id of another job's stream: from the start
+            state = (await client.status(job_id))["state"]
+        except (RedisError, OSError) as exc:
+            raise _queue_down(exc) from None
+        if state == JobState.not_found:
+            return _not_found(job_id, "no such update job (or its result expired)")
+        return StreamingResponse(
+            _event_stream(client, job_id, cursor.entry_id, poll_interval_s, keepalive_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return router
+
+
+async def _event_stream(
+    client: UpdateClient, job_id: str, since: str | None, poll_s: float, keepalive_s: float
+) -> AsyncIterator[str]:
+    """Forward the job's progress entries until its job-end entry, then its final status.
+
+    A job that ends without a job-end entry (it failed at the queue level, or its stream
+    expired) is noticed through its state; the final status is sent all the same.
+    """
+    yield "retry: 3000\n\n"
+    last_write = time.monotonic()
+    ended_at: float | None = None  # when the job-end entry was sent
+    try:
+        while True:
+            entries = await client.progress(job_id, since=since)
+            for entry in entries:
+                since = str(entry["id"])
+                yield _sse(entry, event=_kind(entry), event_id=f"{job_id}/{since}")
+                last_write = time.monotonic()
+                if _kind(entry) == EntryKind.job_ended:
+                    ended_at = last_write
+            if not entries:
+                final = await client.status(job_id)
+                done = final["state"] in (JobState.finished, JobState.not_found)
+                # The result is stored just after the job-end entry: wait for it, not forever.
+                if done or (ended_at is not None and time.monotonic() - ended_at > END_GRACE_S):
+                    if ended_at is None:  # entries written between our two reads come first
+                        for entry in await client.progress(job_id, since=since):
+                            since = str(entry["id"])
+                            yield _sse(entry, event=_kind(entry), event_id=f"{job_id}/{since}")
+                    yield _sse(final, event="status")
+                    return
+            if time.monotonic() - last_write >= keepalive_s:
+                yield ": keepalive\n\n"
+                last_write = time.monotonic()
+            await asyncio.sleep(poll_s)
+    except (RedisError, OSError) as exc:
+        logger.warning("event stream of job %s stopped: %s", job_id, exc)
+        yield _sse({"detail": QUEUE_DOWN}, event="error")
