@@ -1,0 +1,258 @@
+"""Live progress end to end: a real worker runs the real playbook against the test bed's dockerd,
+registry and Redis, and what a UI reads from Redis while and after it runs (worker/progress.py,
+UpdateClient.progress/status/latest_update, `update-executor enqueue --wait`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import Deployment, run_worker_burst
+from tests.summary_schema import assert_valid_summary
+from worker.client import UpdateClient
+from worker.main import RESULT_TTL_S
+from worker.progress import STREAM_MAXLEN, latest_update_key, progress_key
+
+CLI = str(Path(sys.executable).parent / "update-executor")
+PLANNED = ["preflight", "lock", "login", "snapshot", "pull", "recreate", "migrations", "report"]
+
+
+async def update(client: UpdateClient, deployment: Deployment, **kwargs: Any) -> dict[str, Any]:
+    job_id = await client.enqueue_update(**kwargs)
+    await run_worker_burst(deployment.settings)
+    status = await client.status(job_id)
+    assert status["state"] == "finished"
+    summary = assert_valid_summary(status["summary"])
+    assert summary["job_id"] == job_id
+    return summary
+
+
+def step_pairs(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["kind"], e["name"]) for e in entries if e["kind"].startswith("step_")]
+
+
+def ended(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last step_ended entry of each step (a later one corrects an earlier one)."""
+    return {e["name"]: e for e in entries if e["kind"] == "step_ended"}
+
+
+def assert_matches_summary(entries: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Every step the summary ran is in the stream with the same status, in playbook order."""
+    ends = ended(entries)
+    for step in summary["steps"]:
+        assert ends.get(step["name"], {}).get("status", "skipped") == step["status"], step
+    ran = [s["name"] for s in summary["steps"] if s["name"] in ends]
+    assert [name for kind, name in step_pairs(entries) if kind == "step_started"] == ran
+    # each step starts, then ends, before the next one starts
+    pairs = step_pairs(entries)
+    assert pairs == [(kind, name) for name in ran for kind in ("step_started", "step_ended")]
+    job_end = entries[-1]
+    assert job_end["kind"] == "job_ended"
+    assert job_end["status"] == summary["status"]
+    assert job_end["error"] == summary["error"]
+
+
+async def raw_stream(client: UpdateClient, deployment: Deployment, job_id: str) -> str:
+    key = progress_key(deployment.settings.queue_name, job_id)
+    return repr(await client.redis.xrange(key))
+
+
+async def test_a_full_update_streams_every_planned_step(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    deployment.publish(deployment.app_repo, "2")
+    summary = await update(client, deployment, services=["api", "worker"])
+    assert summary["status"] == "successful"
+    job_id = summary["job_id"]
+
+    entries = await client.progress(job_id)
+    assert entries[0]["kind"] == "job_started"
+    assert entries[0]["planned"] == PLANNED
+    assert_matches_summary(entries, summary)
+    assert {"preflight", "pull", "recreate", "migrations", "report"} <= set(ended(entries))
+    for entry in entries:
+        assert {"id", "kind", "at"} <= set(entry)
+    for entry in ended(entries).values():
+        assert entry["duration_s"] >= 0
+        assert isinstance(entry["message"], str)
+    # ids increase; `since` returns only what came after
+    ids = [e["id"] for e in entries]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert await client.progress(job_id, since=ids[3]) == entries[4:]
+    assert await client.progress(job_id, since=ids[-1]) == []
+
+    status = await client.status(job_id)
+    assert status["current_step"] is None
+    assert status["progress"]["done"] == status["progress"]["planned"] == len(PLANNED)
+    assert [s["name"] for s in status["progress"]["steps"]] == [
+        "preflight", "lock", "login", "snapshot", "backup", "pull", "recreate", "migrations",
+        "report",
+    ]  # fmt: skip
+
+    # bounded, and it expires with the result
+    key = progress_key(deployment.settings.queue_name, job_id)
+    assert 0 < await client.redis.ttl(key) <= RESULT_TTL_S
+    assert await client.redis.xlen(key) == len(entries) < STREAM_MAXLEN
+    assert await client.redis.ttl(latest_update_key(deployment.settings.queue_name)) > 0
+    # no secret in the stream
+    raw = await raw_stream(client, deployment, job_id)
+    assert deployment.stack.registry_password not in raw
+    assert deployment.settings.job_secret.reveal() not in raw
+
+    # an API started afterwards finds it
+    async with await UpdateClient.connect(deployment.settings) as fresh:
+        latest = await fresh.latest_update()
+    assert latest is not None
+    assert latest["job_id"] == job_id
+    assert latest["state"] == "finished"
+    assert latest["summary"]["status"] == "successful"
+
+
+async def test_a_failed_update_streams_the_failed_step_and_the_rollback(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    deployment.publish(deployment.app_repo, "2", behaviour="unhealthy")
+    summary = await update(client, deployment, services=["api", "worker"])
+    assert summary["status"] == "failed"
+    assert summary["error"]["step"] == "recreate"
+    assert summary["rolled_back"] is True
+
+    entries = await client.progress(summary["job_id"])
+    assert_matches_summary(entries, summary)
+    ends = ended(entries)
+    assert ends["recreate"]["status"] == "failed"
+    assert "unhealthy" in ends["recreate"]["message"]
+    assert ends["rollback"]["status"] == "changed"
+    assert "migrations" not in ends  # never reached
+    names = [name for kind, name in step_pairs(entries) if kind == "step_started"]
+    assert names[names.index("recreate") :] == ["recreate", "rollback", "report"]
+
+    status = await client.status(summary["job_id"])
+    steps = {s["name"]: s for s in status["progress"]["steps"]}
+    assert steps["rollback"]["planned"] is False
+    assert steps["migrations"]["status"] == "skipped"
+    assert status["progress"]["done"] < status["progress"]["planned"]
+
+
+async def test_a_refused_request_ends_its_stream_with_the_error(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    summary = await update(client, deployment, services=["db"])  # not an update service
+    job_id = summary["job_id"]
+    entries = await client.progress(job_id)
+    assert [e["kind"] for e in entries] == ["job_ended"]
+    assert entries[0]["status"] == "failed"
+    assert entries[0]["error"] == summary["error"]
+    assert entries[0]["error"]["step"] == "validation"
+
+    # A Redis writer without the job secret cannot make a UI show progress: a forged entry
+    # (or one copied from another job's stream) is left out.
+    key = progress_key(deployment.settings.queue_name, job_id)
+    forged = {"kind": "job_ended", "at": "x", "status": "successful", "job": job_id}
+    await client.redis.xadd(key, {"p": json.dumps(forged), "s": "0" * 64})
+    assert await client.progress(job_id) == entries
+    assert (await client.status(job_id))["progress"]["steps"] == []
+
+
+@contextlib.contextmanager
+def worker_process(deployment: Deployment) -> Iterator[subprocess.Popen[str]]:
+    """The real worker as systemd runs it (`update-executor worker`)."""
+    process = subprocess.Popen(
+        [CLI, "worker"],
+        env=deployment.worker_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            output = process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate(timeout=30)[0]
+        print(f"--- worker output ---\n{output[-4000:]}")  # shown when the test fails
+
+
+async def watch(client: UpdateClient, timeout: float) -> list[dict[str, Any]]:
+    """What an API started mid-update sees: it finds the update with latest_update() and
+    polls status() until the update finished."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        latest = await client.latest_update()
+        if latest is not None:
+            seen.append(latest)
+            if latest["state"] == "finished":
+                return seen
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the update did not finish in {timeout} s: last seen {seen[-1:]}")
+
+
+async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
+    deployment: Deployment,
+) -> None:
+    new_app = deployment.publish(deployment.app_repo, "2")
+    env = deployment.worker_env()
+    with worker_process(deployment):
+        # stderr is a pipe: plain step lines, no bar
+        cli = await asyncio.create_subprocess_exec(
+            *[CLI, "enqueue", "--services", "api,worker", "--wait", "--timeout", "200"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        output = asyncio.create_task(cli.communicate())
+        try:
+            async with await UpdateClient.connect(deployment.settings) as api:
+                seen = await watch(api, timeout=220)
+        finally:
+            out, err = await asyncio.wait_for(output, 60)
+    stdout, stderr = out.decode(), err.decode()
+
+    assert cli.returncode == 0, stdout[-3000:] + stderr
+    summary = assert_valid_summary(json.loads(stdout))
+    assert summary["status"] == "successful"
+    assert deployment.image_ids()["api"] == new_app
+
+    # while it ran, status() named the step and counted done < planned, never going back
+    running = [s for s in seen if s["state"] == "running" and s["current_step"]]
+    assert running, seen
+    assert {s["job_id"] for s in seen} == {summary["job_id"]}
+    assert all(s["progress"]["done"] < s["progress"]["planned"] == 8 for s in running)
+    assert len({s["current_step"] for s in running}) >= 2  # it moved on while we watched
+    done = [s["progress"]["done"] for s in seen]
+    assert done == sorted(done)
+    assert seen[-1]["current_step"] is None
+    assert seen[-1]["progress"]["done"] == 8
+
+    # the CLI printed one plain line per step start and end, then the summary on stdout
+    lines = stderr.splitlines()
+    assert "\r" not in stderr
+    for step in PLANNED:
+        assert f"step {step} started" in lines, stderr
+        assert any(line.startswith(f"step {step} ok ") or line.startswith(f"step {step} changed ")
+                   for line in lines), (step, stderr)  # fmt: skip
+    started = [line.split()[1] for line in lines if line.endswith(" started")]
+    assert started == [*PLANNED[:4], "backup", *PLANNED[4:]]  # backup: unplanned, skipped
+    assert deployment.stack.registry_password not in stdout + stderr
+
+    # `status JOB_ID` shows the final progress
+    status = await asyncio.create_subprocess_exec(
+        CLI, "status", summary["job_id"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    status_out, status_err = await status.communicate()
+    assert status.returncode == 0, status_err.decode()
+    answer = json.loads(status_out)
+    assert answer["current_step"] is None
+    assert answer["progress"]["done"] == answer["progress"]["planned"] == 8
