@@ -17,12 +17,15 @@ import requests
 
 from worker.check import (
     ServiceCheck,
+    check_exit_status,
     check_outcome,
     compare,
+    format_check_table,
     open_last_check,
     pending_check_key,
     repo_digests_for,
     seal_last_check,
+    short_digest,
     status_text,
 )
 from worker.registry import (
@@ -473,3 +476,65 @@ def test_a_closed_port_is_an_unreachable_registry() -> None:
         pytest.raises(RegistryError, match=r"unreachable \(Connection refused\)"),
     ):
         client.remote_manifest(ref)
+
+
+# ------------------------------------------------------------------------------ CLI output
+@pytest.mark.parametrize(
+    ("digest", "short"),
+    [(D1, "sha256:111111111111"), (None, "-"), ("", "-"), ("odd", "odd")],
+)
+def test_short_digest(digest: str | None, short: str) -> None:
+    assert short_digest(digest) == short
+
+
+def _service(local: str | None, remote: str | None, available: bool, error: str | None) -> Any:
+    return {
+        "image": "x",
+        "local_digest": local,
+        "remote_digest": remote,
+        "update_available": available,
+        "error": error,
+    }
+
+
+@pytest.mark.parametrize(
+    ("services", "error", "status"),
+    [
+        ({"api": _service(D1, D1, False, None)}, None, 0),
+        ({"api": _service(D1, D2, True, None), "web": _service(D1, D1, False, None)}, None, 10),
+        ({"api": _service(D1, D2, True, None), "web": _service(D1, None, False, "x")}, None, 1),
+        ({}, "services not allowed for update: db", 1),
+    ],
+)
+def test_check_exit_status(services: dict[str, Any], error: str | None, status: int) -> None:
+    result = {
+        "services": services,
+        "update_available": any(s["update_available"] for s in services.values()),
+        "checked_at": "2026-01-01T00:00:00+00:00",
+        "job_id": "j",
+        "error": error,
+    }
+    assert check_exit_status(result) == status
+
+
+def test_the_check_table() -> None:
+    result = {
+        "services": {
+            "api": _service(D1, D2, True, None),
+            "frontend": _service(D3, D3, False, None),
+            "worker": _service(D1, None, False, "registry r is unreachable (timed out)"),
+        },
+        "update_available": True,
+        "checked_at": "2026-01-01T00:00:00+00:00",
+        "job_id": "j1",
+        "error": None,
+    }
+    assert format_check_table(result).splitlines() == [
+        "SERVICE   RUNNING              AVAILABLE            STATUS",
+        "api       sha256:111111111111  sha256:222222222222  update available",
+        "frontend  sha256:333333333333  sha256:333333333333  up to date",
+        "worker    sha256:111111111111  -                    error: registry r is unreachable "
+        "(timed out)",
+        "checked at 2026-01-01T00:00:00+00:00 (job j1)",
+    ]
+    assert format_check_table({"error": "bad"}) == "the check did not run: bad"
