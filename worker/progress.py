@@ -55,6 +55,7 @@ TASK_START = "playbook_on_task_start"
 PLAYBOOK_END = "playbook_on_stats"
 # A step shown to a UI before it ends; once the job ended, a planned step that never started.
 RUNNING = "running"
+STARTED = "started"  # accepted for RUNNING by ProgressReporter.step
 PENDING = "pending"
 
 Clock = Callable[[], datetime]
@@ -225,31 +226,43 @@ class StepTracker:
     def close(
         self, at: datetime, *, interrupted_by: Mapping[str, str] | None = None
     ) -> list[ProgressEntry]:
-        """The playbook ended: end the step that was running. `interrupted_by` (the summary's
-        error, for a run stopped mid-step: timeout, cancel) fails that step with its message."""
-        if self.closed:
-            return []
-        self.closed = True
-        state = self.current
+        """The playbook ended: end the step that was running. `interrupted_by` is the summary's
+        error: when it names a step that did not fail by itself (a run stopped mid-step by a
+        timeout or a cancel), that step fails with the error's message (a new `step_ended`
+        when it had already ended, e.g. before the worker's own rollback step)."""
+        entries: list[ProgressEntry] = []
+        state = self._step_named(str((interrupted_by or {}).get("step", "")))
         if (
             state is not None
             and interrupted_by
-            and interrupted_by.get("step") == state.step
             and accumulated_status(state.acc) is not StepStatus.failed
+            and state.status is not StepStatus.failed
         ):
             state.status = StepStatus.failed
             state.message = str(interrupted_by.get("message") or "interrupted")
-        return self._end_current(at)
+            if state.ended is not None:
+                entries.append(self._end_entry(state, state.ended))
+        if not self.closed:
+            self.closed = True
+            entries += self._end_current(at)
+        return entries
+
+    def _step_named(self, name: str) -> _StepState | None:
+        try:
+            return self.steps.get(Step(name))
+        except ValueError:  # "worker", "validation", "playbook": not a playbook step
+            return None
 
     def manual(self, name: str, status: str, message: str, at: datetime) -> list[ProgressEntry]:
-        """A step the worker runs itself: status `running` starts it, any other ends it."""
+        """A step the worker runs itself: status `running` (or `started`) starts it, a step
+        status (ok, changed, failed, skipped) ends it."""
         step = Step(name)
         entries: list[ProgressEntry] = []
         if self.current is None or self.current.step is not step:
             entries += self._end_current(at)
             self.current = self.steps[step] = _StepState(step, at)
             entries.append(ProgressEntry(EntryKind.step_started, _iso(at), name=step.value))
-        if status != RUNNING:
+        if status not in (RUNNING, STARTED):
             self.current.status = StepStatus(status)
             self.current.message = message
             entries += self._end_current(at)
@@ -461,7 +474,7 @@ class ProgressReporter:
 
     async def step(self, name: str, status: str, message: str = "") -> None:
         """A step the worker runs itself (e.g. the rollback after a cancel): status `running`
-        starts it, a step status (ok, changed, failed, skipped) ends it."""
+        or `started` starts it, a step status (ok, changed, failed, skipped) ends it."""
         try:
             with self._lock:
                 entries = self._tracker.manual(name, status, message, self._clock())
@@ -492,14 +505,6 @@ class ProgressReporter:
             logger.warning("job %s: final progress not recorded", self.job_id, exc_info=True)
         finally:
             await self._stop_drainer()
-
-    async def interrupted(self, status: str, message: str) -> None:
-        """The job ends without a summary (aborted, ARQ's timeout): the step that was running
-        fails with `message`, and the job ends with `status`."""
-        with self._lock:
-            current = self._tracker.current
-        step = current.step.value if current is not None else "worker"
-        await self.finish({"status": status, "error": {"step": step, "message": message}})
 
     async def _write_all(self, entries: Iterable[ProgressEntry]) -> None:
         for entry in entries:

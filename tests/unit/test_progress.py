@@ -310,6 +310,35 @@ def test_an_interrupted_run_fails_the_running_step_with_the_error() -> None:
     assert entries[-1].message == "the update ran out of time"
 
 
+def test_a_cut_off_run_then_the_workers_own_rollback() -> None:
+    """As jobs.py does after a cancel: the rollback step, then the summary's error names the
+    step that was cut off, which then ends failed (a later step_ended corrects it)."""
+    tracker = StepTracker()
+    tracker.feed(task_start("Migrations | run", 0), T0)
+    entries = tracker.manual("rollback", "started", "", T0 + timedelta(seconds=3))
+    entries += tracker.manual("rollback", "ok", "rolled back: api", T0 + timedelta(seconds=9))
+    error = {"step": "migrations", "message": "the update was canceled"}
+    entries += tracker.close(T0 + timedelta(seconds=10), interrupted_by=error)
+    assert ended(entries) == [
+        ("migrations", "skipped", 3.0),
+        ("rollback", "ok", 6.0),
+        ("migrations", "failed", 3.0),
+    ]
+    assert entries[-1].message == "the update was canceled"
+    view = fold_progress(as_stream(entries))
+    steps = {s["name"]: s["status"] for s in view["progress"]["steps"]}
+    assert steps == {"migrations": "failed", "rollback": "ok"}
+
+
+@pytest.mark.parametrize("step", ["worker", "validation", "playbook", "pull"])
+def test_an_error_of_no_running_step_changes_nothing(step: str) -> None:
+    tracker = StepTracker()
+    tracker.feed(task_start("Lock | a", 0), T0)
+    tracker.feed(task_end("Lock | a", 1, changed=True), T0)
+    entries = tracker.close(T0, interrupted_by={"step": step, "message": "x"})
+    assert [(e.name, e.status) for e in entries] == [("lock", "changed")]
+
+
 def test_steps_the_worker_runs_itself() -> None:
     tracker = StepTracker()
     tracker.feed(task_start("Migrations | run", 0), T0)
