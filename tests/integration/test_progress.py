@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
-from worker.main import RESULT_TTL_S
+from worker.main import RESULT_TTL_S, create_worker
 from worker.progress import STREAM_MAXLEN, latest_update_key, progress_key
 
 CLI = str(Path(sys.executable).parent / "update-executor")
@@ -256,3 +257,37 @@ async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
     answer = json.loads(status_out)
     assert answer["current_step"] is None
     assert answer["progress"]["done"] == answer["progress"]["planned"] == 8
+
+
+async def test_an_aborted_update_shows_the_step_it_was_cut_off_in(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """Aborted in the migration: while it runs status() names the step; afterwards no step is
+    running any more and the migration step is failed, whatever the job's end looked like."""
+    deployment.settings = replace(deployment.settings, migration_command="sleep 120")
+    deployment.publish(deployment.app_repo, "2")
+    job_id = await client.enqueue_update(services=["api"])
+    worker = create_worker(deployment.settings, poll_delay=0.1, handle_signals=False)
+    worker_task = asyncio.create_task(worker.main())
+    try:
+        deadline = time.monotonic() + 120
+        while (status := await client.status(job_id))["current_step"] != "migrations":
+            assert status["state"] != "finished", status
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.2)
+        assert status["state"] == "running"
+        assert status["progress"]["done"] == 6  # preflight … recreate
+        assert await client.abort(job_id, timeout=120) is True
+    finally:
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+        await worker.close()
+
+    status = await client.status(job_id)
+    assert status["state"] == "finished"
+    assert status["summary"]["status"] == "canceled"
+    assert status["current_step"] is None
+    steps = {s["name"]: s for s in status["progress"]["steps"]}
+    assert steps["migrations"]["status"] == "failed"
+    assert steps["report"]["status"] != "running"
