@@ -410,7 +410,11 @@ async def run_check(settings: Settings, job_id: str, services: object = None) ->
         raise CheckError("the compose project has no name (set COMPOSE_PROJECT_NAME)")
     creds = credentials(settings)
     secrets = [creds.token.reveal()] if creds else []
-    running = await running_images(project)
+    try:
+        running = await running_images(project)
+    except (ComposeError, TimeoutError) as exc:
+        reason = str(exc) or "docker did not answer in time"
+        raise CheckError(f"cannot list the containers: {reason}") from None
     config_services: Mapping[str, Any] = config.get("services") or {}
 
     refs: dict[str, ImageReference] = {}

@@ -134,6 +134,13 @@ async def test_bad_services_are_refused_with_a_clear_error(
     assert result["services"] == {} and result["update_available"] is False
 
 
+async def test_a_check_that_cannot_run_says_why(deployment: Deployment, tmp_path: Path) -> None:
+    missing = replace(deployment.settings, compose_file=tmp_path / "nope.yml", update_services=())
+    result = await check(missing)
+    assert result["error"] == f"compose file {tmp_path / 'nope.yml'} does not exist"
+    assert result["services"] == {} and result["update_available"] is False
+
+
 # ------------------------------------------------------------------------------ per-service errors
 async def test_a_missing_tag_is_an_error_of_that_service_only(deployment: Deployment) -> None:
     stack = deployment.stack
