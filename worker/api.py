@@ -3,6 +3,7 @@
     from worker.api import SharedClient, build_router
 
     updates = SharedClient()  # one Redis pool for the whole app, settings from the environment
+    app = FastAPI(lifespan=updates.lifespan)  # closes it at shutdown
     app.include_router(build_router(updates, require_superuser), prefix="/api")
 
 Only this module imports FastAPI (the optional extra `update-executor[api]`); the worker does
@@ -19,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -59,8 +61,9 @@ QUEUE_DOWN = "the update queue (Redis) is not reachable; try again later"
 class SharedClient:
     """A client factory that connects once, on first use, and is shared by every request.
 
-    Close it when the application stops (`await updates.aclose()` in its lifespan); it
-    reconnects on the next use if called again after that.
+    Close it when the application stops: `FastAPI(lifespan=updates.lifespan)`, or
+    `await updates.aclose()` in the application's own lifespan. Used again after that, it
+    connects again.
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -79,6 +82,14 @@ class SharedClient:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """`FastAPI(lifespan=updates.lifespan)`: closes the client when the app stops."""
+        try:
+            yield
+        finally:
+            await self.aclose()
 
 
 class TriggerBody(BaseModel):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException
@@ -40,15 +38,7 @@ def current_user(user: Annotated[str, Depends(require_superuser)]) -> str:
 
 
 updates = SharedClient()  # settings from the environment, connected on first use
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-    await updates.aclose()
-
-
-app = FastAPI(lifespan=lifespan)
+app = FastAPI(lifespan=updates.lifespan)
 app.include_router(build_router(updates, require_superuser, requested_by=current_user))
 
 

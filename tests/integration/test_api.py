@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -122,10 +124,13 @@ def api_server(deployment: Deployment, tmp_path: Path, name: str = "api") -> Ite
 @contextlib.contextmanager
 def worker_process(deployment: Deployment, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = tmp_path / "worker.log"
+    # A /tmp of its own, as systemd's PrivateTmp gives the service: a worker's start removes
+    # every ue-job-* directory in its temp dir, and other test sessions start workers too.
+    private_tmp = Path(tempfile.mkdtemp(prefix="ue-api-"))
     with log.open("ab") as out:
         process = subprocess.Popen(
             [str(BIN / "update-executor"), "worker"],
-            env=deployment.worker_env(),
+            env={**deployment.worker_env(), "TMPDIR": str(private_tmp)},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -139,6 +144,7 @@ def worker_process(deployment: Deployment, tmp_path: Path) -> Iterator[subproces
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        shutil.rmtree(private_tmp, ignore_errors=True)
         output = log.read_text(errors="replace")
         print(f"--- worker output ---\n{output[-4000:]}")
         assert_no_secret(deployment, output)
@@ -352,6 +358,27 @@ async def test_invalid_requests_are_422_and_queue_nothing(
         assert (await http.get(f"{BASE}/status", params={"job_id": "nope"})).status_code == 404
     assert await client.redis.zcard(deployment.settings.queue_name) == 0
     assert await client.redis.get(inflight_key(deployment.settings.queue_name)) is None
+
+
+async def test_the_app_shares_one_redis_pool_and_closes_it(
+    deployment: Deployment, client: UpdateClient, tmp_path: Path, http_factory: Any
+) -> None:
+    async def connections() -> int:
+        return len(await client.redis.client_list())
+
+    alone = await connections()
+    with api_server(deployment, tmp_path) as api:
+        http = http_factory(api)
+        for _ in range(3):
+            await http.get(f"{BASE}/status", params={"job_id": "warm-up"})
+        warm = await connections()
+        assert warm > alone  # the app connected
+        for n in range(40):
+            await http.get(f"{BASE}/status", params={"job_id": f"job-{n}"})
+            await http.get(f"{BASE}/check", params={"refresh": "false"})
+        assert await connections() == warm  # no connection per request
+        api.stop()  # SIGTERM: the lifespan closes the pool (the exit would too)
+        assert await connections() == alone
 
 
 async def test_the_api_restarted_mid_update_reports_the_final_state(
