@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -257,8 +257,12 @@ def build_router(
         status_code=202,
         responses={409: {"description": "an update is already queued or running (its id)"}},
     )
-    async def trigger(body: TriggerBody, client: Client, who: RequestedBy) -> JSONResponse:
-        """Queue an update: 202 with its job id, or 409 with the id of the one in flight."""
+    async def trigger(
+        client: Client, who: RequestedBy, body: Annotated[TriggerBody | None, Body()] = None
+    ) -> JSONResponse:
+        """Queue an update: 202 with its job id, or 409 with the id of the one in flight.
+        Without a body: the defaults (every allowed service, with migrations)."""
+        body = body or TriggerBody()
         try:
             enqueued = await client.submit_update(
                 run_migrations=body.run_migrations,

@@ -122,8 +122,10 @@ def api_server(deployment: Deployment, tmp_path: Path, name: str = "api") -> Ite
 
 
 @contextlib.contextmanager
-def worker_process(deployment: Deployment, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = tmp_path / "worker.log"
+def worker_process(
+    deployment: Deployment, tmp_path: Path, name: str = "worker"
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = tmp_path / f"{name}.log"
     # A /tmp of its own, as systemd's PrivateTmp gives the service: a worker's start removes
     # every ue-job-* directory in its temp dir, and other test sessions start workers too.
     private_tmp = Path(tempfile.mkdtemp(prefix="ue-api-"))
@@ -146,7 +148,7 @@ def worker_process(deployment: Deployment, tmp_path: Path) -> Iterator[subproces
                 process.wait(timeout=10)
         shutil.rmtree(private_tmp, ignore_errors=True)
         output = log.read_text(errors="replace")
-        print(f"--- worker output ---\n{output[-4000:]}")
+        print(f"--- {name} output ---\n{output[-4000:]}")
         assert_no_secret(deployment, output)
 
 
@@ -300,6 +302,8 @@ async def test_check_trigger_events_status(
         for name in ("api", "worker", "frontend"):
             assert summary["services"][name]["before"]["image_id"] == before_images[name]
             assert summary["services"][name]["after"]["image_id"] == after_images[name]
+
+        assert_no_secret(deployment, json.dumps([e.data for e in events]) + json.dumps(status))
 
         # a stream resumed after its job ended gives only the final status
         again = await read_events(http, headers={**ADMIN, "Last-Event-ID": str(ids[-1])})
@@ -490,3 +494,35 @@ async def test_a_failed_update_and_its_rollback_as_a_ui_sees_them(
     assert summary["rollback"]["api"]["action"] == "restored"
     assert deployment.image_ids()["api"] == before_images["api"]
     assert deployment.image_ids()["worker"] == before_images["worker"]
+
+
+async def test_a_killed_worker_still_ends_the_event_stream_with_the_outcome(
+    deployment: Deployment, tmp_path: Path, http_factory: Any
+) -> None:
+    deployment.settings = replace(
+        deployment.settings, migration_command="sleep 120", job_timeout=300
+    )
+    deployment.publish(deployment.app_repo, "2")
+    seen: list[Event] = []
+    with api_server(deployment, tmp_path) as api:
+        http = http_factory(api)
+        with worker_process(deployment, tmp_path, "worker-1") as first:
+            response = await http.post(f"{BASE}/trigger", json={"services": ["api"]})
+            assert response.status_code == 202, response.text
+            job_id = response.json()["job_id"]
+            reader = asyncio.create_task(read_events(http, params={"job_id": job_id}, into=seen))
+            deadline = time.monotonic() + 120
+            while ("step_started", "migrations", "") not in step_events(seen):
+                assert not reader.done(), seen
+                assert time.monotonic() < deadline, seen
+                await asyncio.sleep(0.1)
+            first.kill()  # no job_ended entry will ever be written by this worker
+            first.wait(timeout=10)
+        with worker_process(deployment, tmp_path, "worker-2"):  # systemd's Restart=always
+            await asyncio.wait_for(reader, 150)
+    assert seen[-1].event == "status"
+    final = seen[-1].data
+    assert final["job_id"] == job_id and final["state"] == "finished"
+    summary = assert_valid_summary(final["summary"])
+    assert summary["status"] == "failed"
+    assert "interrupted" in summary["error"]["message"]

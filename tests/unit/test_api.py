@@ -95,6 +95,22 @@ async def test_an_invalid_trigger_body_is_a_422_with_a_clear_message(
     assert "rm -rf" not in str(response.json()["detail"][0].get("msg"))  # never echoed in msg
 
 
+async def test_a_valid_body_or_none_reaches_the_queue(http: httpx.AsyncClient) -> None:
+    # the queue's Redis is unreachable here: a 503 means the request passed validation
+    for body in (None, {}, {"services": ["api"], "run_migrations": False, "dry_run": True}):
+        response = await http.post("/system/update/trigger", json=body, headers=TOKEN)
+        assert response.status_code == 503, (body, response.text)
+
+
+async def test_the_openapi_schema_lists_the_routes(http: httpx.AsyncClient) -> None:
+    schema = (await http.get("/openapi.json")).json()
+    assert set(schema["paths"]) == {
+        f"/system/update/{name}" for name in ("check", "trigger", "status", "events")
+    }
+    body = schema["components"]["schemas"]["TriggerBody"]
+    assert set(body["properties"]) == {"run_migrations", "create_backup", "services", "dry_run"}
+
+
 async def test_bad_query_values_are_422(http: httpx.AsyncClient) -> None:
     for path in (
         "/system/update/status?job_id=a%20b",
