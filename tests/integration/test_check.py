@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -316,8 +318,9 @@ async def run_cli(deployment: Deployment, client: UpdateClient, *args: str) -> t
 
 
 async def test_check_through_the_worker_the_cache_and_the_cli(
-    deployment: Deployment, client: UpdateClient
+    deployment: Deployment, client: UpdateClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     settings = deployment.settings
     password = deployment.stack.registry_password
     old = digests(deployment)
@@ -376,6 +379,8 @@ async def test_check_through_the_worker_the_cache_and_the_cli(
     assert "last-check" in dump
     assert password not in dump
     assert password not in json.dumps(result)
+    assert password not in caplog.text
+    assert any(r.name == "update_executor.check" for r in caplog.records)
 
 
 def _cli_bad_request(deployment: Deployment) -> tuple[int, str, str]:
@@ -449,6 +454,9 @@ async def bearer_project(
         yield settings, docker_config.as_posix()
     finally:
         stack.compose(compose_file, project, "down", "--timeout", "1", check=False)
+        # no credentials left on disk: the login's config and the token file
+        shutil.rmtree(docker_config, ignore_errors=True)
+        token_file.unlink(missing_ok=True)
 
 
 async def test_the_bearer_token_flow_against_a_token_auth_registry(
@@ -456,7 +464,9 @@ async def test_the_bearer_token_flow_against_a_token_auth_registry(
     token_registry: TokenRegistry,
     bearer_project: tuple[Settings, str],
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     stack, issuer = deployment.stack, token_registry.issuer
     settings, docker_config = bearer_project
     image = f"{token_registry.address}/t/app:latest"
@@ -512,3 +522,7 @@ async def test_the_bearer_token_flow_against_a_token_auth_registry(
     result = await check(replace(settings, registry_url="ghcr.io", update_services=("app",)))
     assert "requires authentication" in result["services"]["app"]["error"]
     assert all(r.account is None for r in issuer.requests)
+    # neither the password nor any token the issuer handed out reached a log line
+    assert issuer.issued
+    for secret in [issuer.password, *issuer.issued]:
+        assert secret not in caplog.text
