@@ -289,7 +289,7 @@ def build_router(
                     "state": state,
                 },
             )
-        logger.info("update job %s queued through the API", enqueued.job_id)
+        logger.info("update job %s queued through the API by %s", enqueued.job_id, who or "-")
         return JSONResponse(
             status_code=202, content={"job_id": enqueued.job_id, "state": JobState.queued.value}
         )
@@ -300,6 +300,8 @@ def build_router(
         step and progress) or finished (with the summary)."""
         try:
             answer = await (client.status(job_id) if job_id else client.latest_update())
+        except LookupError:  # finished, but its result expired between two reads
+            return _not_found(job_id, "no such update job (or its result expired)")
         except (RedisError, OSError) as exc:
             raise _queue_down(exc) from None
         if answer is None:
@@ -319,23 +321,24 @@ def build_router(
         start or after `Last-Event-ID` / `since`; ends with an `event: status` message holding
         the final status."""
         cursor = Cursor.parse(last_event_id or since)  # a reconnecting EventSource sends both
+        target = job_id or cursor.job_id
         try:
-            if job_id is None:
-                job_id = cursor.job_id
-            if job_id is None:
+            if target is None:
                 latest = await client.latest_update()
                 if latest is None:
                     return _not_found(None, "no update has been queued yet")
-                job_id = str(latest["job_id"])
-            elif cursor.job_id not in (None, job_id):
+                target = str(latest["job_id"])
+            if cursor.job_id not in (None, target):
                 cursor = Cursor(None, None)  # an id of another job's stream: from the start
-            state = (await client.status(job_id))["state"]
+            state = (await client.status(target))["state"]
+        except LookupError:  # finished, but its result expired between two reads
+            return _not_found(target, "no such update job (or its result expired)")
         except (RedisError, OSError) as exc:
             raise _queue_down(exc) from None
         if state == JobState.not_found:
-            return _not_found(job_id, "no such update job (or its result expired)")
+            return _not_found(target, "no such update job (or its result expired)")
         return StreamingResponse(
-            _event_stream(client, job_id, cursor.entry_id, poll_interval_s, keepalive_s),
+            _event_stream(client, target, cursor.entry_id, poll_interval_s, keepalive_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -378,6 +381,8 @@ async def _event_stream(
                 yield ": keepalive\n\n"
                 last_write = time.monotonic()
             await asyncio.sleep(poll_s)
+    except LookupError:  # finished, but its result expired between two reads
+        yield _sse({"job_id": job_id, "state": JobState.not_found.value}, event="status")
     except (RedisError, OSError) as exc:
         logger.warning("event stream of job %s stopped: %s", job_id, exc)
         yield _sse({"detail": QUEUE_DOWN}, event="error")
