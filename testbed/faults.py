@@ -56,9 +56,15 @@ def _results(host_result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_playbook(
-    env: dict[str, str], *args: str, timeout: float = 240, cwd: Path = REPO_ROOT
+    env: dict[str, str],
+    *args: str,
+    timeout: float = 240,
+    cwd: Path = REPO_ROOT,
+    playbook: str = "playbooks/update.yml",
+    report_key: str = "update_executor",
 ) -> PlaybookRun:
-    """Run the update playbook by hand (as an operator would) with `env` as its environment."""
+    """Run a playbook by hand (as an operator would) with `env` as its environment; `report_key`
+    is the set_stats key of its report (update_executor_rollback for rollback.yml)."""
     run_env = {
         **env,
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
@@ -71,7 +77,7 @@ def run_playbook(
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
             "inventory/localhost",
-            "playbooks/update.yml",
+            playbook,
             *args,
         ],
         cwd=cwd,
@@ -99,7 +105,7 @@ def run_playbook(
                     warnings.extend(str(w) for w in result.get("warnings", []) or [])
                 if host_result.get("failed"):
                     failures.append((name, str(host_result.get("msg", ""))))
-    report = output.get("global_custom_stats", {}).get("update_executor", {})
+    report = output.get("global_custom_stats", {}).get(report_key, {})
     return PlaybookRun(done.returncode, report, failures, warnings, done.stderr, duration)
 
 
@@ -108,6 +114,12 @@ def lock_path(stack: Stack, lock_dir: Path, project: str) -> Path:
     info = stack.docker("info", "--format", "{{.ID}} {{.DockerRootDir}}").stdout.strip()
     key = hashlib.sha1(info.encode()).hexdigest()[:12]  # noqa: S324 - a name, not security
     return lock_dir / f"{project}.{key}.lock"
+
+
+def rollback_point_path(stack: Stack, lock_dir: Path, project: str) -> Path:
+    """Where an update of `project` keeps its rollback point while it runs."""
+    lock = lock_path(stack, lock_dir, project)
+    return lock.with_name(lock.name.removesuffix(".lock") + ".rollback.json")
 
 
 def write_lock(

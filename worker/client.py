@@ -8,6 +8,7 @@ the worker could not run) comes back as a summary whose `status` is not `success
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .progress import (
     progress_key,
 )
 from .request import check_request_fields
+from .rollback import CutOffRollback, apply_to_summary, read_recovery
 from .serialization import RemoteJobError
 from .settings import Settings
 from .signing import client_codec, secret_key
@@ -66,8 +68,11 @@ _STATES = {
 }
 
 
-def failure_summary(job_id: str, error: BaseException | object, info: Any) -> dict[str, Any]:
-    """A summary for a job that ended at the ARQ level, not with our own summary."""
+def failure_summary(
+    job_id: str, error: BaseException | object, info: Any, recovery: CutOffRollback | None = None
+) -> dict[str, Any]:
+    """A summary for a job that ended at the ARQ level, not with our own summary. `recovery`:
+    what the worker's start-up rollback did for an interrupted job (worker/rollback.py)."""
     if isinstance(error, asyncio.CancelledError):
         status, message = UpdateStatus.canceled, "the update job was aborted"
     elif isinstance(error, TimeoutError):
@@ -88,6 +93,8 @@ def failure_summary(job_id: str, error: BaseException | object, info: Any) -> di
         job_id=job_id, message=message, started_at=started, finished_at=finished, step="worker"
     )
     summary.status = status
+    if recovery is not None:
+        apply_to_summary(summary, recovery)
     return summary.as_dict()
 
 
@@ -267,8 +274,14 @@ class UpdateClient:
             await asyncio.sleep(0.2)
 
     async def abort(self, job_id: str, timeout: float = 60) -> bool:
-        """Ask the worker to cancel the job (it stops ansible); True once it was canceled."""
-        return bool(await self._job(job_id).abort(timeout=timeout))
+        """Ask the worker to cancel the job; True once it ended canceled. The worker stops
+        ansible, rolls back what the update had changed, and returns a `canceled` summary."""
+        job = self._job(job_id)
+        if await job.abort(timeout=timeout):
+            return True  # canceled before it started (or by an older worker)
+        with contextlib.suppress(LookupError):
+            return bool((await self._summary(job)).get("status") == UpdateStatus.canceled.value)
+        return False
 
     # Check for updates (worker/check.py, docs/check.md): the worker compares the running
     # images with the registry; the API needs no registry token.
@@ -299,4 +312,7 @@ class UpdateClient:
         if info.success and isinstance(info.result, dict) and "status" in info.result:
             summary: dict[str, Any] = info.result
             return summary
-        return failure_summary(job.job_id, info.result, info)
+        recovery = await read_recovery(
+            self.redis, self.settings.queue_name, job.job_id, self.redis.job_deserializer
+        )
+        return failure_summary(job.job_id, info.result, info, recovery)

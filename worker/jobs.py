@@ -6,11 +6,12 @@ live in `playbooks/update.yml`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from .inflight import release
 from .progress import ProgressReporter
 from .recovery import JOB_DIR_PREFIX
 from .request import InvalidRequest, UpdateRequest, registry_services, validate_request
-from .runner import PlaybookRun, run_playbook_async
+from .rollback import CutOffRollback, apply_to_summary, roll_back_cut_off_update
+from .runner import PlaybookCanceled, PlaybookRun, run_playbook_async
 from .settings import Settings
 from .summary import Summary, UpdateStatus, build_summary, rejected_summary
 
@@ -174,26 +176,65 @@ async def _update(
     )
     progress = ProgressReporter(redis, settings, job_id, request)
     await progress.start()
+    rollback: CutOffRollback | None = None
     with job_work_dir(settings) as (work_dir, token_file):
-        outcome = await run_playbook_async(
-            PlaybookRun(
-                playbook=settings.playbook,
-                inventory=settings.inventory,
-                extravars=playbook_vars(settings, request, job_id, work_dir, token_file),
-                ident=job_id,
-                check_mode=request.dry_run,
-                timeout_s=max(settings.job_timeout - SUMMARY_MARGIN_S, 1),
-            ),
-            on_event=progress.on_event,
-            work_root=work_dir,
-        )
+        try:
+            outcome = await run_playbook_async(
+                PlaybookRun(
+                    playbook=settings.playbook,
+                    inventory=settings.inventory,
+                    extravars=playbook_vars(settings, request, job_id, work_dir, token_file),
+                    ident=job_id,
+                    check_mode=request.dry_run,
+                    timeout_s=max(settings.job_timeout - SUMMARY_MARGIN_S, 1),
+                ),
+                on_event=progress.on_event,
+                work_root=work_dir,
+            )
+        except PlaybookCanceled as canceled:
+            # An ARQ abort (or the worker's stop after its grace period): ansible is stopped.
+            # The job ends with a `canceled` summary instead of a bare CancelledError.
+            uncancel_current_task()
+            outcome = canceled.outcome
+        # Cut off mid-way, the playbook could not roll back by itself (its rescue never ran):
+        # put back the state it recorded before changing anything (worker/rollback.py).
+        if outcome.status in CUT_OFF and not request.dry_run:
+            await progress.step("rollback", "started")
+            rollback = await shielded(
+                roll_back_cut_off_update(settings, job_id, work_root=work_dir)
+            )
+            await progress.step("rollback", "ok" if rollback.ok else "failed", rollback.message())
     summary = build_summary(
         job_id=job_id, request=request, outcome=outcome, started_at=started_at, finished_at=now()
     )
+    if rollback is not None:
+        apply_to_summary(summary, rollback)
     log_summary(summary)
     result = summary.as_dict()
     await progress.finish(result)
     return result
+
+
+CUT_OFF = (UpdateStatus.canceled, UpdateStatus.timeout)
+
+
+def uncancel_current_task() -> None:
+    """Undo the cancel request we are handling, so later awaits (the rollback) run normally."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def shielded(coro: Coroutine[Any, Any, CutOffRollback]) -> CutOffRollback:
+    """Run `coro` to its end even if this task is canceled meanwhile: a rollback cut off in its
+    turn would leave the site as bad as before (its rollback point stays, for the next start)."""
+    task = asyncio.ensure_future(coro)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            uncancel_current_task()
+            logger.warning("cancel requested during the rollback: the rollback goes on")
 
 
 def log_summary(summary: Summary) -> None:

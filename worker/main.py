@@ -21,6 +21,7 @@ from .check import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S, check_for_updates
 from .compose import check_host
 from .jobs import process_system_update
 from .recovery import recover_interrupted_job, remove_stale_job_dirs
+from .rollback import record_recovery, roll_back_cut_off_update, rollback_points, rollback_timeout
 from .runner import SECRET_ENV_VARS
 from .settings import Settings
 from .signing import CHECK_FUNCTION, REJECTED_FUNCTION, rejected_job, worker_codec
@@ -90,7 +91,20 @@ async def startup(ctx: dict[str, Any]) -> None:
         for problem in problems:
             logger.error("start-up check failed: %s", problem)
         raise StartupError("; ".join(problems))
-    await recover_interrupted_job(ctx["redis"], settings.queue_name)
+    interrupted = await recover_interrupted_job(ctx["redis"], settings.queue_name)
+    if interrupted is not None or rollback_points(settings):
+        # An update cut off with the previous worker (or a manual run): put back the state it
+        # recorded before changing anything, before serving jobs (worker/rollback.py).
+        rollback = await roll_back_cut_off_update(settings, interrupted or "worker-start")
+        if interrupted is not None:
+            await record_recovery(
+                ctx["redis"],
+                settings,
+                interrupted,
+                rollback,
+                seal=worker_codec(settings).serialize,
+                ttl_s=RESULT_TTL_S,
+            )
     remove_stale_job_dirs()
     logger.info(
         "worker ready: queue %s, compose file %s, registry %s, services %s",
@@ -110,7 +124,8 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
                 process_system_update,
                 name="process_system_update",
                 max_tries=1,  # an interrupted update is reported, never re-run blindly
-                timeout=settings.job_timeout,
+                # The playbook stops at JOB_TIMEOUT; then the rollback of what it changed runs.
+                timeout=settings.job_timeout + rollback_timeout(settings),
                 keep_result=RESULT_TTL_S,
             ),
             # Stand-in for a job the deserializer refused (worker/signing.py).
@@ -127,7 +142,7 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),
         "max_jobs": 1,
-        "job_timeout": settings.job_timeout,
+        "job_timeout": settings.job_timeout + rollback_timeout(settings),
         "max_tries": 1,
         "keep_result": RESULT_TTL_S,
         "allow_abort_jobs": True,

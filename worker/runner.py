@@ -43,6 +43,15 @@ RUNNER_SETTINGS = {
 SECRET_ENV_VARS = ("GITHUB_TOKEN", "REDIS_QUEUE_PASSWORD", "UPDATE_JOB_SECRET")
 
 
+class PlaybookCanceled(asyncio.CancelledError):
+    """The awaiting task was canceled and the playbook stopped; `outcome` is what it did until
+    then. A CancelledError, so code that does not look for it is canceled as usual."""
+
+    def __init__(self, outcome: RunOutcome) -> None:
+        super().__init__("the playbook was canceled")
+        self.outcome = outcome
+
+
 @dataclass(frozen=True)
 class PlaybookRun:
     """One run of a playbook: what to run, with which variables."""
@@ -159,7 +168,7 @@ async def run_playbook_async(
 
     On cancellation the runner kills ansible's process group; we wait for that to finish
     (it takes at most CANCEL_POLL_S plus the kill) so that nothing of the run is left behind,
-    then re-raise.
+    then raise PlaybookCanceled with what the run did until then.
     """
     cancel = threading.Event()
     loop = asyncio.get_running_loop()
@@ -173,4 +182,7 @@ async def run_playbook_async(
         cancel.set()
         logger.warning("run %s: cancel requested, stopping ansible", run.ident)
         await asyncio.wait([future])
-        raise
+        outcome = future.result()
+        raise PlaybookCanceled(
+            RunOutcome(status=UpdateStatus.canceled, events=outcome.events, rc=outcome.rc)
+        ) from None

@@ -55,6 +55,24 @@ options:
     description: Seconds after which a lock is stale whatever its holder.
     type: int
     default: 1800
+  rollback_point:
+    description:
+      - The rollback point of the project, a JSON file an update writes once it has recorded
+        the state before it changes anything, and removes when it ends (see update.yml). A
+        rollback point left on disk means an update was cut off (killed, canceled) mid-way.
+      - With O(state=present), when the file exists, the lock is not taken and the task fails
+        with a message naming the cut-off update, unless O(allow_rollback_point=true).
+      - With O(state=absent) and O(remove_rollback_point=true), the file is removed together
+        with the lock (only when this run held the lock).
+    type: path
+  allow_rollback_point:
+    description: Take the lock even when O(rollback_point) exists (the rollback playbook does).
+    type: bool
+    default: false
+  remove_rollback_point:
+    description: With O(state=absent), also remove O(rollback_point).
+    type: bool
+    default: false
 notes:
   - Supports check mode the same way as a real run (the lock is taken), so that a dry run
     cannot overlap a real update either; the playbook runs it with C(check_mode: false).
@@ -104,6 +122,10 @@ token:
   type: str
 broke_stale:
   description: The stale holder that was broken (holder keys plus C(reason)), or null.
+  returned: always
+  type: dict
+rollback_point:
+  description: The rollback point found (its C(job_id), C(started_at), C(project)), or null.
   returned: always
   type: dict
 """
@@ -343,6 +365,35 @@ def release(path, token):
         return True, current[0]
 
 
+def read_rollback_point(path):
+    """The public fields of the rollback point at `path`, or None when there is none."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    return {key: data.get(key) for key in ("job_id", "started_at", "project")}
+
+
+def interrupted_message(project, point, path):
+    """Why an update is refused while a cut-off update's rollback point is on disk."""
+    who = "job %s" % point["job_id"] if point.get("job_id") not in (None, "", "manual") else "a manual run"
+    return (
+        "The previous update of project '%s' (%s, started %s) was cut off before it finished and "
+        "was not rolled back, so some services may run the new version and others the old one, or "
+        "be stopped. Roll it back first: ansible-playbook -i inventory/localhost playbooks/rollback.yml "
+        "(the worker does this by itself when it starts), or, if the site was put right by hand, remove "
+        "%s. Nothing was changed."
+        % (project or point.get("project") or "?", who, point.get("started_at") or "?", path)
+    )
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -353,6 +404,9 @@ def main():
             "job_id": {"type": "str", "default": ""},
             "requested_by": {"type": "str", "default": ""},
             "max_age": {"type": "int", "default": 1800},
+            "rollback_point": {"type": "path"},
+            "allow_rollback_point": {"type": "bool", "default": False},
+            "remove_rollback_point": {"type": "bool", "default": False},
         },
         required_if=[("state", "absent", ["token"])],
         supports_check_mode=True,
@@ -365,17 +419,24 @@ def main():
             released, seen = release(path, params["token"])
             if not released and seen is not None:
                 module.warn("Lock %s is held by %s, not by this run: left in place." % (path, describe(seen, now)))
+            if released and params["remove_rollback_point"] and params["rollback_point"]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(params["rollback_point"])
             module.exit_json(changed=released, released=released, acquired=False, path=path,
-                             holder=public(seen), broke_stale=None)
+                             holder=public(seen), broke_stale=None, rollback_point=None)
         hostname = socket.gethostname()
         holder = make_holder(
             params["project"], params["job_id"], params["requested_by"],
             controller_pid(os.getppid()), now, sudo_user=os.environ.get("SUDO_USER"), host=hostname,
         )
         acquired, seen, broke = acquire(path, holder, params["max_age"], now, hostname)
+        # Checked under the lock: the rollback point cannot appear or go away meanwhile.
+        point = read_rollback_point(params["rollback_point"]) if acquired else None
+        if point is not None and not params["allow_rollback_point"]:
+            release(path, holder["token"])
     except OSError as err:
         module.fail_json(msg="Update lock %s: %s" % (path, err), path=path, acquired=False, released=False,
-                         holder=None, broke_stale=None)
+                         holder=None, broke_stale=None, rollback_point=None)
     if broke is not None:
         module.warn("Broke a stale update lock %s held by %s: %s." % (path, describe(broke, now), broke["reason"]))
     if not acquired:
@@ -383,9 +444,16 @@ def main():
             msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
             % (params["project"], describe(seen, now), path),
             path=path, acquired=False, released=False, holder=public(seen), broke_stale=broke,
+            rollback_point=None,
+        )
+    if point is not None and not params["allow_rollback_point"]:
+        module.fail_json(
+            msg=interrupted_message(params["project"], point, params["rollback_point"]),
+            path=path, acquired=False, released=False, holder=public(holder), broke_stale=broke,
+            rollback_point=point,
         )
     module.exit_json(changed=True, acquired=True, released=False, path=path, holder=public(holder),
-                     token=holder["token"], broke_stale=broke)
+                     token=holder["token"], broke_stale=broke, rollback_point=point)
 
 
 if __name__ == "__main__":

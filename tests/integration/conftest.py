@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,19 +36,27 @@ _counter = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def bed() -> Iterator[TestBed]:
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
     started = TestBed()
+    # A temp dir per session for the workers' job dirs: a worker removes every ue-job-* dir
+    # of its temp dir at start (one worker per host in production), which must not reach the
+    # jobs of another test session running on the same machine.
+    job_tmp = tmp_path_factory.mktemp("worker-tmp")
     with started as stack:
-        saved = os.environ.get("DOCKER_HOST")
+        saved = {name: os.environ.get(name) for name in ("DOCKER_HOST", "TMPDIR")}
         # ansible-runner, the docker CLI and compose all take the daemon from the environment.
         os.environ["DOCKER_HOST"] = stack.docker_host
+        os.environ["TMPDIR"] = str(job_tmp)
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
         try:
             yield started
         finally:
-            if saved is None:
-                os.environ.pop("DOCKER_HOST", None)
-            else:
-                os.environ["DOCKER_HOST"] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,13 @@ One deployment serves the whole module: every test starts from the state the one
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +35,17 @@ from testbed import (
     service_url,
     write_sample_project,
 )
-from testbed.faults import PlaybookRun, dead_pid, lock_path, run_playbook, write_lock
+from testbed.faults import (
+    REPO_ROOT,
+    PlaybookRun,
+    dead_pid,
+    lock_path,
+    rollback_point_path,
+    run_playbook,
+    write_lock,
+)
 from testbed.procs import pids_mentioning
+from worker.recovery import ansible_processes_of, end_process_groups
 
 APP, FRONTEND = "pf/app", "pf/frontend"
 PROJECT = "uepf"
@@ -225,6 +238,83 @@ def test_a_missing_tag_fails_at_pull_and_recreates_nothing(site: Site) -> None:
     assert all(entry is None for entry in run.report["rollback"].values())
     assert site.containers() == before_containers
     assert site.images() == before_images
+
+
+def test_a_run_cut_off_mid_recreate_is_refused_until_rollback_yml_restores_the_site(
+    site: Site,
+) -> None:
+    """An operator's run killed mid-recreate (as a lost SSH session or `kill` would) leaves
+    its rollback point; the next update refuses to run over the half-updated site; rollback.yml
+    puts the previous version back and removes the point."""
+    before = site.images()
+    original = site.compose_file.read_text()
+    # The new version never becomes healthy and a long start_period keeps compose waiting.
+    site.compose_file.write_text(
+        original.replace("      retries: 3\n", "      retries: 3\n      start_period: 300s\n")
+    )
+    try:
+        new_app = site.publish("unhealthy")
+        command = [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "inventory/localhost",
+            "playbooks/update.yml",
+            "-e",
+            '{"update_job_id":"cutoff","update_services":"api","run_migrations":false}',
+        ]
+        cut = subprocess.Popen(  # a session of its own, as an operator's shell gives it
+            command,
+            cwd=REPO_ROOT,
+            env=site.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while site.images()["api"] != new_app:
+            assert time.monotonic() < deadline and cut.poll() is None, "never got to recreate"
+            time.sleep(0.2)
+        end_process_groups(ansible_processes_of("cutoff"))  # what a killed worker's restart does
+        cut.wait(timeout=30)
+        point = rollback_point_path(site.stack, site.lock_dir, PROJECT)
+        assert point.exists()
+        assert json.loads(point.read_text())["before"]["api"]["image_id"] == before["api"]
+
+        refused = site.run()
+        assert refused.returncode != 0
+        assert failed_tasks(refused) == ["Lock | Take the update lock of the compose project"]
+        assert "was cut off before it finished" in refused.failures[0][1]
+        assert "playbooks/rollback.yml" in refused.failures[0][1]
+        # The dead run's lock was broken on the way (and the refused run let go of its own).
+        assert any("Broke a stale update lock" in w for w in refused.warnings), refused.explain()
+        assert site.images()["api"] == new_app  # refused: nothing changed
+
+        rollback = run_playbook(
+            site.env, playbook="playbooks/rollback.yml", report_key="update_executor_rollback"
+        )
+        assert rollback.returncode == 0, rollback.explain()
+        report = rollback.report
+        assert report["found"] is True and report["finished"] is True
+        assert report["job_id"] == "cutoff"
+        assert report["rolled_back"] is True, rollback.explain()
+        assert report["rollback"]["api"] == {
+            "image_id": before["api"],
+            "health": "healthy",
+            "action": "restored",
+        }
+        assert not point.exists()
+        assert not site.lock_file.exists()
+        site.assert_healthy(before)
+
+        # Nothing left to roll back: a second run changes nothing.
+        again = run_playbook(
+            site.env, playbook="playbooks/rollback.yml", report_key="update_executor_rollback"
+        )
+        assert again.returncode == 0, again.explain()
+        assert again.report["found"] is False
+        site.assert_healthy(before)
+    finally:
+        site.compose_file.write_text(original)
 
 
 def test_an_unhealthy_new_version_is_rolled_back(site: Site) -> None:

@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from testbed import TestBed
+from testbed import TestBed, containers
+from testbed.faults import lock_path, run_playbook
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
@@ -99,18 +101,71 @@ async def slow_update(deployment: Deployment, client: UpdateClient) -> tuple[str
     return job_id, new_app
 
 
-async def test_an_aborted_job_is_canceled_and_leaves_no_process(
+LOCK_DIR = Path("/run/update-executor")  # the default UPDATE_LOCK_DIR: worker_env leaves it
+
+
+def lock_files(deployment: Deployment) -> list[Path]:
+    """The project's lock and rollback point, when present (none may outlive an update)."""
+    lock = lock_path(deployment.stack, LOCK_DIR, deployment.project)
+    point = lock.with_name(lock.name.removesuffix(".lock") + ".rollback.json")
+    return [path for path in (lock, point) if path.exists()]
+
+
+def hold_the_health_wait(deployment: Deployment) -> str:
+    """Make the next update of api stop in its Recreate step: the new version never becomes
+    healthy, and a long start_period keeps compose waiting (health "starting") instead of
+    failing at once. Return the new image's ID."""
+    text = deployment.compose_file.read_text()
+    deployment.compose_file.write_text(
+        text.replace("      retries: 3\n", "      retries: 3\n      start_period: 300s\n")
+    )
+    return deployment.publish(deployment.app_repo, "2", "unhealthy")
+
+
+async def wait_for_recreate(deployment: Deployment, new_image: str, timeout: float = 90) -> None:
+    """Until api's container runs `new_image`: the update is in its Recreate step."""
+    deadline = time.monotonic() + timeout
+    while deployment.image_ids().get("api") != new_image:
+        assert time.monotonic() < deadline, "the update never reached its recreate"
+        await asyncio.sleep(0.2)
+
+
+def assert_rolled_back_to(deployment: Deployment, summary: dict[str, Any], old_app: str) -> None:
+    """The site is back on the version before the update, healthy, and the summary says so."""
+    assert summary["rolled_back"] is True, summary
+    assert summary["rollback_error"] is None
+    assert summary["rollback"]["api"]["image_id"] == old_app
+    assert summary["rollback"]["api"]["action"] == "restored"
+    assert summary["steps"][-1]["name"] == "rollback"
+    assert "Rolled back: api restored" in summary["error"]["message"]
+    assert deployment.image_ids()["api"] == old_app
+    assert containers(deployment.stack, deployment.project)["api"].health == "healthy"
+    assert lock_files(deployment) == []
+
+
+async def test_an_abort_mid_recreate_is_canceled_and_rolled_back(
     deployment: Deployment, client: UpdateClient
 ) -> None:
-    deployment.settings = replace(deployment.settings, job_timeout=300)
-    job_id, new_app = await slow_update(deployment, client)
+    old_app = deployment.image_ids()["api"]
+    new_app = hold_the_health_wait(deployment)
+    job_id = await client.enqueue_update(services=["api"], run_migrations=False)
     worker = create_worker(deployment.settings, poll_delay=0.1, handle_signals=False)
     worker_task = asyncio.create_task(worker.main())
     try:
-        await wait_for_state(client, job_id, "running", 60)
-        await asyncio.sleep(10)  # into the migration
-        assert ansible_processes_of(job_id), "the update should be running"
-        assert await client.abort(job_id, timeout=60) is True
+        await wait_for_recreate(deployment, new_app)
+        await asyncio.sleep(2)
+
+        # An operator's ansible-playbook meanwhile is refused at once, naming the worker's job.
+        manual = run_playbook(deployment.worker_env(), timeout=120)
+        assert manual.returncode != 0
+        assert manual.failures[0][0] == "Lock | Take the update lock of the compose project"
+        assert f"update-executor job {job_id}" in manual.failures[0][1], manual.explain()
+        assert manual.report["lock"]["acquired"] is False
+        assert deployment.image_ids()["api"] == new_app  # the manual run changed nothing
+
+        started = time.monotonic()
+        assert await client.abort(job_id, timeout=120) is True
+        print(f"abort to canceled summary (with the rollback): {time.monotonic() - started:.1f}s")
     finally:
         worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -119,25 +174,30 @@ async def test_an_aborted_job_is_canceled_and_leaves_no_process(
 
     summary = assert_valid_summary((await client.status(job_id))["summary"])
     assert summary["status"] == "canceled"
+    assert summary["error"]["step"] == "recreate"
+    assert_rolled_back_to(deployment, summary, old_app)
     assert_nothing_left(deployment, job_id)
-    assert deployment.image_ids()["api"] == new_app  # canceled in the migration: new version up
     assert await client.redis.get(inflight_key(deployment.settings.queue_name)) is None
 
 
-async def test_a_job_longer_than_job_timeout_ends_as_timeout(
+async def test_a_job_longer_than_job_timeout_ends_as_timeout_and_rolled_back(
     deployment: Deployment, client: UpdateClient
 ) -> None:
-    # the runner stops ansible at JOB_TIMEOUT - 30 s = 45 s, inside the two-minute migration
+    # The runner stops ansible at JOB_TIMEOUT - 30 s = 45 s, while compose waits for health.
     deployment.settings = replace(deployment.settings, job_timeout=75)
-    job_id, new_app = await slow_update(deployment, client)
+    old_app = deployment.image_ids()["api"]
+    hold_the_health_wait(deployment)
+    job_id = await client.enqueue_update(services=["api"], run_migrations=False)
     started = time.monotonic()
     await run_worker_burst(deployment.settings)
+    took = time.monotonic() - started
+    print(f"timeout job with its rollback: {took:.1f}s")
 
     summary = assert_valid_summary((await client.status(job_id))["summary"])
     assert summary["status"] == "timeout"
-    assert summary["error"]["step"] == "migrations"
-    assert time.monotonic() - started < 75
-    assert deployment.image_ids()["api"] == new_app
+    assert summary["error"]["step"] == "recreate"
+    assert took < 75 + 60, took  # stopped at 45 s, then the rollback
+    assert_rolled_back_to(deployment, summary, old_app)
     assert_nothing_left(deployment, job_id)
 
 
@@ -145,19 +205,24 @@ async def test_a_killed_worker_reports_the_job_interrupted_and_serves_the_next(
     deployment: Deployment, client: UpdateClient
 ) -> None:
     deployment.settings = replace(deployment.settings, job_timeout=300)
-    job_id, _new_app = await slow_update(deployment, client)
+    old_app = deployment.image_ids()["api"]
+    job_id, new_app = await slow_update(deployment, client)
     with worker_process(deployment) as first:
         await wait_for_state(client, job_id, "running", 60)
         await asyncio.sleep(12)  # into the migration
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     assert ansible_processes_of(job_id), "ansible outlives a SIGKILLed worker (own session)"
+    assert deployment.image_ids()["api"] == new_app  # killed in the migration step
+    assert len(lock_files(deployment)) == 2  # the dead run's lock and its rollback point
 
     with worker_process(deployment) as second:  # as systemd's Restart=always would
-        await wait_for_state(client, job_id, "finished", 60)
+        # At start it ends the orphaned ansible, rolls back, then reports the job.
+        await wait_for_state(client, job_id, "finished", 120)
         summary = assert_valid_summary((await client.status(job_id))["summary"])
         assert summary["status"] == "failed"
         assert "interrupted" in summary["error"]["message"]
+        assert_rolled_back_to(deployment, summary, old_app)
         assert_nothing_left(deployment, job_id)
 
         # the next update works: a healthy version 3

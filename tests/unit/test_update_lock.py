@@ -176,3 +176,38 @@ def test_public_holder_has_no_token() -> None:
     assert "token" not in shown
     assert shown["id"] == "update-executor job 7"
     assert lock.public(None) is None
+
+
+# ---------------------------------------------------------------- rollback point
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, None),
+        (
+            {"job_id": "j1", "started_at": "2026-01-01T00:00:00Z", "project": "app", "before": {}},
+            {"job_id": "j1", "started_at": "2026-01-01T00:00:00Z", "project": "app"},
+        ),
+        ("not json {", {"job_id": None, "started_at": None, "project": None}),
+        ([1, 2], {"job_id": None, "started_at": None, "project": None}),
+    ],
+)
+def test_read_rollback_point(tmp_path: Path, content: object, expected: object) -> None:
+    path = tmp_path / "app.rollback.json"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_text(json.dumps(content))
+    assert lock.read_rollback_point(str(path)) == expected
+    assert lock.read_rollback_point("") is None
+
+
+@pytest.mark.parametrize(
+    ("job_id", "who"), [("j1", "job j1"), ("manual", "a manual run"), (None, "a manual run")]
+)
+def test_interrupted_message_names_the_update_and_the_way_out(job_id: str | None, who: str) -> None:
+    point = {"job_id": job_id, "started_at": "2026-01-01T00:00:00Z", "project": "app"}
+    message = lock.interrupted_message("app", point, "/run/ue/app.x.rollback.json")
+    assert f"project 'app' ({who}, started 2026-01-01T00:00:00Z)" in message
+    assert "playbooks/rollback.yml" in message
+    assert "/run/ue/app.x.rollback.json" in message
+    assert message.endswith("Nothing was changed.")
