@@ -369,6 +369,7 @@ def build_summary(
     targets = list(report.get("targets") or request.services)
     services = service_results(report, targets)
     steps = step_results(accumulate_steps(outcome.events), step_messages(request, report, services))
+    pull_changed_by_images(steps, services)
     status = outcome.status
     error: dict[str, str] | None = None
     failed = next((s for s in steps if s.status is StepStatus.failed), None)
@@ -401,6 +402,16 @@ def build_summary(
         rollback_error=report.get("rollback_error") or None,
         backup=backup_result(report),
     )
+
+
+def pull_changed_by_images(steps: Sequence[StepResult], services: Mapping[str, Any]) -> None:
+    """The pull step's status from what it brought, not from community.docker's `changed`
+    flag, which compose's output does not always set: `changed` when a target now runs an
+    image it did not run before, `ok` when none does (a pull that failed stays failed)."""
+    for step in steps:
+        if step.name == Step.pull.value and step.status in (StepStatus.ok, StepStatus.changed):
+            updated = any(service.get("updated") for service in services.values())
+            step.status = StepStatus.changed if updated else StepStatus.ok
 
 
 def backup_result(report: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -7,13 +7,17 @@ errors, in CI and everywhere else.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +30,7 @@ from testbed import (
     running_image_ids,
     write_sample_project,
 )
+from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
 from worker.main import create_worker
 from worker.settings import Secret, Settings
@@ -171,3 +176,43 @@ async def run_worker_burst(settings: Settings) -> None:
         await worker.main()
     finally:
         await worker.close()
+
+
+async def update(client: UpdateClient, deployment: Deployment, **kwargs: Any) -> dict[str, Any]:
+    """Queue an update, run the worker until the queue is empty, return the valid summary."""
+    job_id = await client.enqueue_update(**kwargs)
+    assert (await client.status(job_id))["state"] == "queued"
+    await run_worker_burst(deployment.settings)
+    status = await client.status(job_id)
+    assert status["state"] == "finished"
+    summary = assert_valid_summary(status["summary"])
+    assert summary["job_id"] == job_id
+    return summary
+
+
+CLI = str(Path(sys.executable).parent / "update-executor")
+
+
+@contextlib.contextmanager
+def worker_process(deployment: Deployment, **env: str) -> Iterator[subprocess.Popen[str]]:
+    """The real worker as systemd runs it (`update-executor worker`), with `env` added. A test
+    may kill or stop it; otherwise it is stopped with SIGTERM at the end (SIGKILL after 60 s).
+    Its output is printed, so that pytest shows it when the test fails."""
+    process = subprocess.Popen(
+        [CLI, "worker"],
+        env={**deployment.worker_env(), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            output = process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate(timeout=30)[0]
+        print(f"--- worker output ---\n{output[-4000:]}")

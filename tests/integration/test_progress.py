@@ -8,31 +8,17 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Deployment, run_worker_burst
+from tests.integration.conftest import CLI, Deployment, update, worker_process
 from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
 from worker.main import RESULT_TTL_S, create_worker
 from worker.progress import STREAM_MAXLEN, latest_update_key, progress_key
 
-CLI = str(Path(sys.executable).parent / "update-executor")
 PLANNED = ["preflight", "lock", "login", "snapshot", "pull", "recreate", "migrations", "report"]
-
-
-async def update(client: UpdateClient, deployment: Deployment, **kwargs: Any) -> dict[str, Any]:
-    job_id = await client.enqueue_update(**kwargs)
-    await run_worker_burst(deployment.settings)
-    status = await client.status(job_id)
-    assert status["state"] == "finished"
-    summary = assert_valid_summary(status["summary"])
-    assert summary["job_id"] == job_id
-    return summary
 
 
 def step_pairs(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -160,29 +146,6 @@ async def test_a_refused_request_ends_its_stream_with_the_error(
     await client.redis.xadd(key, {"p": json.dumps(forged), "s": "0" * 64})
     assert await client.progress(job_id) == entries
     assert (await client.status(job_id))["progress"]["steps"] == []
-
-
-@contextlib.contextmanager
-def worker_process(deployment: Deployment) -> Iterator[subprocess.Popen[str]]:
-    """The real worker as systemd runs it (`update-executor worker`)."""
-    process = subprocess.Popen(
-        [CLI, "worker"],
-        env=deployment.worker_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        try:
-            output = process.communicate(timeout=60)[0]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate(timeout=30)[0]
-        print(f"--- worker output ---\n{output[-4000:]}")  # shown when the test fails
 
 
 async def watch(client: UpdateClient, timeout: float) -> list[dict[str, Any]]:

@@ -12,23 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Deployment, run_worker_burst
+from tests.integration.conftest import Deployment, update
 from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNTOUCHED = ("db", "cache")
-
-
-async def update(client: UpdateClient, deployment: Deployment, **kwargs: Any) -> dict[str, Any]:
-    job_id = await client.enqueue_update(**kwargs)
-    assert (await client.status(job_id))["state"] == "queued"
-    await run_worker_burst(deployment.settings)
-    status = await client.status(job_id)
-    assert status["state"] == "finished"
-    summary = assert_valid_summary(status["summary"])
-    assert summary["job_id"] == job_id
-    return summary
 
 
 def steps(summary: dict[str, Any]) -> dict[str, str]:
@@ -65,7 +54,7 @@ async def test_full_update_recreates_only_the_registry_services(
         "preflight": "ok",
         "lock": "changed",  # took the project's update lock
         "login": "changed",
-        "snapshot": "ok",
+        "snapshot": "changed",  # wrote the rollback point
         "backup": "skipped",
         "pull": "changed",
         "recreate": "changed",

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,14 +18,13 @@ import pytest
 
 from testbed import TestBed, containers
 from testbed.faults import lock_path, run_playbook
-from tests.integration.conftest import Deployment, run_worker_burst
+from testbed.stack import CommandError
+from tests.integration.conftest import Deployment, run_worker_burst, worker_process
 from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
 from worker.inflight import inflight_key
 from worker.main import create_worker
 from worker.recovery import ansible_processes_of
-
-CLI = str(Path(sys.executable).parent / "update-executor")
 
 
 def compose_processes(project: str) -> list[str]:
@@ -49,25 +47,6 @@ def assert_nothing_left(deployment: Deployment, job_id: str) -> None:
         print(subprocess.run(ps, capture_output=True, text=True, check=False).stdout)
     assert left == []
     assert compose_processes(deployment.project) == []
-
-
-@contextlib.contextmanager
-def worker_process(deployment: Deployment, **env: str) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [CLI, "worker"],
-        env={**deployment.worker_env(), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        output = process.communicate(timeout=30)[0]
-        print(f"--- worker output ---\n{output[-4000:]}")  # shown when the test fails
-        Path("/tmp/worker-out.txt").write_text(output)
 
 
 async def test_two_requests_at_once_make_one_job(
@@ -125,7 +104,11 @@ def hold_the_health_wait(deployment: Deployment) -> str:
 async def wait_for_recreate(deployment: Deployment, new_image: str, timeout: float = 90) -> None:
     """Until api's container runs `new_image`: the update is in its Recreate step."""
     deadline = time.monotonic() + timeout
-    while deployment.image_ids().get("api") != new_image:
+    while True:
+        # A container may go away between docker's list and inspect while compose recreates.
+        with contextlib.suppress(CommandError):
+            if deployment.image_ids().get("api") == new_image:
+                return
         assert time.monotonic() < deadline, "the update never reached its recreate"
         await asyncio.sleep(0.2)
 

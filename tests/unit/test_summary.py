@@ -20,11 +20,14 @@ from worker.summary import (
     NOT_REACHED,
     RunOutcome,
     Step,
+    StepResult,
+    StepStatus,
     UpdateStatus,
     accumulate_steps,
     ansible_stats,
     build_summary,
     failure_message,
+    pull_changed_by_images,
     rejected_summary,
     step_of_task,
 )
@@ -265,3 +268,23 @@ def test_captured_runs(path: Path) -> None:
     assert {s["name"]: s["status"] for s in summary["steps"]} == expected["steps"]
     assert (summary["error"] or {}).get("step") == expected.get("error_step")
     assert {n: s["updated"] for n, s in summary["services"].items()} == expected["updated"]
+
+
+@pytest.mark.parametrize(
+    ("status", "updated", "expected"),
+    [
+        (StepStatus.ok, [True, False], StepStatus.changed),  # compose did not say it pulled
+        (StepStatus.changed, [False, False], StepStatus.ok),  # nothing new came down
+        (StepStatus.changed, [True], StepStatus.changed),
+        (StepStatus.failed, [True], StepStatus.failed),
+        (StepStatus.skipped, [False], StepStatus.skipped),
+    ],
+)
+def test_the_pull_step_says_changed_when_a_target_got_a_new_image(
+    status: StepStatus, updated: list[bool], expected: StepStatus
+) -> None:
+    steps = [StepResult("pull", status), StepResult("recreate", StepStatus.ok)]
+    services = {f"s{i}": {"updated": flag} for i, flag in enumerate(updated)}
+    pull_changed_by_images(steps, services)
+    assert steps[0].status is expected
+    assert steps[1].status is StepStatus.ok
