@@ -247,6 +247,24 @@ class StepTracker:
             entries += self._end_current(at)
         return entries
 
+    def agree_with(self, summary_steps: Iterable[Mapping[str, Any]]) -> list[ProgressEntry]:
+        """After `close`: a new `step_ended` for each ended step whose status the summary
+        settled differently (the pull step's status comes from the images it brought, see
+        `summary.pull_changed_by_images`), so the stream's last word is the summary's."""
+        entries: list[ProgressEntry] = []
+        for listed in summary_steps:
+            state = self._step_named(str(listed.get("name", "")))
+            try:
+                wanted = StepStatus(str(listed.get("status")))
+            except ValueError:
+                continue
+            if state is None or state.ended is None:
+                continue
+            if (state.status or accumulated_status(state.acc)) is not wanted:
+                state.status = wanted
+                entries.append(self._end_entry(state, state.ended))
+        return entries
+
     def _step_named(self, name: str) -> _StepState | None:
         try:
             return self.steps.get(Step(name))
@@ -494,6 +512,9 @@ class ProgressReporter:
                 entries = self._tracker.close(
                     at, interrupted_by=error if isinstance(error, Mapping) else None
                 )
+                steps = summary.get("steps")
+                if isinstance(steps, list):
+                    entries += self._tracker.agree_with(s for s in steps if isinstance(s, Mapping))
             entries.append(job_ended_entry(summary, at))
             if self._queue is None:  # refused before it started: no drain task
                 await asyncio.wait_for(self._write_all(entries), FLUSH_TIMEOUT_S)

@@ -330,6 +330,31 @@ def test_a_cut_off_run_then_the_workers_own_rollback() -> None:
     assert steps == {"migrations": "failed", "rollback": "ok"}
 
 
+def test_the_summarys_status_of_a_step_is_the_streams_last_word() -> None:
+    """community.docker's pull flag says ok, but a target got a new image: the summary says
+    changed (pull_changed_by_images), and so does a final step_ended for pull."""
+    tracker = StepTracker()
+    entries = tracker.feed(task_start("Pull | images", 0), T0)
+    entries += tracker.feed(task_end("Pull | images", 1), T0)
+    entries += tracker.feed(task_start("Recreate | up", 2), T0)
+    entries += tracker.feed(task_end("Recreate | up", 3), T0)
+    entries += tracker.close(T0 + timedelta(seconds=4))
+    summary_steps = [
+        {"name": "pull", "status": "changed"},
+        {"name": "recreate", "status": "ok"},
+        {"name": "migrations", "status": "skipped"},  # never started: nothing to correct
+    ]
+    entries += tracker.agree_with(summary_steps)
+    assert [(e.name, e.status) for e in entries if e.kind is EntryKind.step_ended] == [
+        ("pull", "ok"),
+        ("recreate", "ok"),
+        ("pull", "changed"),
+    ]
+    view = fold_progress(as_stream(entries))
+    assert {s["name"]: s["status"] for s in view["progress"]["steps"]}["pull"] == "changed"
+    assert tracker.agree_with(summary_steps) == []  # already agrees: nothing more
+
+
 @pytest.mark.parametrize("step", ["worker", "validation", "playbook", "pull"])
 def test_an_error_of_no_running_step_changes_nothing(step: str) -> None:
     tracker = StepTracker()
