@@ -14,8 +14,8 @@ setup:
 	@bash scripts/bootstrap.sh
 
 lint: setup
-	$(BIN)/ruff check worker tests testbed
-	$(BIN)/ruff format --check worker tests testbed
+	$(BIN)/ruff check worker tests testbed bench
+	$(BIN)/ruff format --check worker tests testbed bench
 	$(BIN)/mypy
 	$(BIN)/yamllint -s playbooks inventory collections
 	$(BIN)/ansible-lint --profile production playbooks/update.yml playbooks/rollback.yml

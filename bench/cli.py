@@ -112,7 +112,10 @@ def render_page() -> int:
         logger.error("no %s: run `make bench` first", latest)
         return 1
     summary = json.loads(latest.read_text())
-    extra = render_levers(summary, load_levers(LEVERS_DIR))
+    # Hand-written: what was applied to the product, with before/after figures (kept across runs).
+    notes = RESULTS_DIR / "applied.md"
+    extra = [*notes.read_text().rstrip("\n").splitlines(), ""] if notes.is_file() else []
+    extra += render_levers(summary, load_levers(LEVERS_DIR))
     DOCS_PAGE.write_text(render(summary, extra) + "\n")
     logger.info("wrote %s", DOCS_PAGE)
     return 0

@@ -149,7 +149,8 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # SIGTERM (systemctl stop) lets a running update finish instead of cutting compose
         # off mid-recreate; it is canceled only after this grace period.
         "job_completion_wait": settings.stop_grace_period,
-        "poll_delay": 0.1,
+        # How often the idle worker looks at the queue (WORKER_POLL_DELAY, docs/operations.md).
+        "poll_delay": settings.poll_delay,
         "health_check_interval": 30,
         # Signed JSON both ways (worker/signing.py); never pickle.
         "job_serializer": codec.serialize,

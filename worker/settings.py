@@ -88,6 +88,9 @@ class Settings:
     # On SIGTERM a running update may finish for this long before it is canceled; keep it
     # below the systemd unit's TimeoutStopSec.
     stop_grace_period: int = 110
+    # Seconds between two looks of the idle worker at the queue (ARQ's poll_delay): the
+    # enqueue -> job start latency is about half of it, each look is one Redis command.
+    poll_delay: float = 0.05
     log_file: Path | None = None
     # HMAC-SHA256 key that jobs and results are signed with (see worker/signing.py).
     job_secret: Secret = field(default_factory=lambda: Secret(""))
@@ -131,6 +134,20 @@ class Settings:
                 return default
             if not minimum <= value <= maximum:
                 problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
+            return value
+
+        def decimal(name: str, default: float, minimum: float, maximum: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"{name} must be a number of seconds, got {raw!r}")
+                return default
+            if not minimum <= value <= maximum:  # also refuses nan and inf
+                problems.append(f"{name} must be between {minimum} and {maximum}, got {raw}")
+                return default
             return value
 
         def boolean(name: str, default: bool) -> bool:
@@ -217,6 +234,7 @@ class Settings:
             health_timeout=health_timeout,
             job_timeout=job_timeout,
             stop_grace_period=integer("STOP_GRACE_PERIOD", 110, 0, 86400),
+            poll_delay=decimal("WORKER_POLL_DELAY", 0.05, 0.005, 5.0),
             log_file=_log_file(env.get("LOG_FILE")),
             job_secret=job_secret,
             job_max_age=integer("UPDATE_JOB_MAX_AGE", 900, 10, 86400),

@@ -206,7 +206,7 @@ async def test_bad_jobs_are_refused_change_nothing_and_the_worker_keeps_serving(
 @dataclass
 class LeakWatch:
     """Samples, every 100 ms while an update runs: `ps` output, the environment of every
-    process except `exempt_pids`, and every file under $TMPDIR/ue-job-* (the per-job work dirs,
+    process except `exempt_pids`, and every file under the ue-job-* dirs (the per-job work dirs,
     holding ansible-runner's private data dir and the per-run DOCKER_CONFIG)."""
 
     needles: dict[str, bytes]
@@ -235,7 +235,7 @@ class LeakWatch:
                 self.check(f"the environment of pid {entry.name}", (entry / "environ").read_bytes())
             except OSError:
                 continue
-        for top in Path(tempfile.gettempdir()).glob("ue-job-*"):
+        for top in job_dirs():
             for path in walk_files(top):
                 if path.name in self.exempt_files:
                     continue
@@ -259,6 +259,13 @@ class LeakWatch:
         finally:
             self._stop.set()
             thread.join(timeout=30)
+
+
+def job_dirs() -> list[Path]:
+    """The workers' per-job dirs: ue-job-* in /tmp and in the temp dir the workers of this
+    session get (conftest sets a private TMPDIR, which the worker processes inherit)."""
+    tops = {Path("/tmp"), Path(tempfile.gettempdir())}
+    return [path for top in sorted(tops) for path in top.glob("ue-job-*")]
 
 
 def walk_files(top: Path) -> Iterator[Path]:
@@ -400,7 +407,7 @@ def test_the_token_and_the_job_secret_leak_nowhere(
     assert b"step login" in places["the log file"]
     auth = base64.b64encode(f"{username}:{token}".encode())
     leftovers = [
-        *Path(tempfile.gettempdir()).glob("ue-job-*"),
+        *job_dirs(),
         Path.home() / ".ansible",
         Path.home() / ".docker",
         stack.anonymous_docker_config,

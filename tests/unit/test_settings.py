@@ -17,6 +17,7 @@ def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:
     assert (settings.health_timeout, settings.job_timeout) == (300, 1800)
     assert settings.update_services == ()
     assert settings.log_file is None
+    assert settings.poll_delay == 0.05
 
 
 def test_repr_never_shows_a_secret(tmp_path: Path) -> None:
@@ -59,6 +60,10 @@ def test_systemd_credential_is_used_when_no_file_is_named(tmp_path: Path) -> Non
         ({"HEALTH_TIMEOUT": "900", "JOB_TIMEOUT": "600"}, "must be longer than HEALTH_TIMEOUT"),
         ({"GITHUB_TOKEN_FILE": "/nonexistent/token", "REGISTRY_USERNAME": "u"}, "cannot be read"),
         ({"GITHUB_TOKEN": "x"}, "REGISTRY_USERNAME is required"),
+        ({"WORKER_POLL_DELAY": "fast"}, "WORKER_POLL_DELAY must be a number of seconds"),
+        ({"WORKER_POLL_DELAY": "0"}, "WORKER_POLL_DELAY must be between"),
+        ({"WORKER_POLL_DELAY": "nan"}, "WORKER_POLL_DELAY must be between"),
+        ({"WORKER_POLL_DELAY": "60"}, "WORKER_POLL_DELAY must be between"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -> None:
@@ -82,3 +87,11 @@ def test_secret_equality_and_truth() -> None:
     assert Secret("a") == Secret("a")
     assert not Secret("")
     assert repr(Secret("")) == "Secret('')"
+
+
+def test_poll_delay_is_passed_to_arq() -> None:
+    from worker.main import worker_kwargs
+
+    settings = Settings.from_env({"WORKER_POLL_DELAY": "0.2", "LOG_FILE": ""})
+    assert settings.poll_delay == 0.2
+    assert worker_kwargs(settings)["poll_delay"] == 0.2
