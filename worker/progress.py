@@ -160,6 +160,10 @@ class _StepState:
     message: str = ""
 
 
+# Step statuses of a step that did its work; the summary may settle which of the two it is.
+SUCCEEDED = frozenset({StepStatus.ok, StepStatus.changed})
+
+
 class StepTracker:
     """Step starts and ends from ansible-runner's events, one event at a time (pure: no I/O,
     times come from the events or the caller).
@@ -248,9 +252,11 @@ class StepTracker:
         return entries
 
     def agree_with(self, summary_steps: Iterable[Mapping[str, Any]]) -> list[ProgressEntry]:
-        """After `close`: a new `step_ended` for each ended step whose status the summary
-        settled differently (the pull step's status comes from the images it brought, see
-        `summary.pull_changed_by_images`), so the stream's last word is the summary's."""
+        """After `close`: a new `step_ended` for each ended step the summary settled as `ok`
+        where the stream said `changed`, or the other way round (the pull step's status comes
+        from the images it brought, see `summary.pull_changed_by_images`). A step the stream
+        ended failed or skipped keeps that: a step cut off by a cancel is failed here, while
+        the summary, built from task results only, has no result for it."""
         entries: list[ProgressEntry] = []
         for listed in summary_steps:
             state = self._step_named(str(listed.get("name", "")))
@@ -260,7 +266,8 @@ class StepTracker:
                 continue
             if state is None or state.ended is None:
                 continue
-            if (state.status or accumulated_status(state.acc)) is not wanted:
+            have = state.status or accumulated_status(state.acc)
+            if have is not wanted and {have, wanted} <= SUCCEEDED:
                 state.status = wanted
                 entries.append(self._end_entry(state, state.ended))
         return entries

@@ -355,6 +355,17 @@ def test_the_summarys_status_of_a_step_is_the_streams_last_word() -> None:
     assert tracker.agree_with(summary_steps) == []  # already agrees: nothing more
 
 
+def test_a_step_cut_off_by_a_cancel_stays_failed_whatever_the_summary_says() -> None:
+    """The summary has no task result for a step cut off mid-task (skipped there); the stream
+    says failed, with the cancel's message, and the summary does not change that."""
+    tracker = StepTracker()
+    tracker.feed(task_start("Migrations | run", 0), T0)
+    error = {"step": "migrations", "message": "the update was canceled"}
+    entries = tracker.close(T0 + timedelta(seconds=3), interrupted_by=error)
+    assert tracker.agree_with([{"name": "migrations", "status": "skipped"}]) == []
+    assert ended(entries) == [("migrations", "failed", 3.0)]
+
+
 @pytest.mark.parametrize("step", ["worker", "validation", "playbook", "pull"])
 def test_an_error_of_no_running_step_changes_nothing(step: str) -> None:
     tracker = StepTracker()
