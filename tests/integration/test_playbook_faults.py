@@ -1,5 +1,6 @@
 """Faults handled by the playbook itself, run by hand with `ansible-playbook` on the real stack:
-automatic rollback (unhealthy, crash, failed migration, failed rollback), a missing tag, the
+automatic rollback (unhealthy, crash, failed migration, failed rollback), a missing tag, a registry
+down during the pull, the
 backup before the pull, and the per-project lock (held, stale).
 
 One deployment serves the whole module: every test starts from the state the one before left
@@ -25,6 +26,7 @@ import pytest
 
 from testbed import (
     Stack,
+    TestBed,
     build_app_image,
     container_ids,
     containers,
@@ -240,6 +242,27 @@ def test_a_missing_tag_fails_at_pull_and_recreates_nothing(site: Site) -> None:
     assert all(entry is None for entry in run.report["rollback"].values())
     assert site.containers() == before_containers
     assert site.images() == before_images
+
+
+def test_a_registry_down_during_the_pull_fails_at_pull_and_recreates_nothing(
+    site: Site, bed: TestBed
+) -> None:
+    """Public images need no login (GHCR serves them anonymously), so with no token the pull is
+    the first thing that talks to the registry: down, it fails there, with docker's reason."""
+    site.publish()  # a new version the pull would fetch, were the registry up
+    before_images, before_containers = site.images(), site.containers()
+    bed.stop_registry()
+    try:
+        run = site.run(GITHUB_TOKEN_FILE="")
+    finally:
+        bed.start_registry()
+    assert run.returncode != 0
+    assert failed_tasks(run)[0] == "Pull | Pull the images of the target services"
+    assert "connection refused" in run.failures[0][1], run.explain()
+    assert run.report["rolled_back"] is False
+    assert site.containers() == before_containers
+    assert site.images() == before_images
+    assert site.local_app_image() == before_images["api"]
 
 
 def test_a_run_cut_off_mid_recreate_is_refused_until_rollback_yml_restores_the_site(
