@@ -1,7 +1,7 @@
 """Faults handled by the playbook itself, run by hand with `ansible-playbook` on the real stack:
-automatic rollback (unhealthy, crash, failed migration, failed rollback), a missing tag, a registry
-down during the pull, the
-backup before the pull, and the per-project lock (held, stale).
+automatic rollback (unhealthy, crash, failed migration, failed rollback), a missing tag, a
+registry down during the pull, the backup before the pull, and the per-project lock (held,
+stale).
 
 One deployment serves the whole module: every test starts from the state the one before left
 (each asserts what it needs). The tests that leave a new version running come last.
