@@ -158,6 +158,9 @@ class _StepState:
     ended: datetime | None = None
     status: StepStatus | None = None
     message: str = ""
+    # The run was cut off in this step (a cancel or a timeout): it ends failed, whatever the
+    # summary's status of it, which only counts finished tasks (then none: `skipped`).
+    interrupted: bool = False
 
 
 class StepTracker:
@@ -239,6 +242,7 @@ class StepTracker:
             and state.status is not StepStatus.failed
         ):
             state.status = StepStatus.failed
+            state.interrupted = True
             state.message = str(interrupted_by.get("message") or "interrupted")
             if state.ended is not None:
                 entries.append(self._end_entry(state, state.ended))
@@ -250,7 +254,8 @@ class StepTracker:
     def agree_with(self, summary_steps: Iterable[Mapping[str, Any]]) -> list[ProgressEntry]:
         """After `close`: a new `step_ended` for each ended step whose status the summary
         settled differently (the pull step's status comes from the images it brought, see
-        `summary.pull_changed_by_images`), so the stream's last word is the summary's."""
+        `summary.pull_changed_by_images`), so the stream's last word is the summary's. The step
+        a cut-off run was stopped in stays failed (see `close`)."""
         entries: list[ProgressEntry] = []
         for listed in summary_steps:
             state = self._step_named(str(listed.get("name", "")))
@@ -258,7 +263,7 @@ class StepTracker:
                 wanted = StepStatus(str(listed.get("status")))
             except ValueError:
                 continue
-            if state is None or state.ended is None:
+            if state is None or state.ended is None or state.interrupted:
                 continue
             if (state.status or accumulated_status(state.acc)) is not wanted:
                 state.status = wanted
