@@ -22,7 +22,17 @@ PLANNED = ["preflight", "lock", "login", "snapshot", "pull", "recreate", "migrat
 
 
 def step_pairs(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(e["kind"], e["name"]) for e in entries if e["kind"].startswith("step_")]
+    """(kind, step) of the step entries, without the corrections: a later step_ended of a step
+    that already ended (the summary settled its status differently, e.g. the pull's from the
+    images it brought, whether or not compose downloaded layers; see docs/progress.md)."""
+    pairs: list[tuple[str, str]] = []
+    for entry in entries:
+        pair = (entry["kind"], entry["name"])
+        if entry["kind"].startswith("step_") and not (
+            entry["kind"] == "step_ended" and pair in pairs
+        ):
+            pairs.append(pair)
+    return pairs
 
 
 def ended(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
