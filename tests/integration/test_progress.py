@@ -27,10 +27,10 @@ def step_pairs(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
     images it brought, whether or not compose downloaded layers; see docs/progress.md)."""
     pairs: list[tuple[str, str]] = []
     for entry in entries:
+        if not entry["kind"].startswith("step_"):
+            continue
         pair = (entry["kind"], entry["name"])
-        if entry["kind"].startswith("step_") and not (
-            entry["kind"] == "step_ended" and pair in pairs
-        ):
+        if not (entry["kind"] == "step_ended" and pair in pairs):
             pairs.append(pair)
     return pairs
 
