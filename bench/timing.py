@@ -32,10 +32,13 @@ CONTROLLER_ACTIONS = frozenset(
     }
 )
 
-# Module tasks that do the update itself (what A's commands do); the other module tasks are
-# bookkeeping (checks, snapshots, token file, temp dir).
+# Tasks that do the update itself (what A's commands do); the other tasks that are not
+# CONTROLLER_ACTIONS are bookkeeping (the lock). `docker_command` (the playbooks' own action
+# plugin) runs in the controller too, without a module process; the community.docker modules
+# are what the playbook used before it.
 WORK_ACTIONS = frozenset(
     {
+        "docker_command",
         "community.docker.docker_login",
         "community.docker.docker_compose_v2_pull",
         "community.docker.docker_compose_v2",

@@ -158,6 +158,9 @@ class _StepState:
     ended: datetime | None = None
     status: StepStatus | None = None
     message: str = ""
+    # The run was cut off in this step (a cancel or a timeout): it ends failed, whatever the
+    # summary's status of it, which only counts finished tasks (then none: `skipped`).
+    interrupted: bool = False
 
 
 # Step statuses of a step that did its work; the summary may settle which of the two it is.
@@ -243,6 +246,7 @@ class StepTracker:
             and state.status is not StepStatus.failed
         ):
             state.status = StepStatus.failed
+            state.interrupted = True
             state.message = str(interrupted_by.get("message") or "interrupted")
             if state.ended is not None:
                 entries.append(self._end_entry(state, state.ended))
@@ -264,7 +268,7 @@ class StepTracker:
                 wanted = StepStatus(str(listed.get("status")))
             except ValueError:
                 continue
-            if state is None or state.ended is None:
+            if state is None or state.ended is None or state.interrupted:
                 continue
             have = state.status or accumulated_status(state.acc)
             if have is not wanted and {have, wanted} <= SUCCEEDED:

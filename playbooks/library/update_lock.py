@@ -22,7 +22,9 @@ description:
   - A lock held by a live holder makes the task fail at once, naming the holder.
   - Release is idempotent and only removes the lock when O(token) matches its holder.
   - Runs on the controller host (the playbook targets localhost with a local connection), so
-    the recorded pid is the C(ansible-playbook) process itself.
+    the recorded pid is the C(ansible-playbook) process itself. The playbooks run it through the
+    action plugin of the same name (playbooks/action_plugins/update_lock.py), inside
+    C(ansible-playbook) with no module process; this file holds the logic for both.
 version_added: "1.0.0"
 author: update-executor
 options:
@@ -75,7 +77,7 @@ options:
     default: false
 notes:
   - Supports check mode the same way as a real run (the lock is taken), so that a dry run
-    cannot overlap a real update either; the playbook runs it with C(check_mode: false).
+    cannot overlap a real update either; the playbook runs it with C(check_mode=false).
 """
 
 EXAMPLES = r"""
@@ -394,40 +396,43 @@ def interrupted_message(project, point, path):
     )
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-            "token": {"type": "str", "no_log": False},
-            "project": {"type": "str", "default": ""},
-            "job_id": {"type": "str", "default": ""},
-            "requested_by": {"type": "str", "default": ""},
-            "max_age": {"type": "int", "default": 1800},
-            "rollback_point": {"type": "path"},
-            "allow_rollback_point": {"type": "bool", "default": False},
-            "remove_rollback_point": {"type": "bool", "default": False},
-        },
-        required_if=[("state", "absent", ["token"])],
-        supports_check_mode=True,
-    )
-    params = module.params
+ARGUMENT_SPEC = {
+    "path": {"type": "path", "required": True},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "token": {"type": "str", "no_log": False},
+    "project": {"type": "str", "default": ""},
+    "job_id": {"type": "str", "default": ""},
+    "requested_by": {"type": "str", "default": ""},
+    "max_age": {"type": "int", "default": 1800},
+    "rollback_point": {"type": "path"},
+    "allow_rollback_point": {"type": "bool", "default": False},
+    "remove_rollback_point": {"type": "bool", "default": False},
+}
+REQUIRED_IF = [("state", "absent", ["token"])]
+
+
+def run_task(params, pid, warn, sudo_user=None):
+    """The task: take or release the lock as `params` (validated against ARGUMENT_SPEC) say.
+
+    `pid` is a process of this run (the module's parent, or the action plugin's own process on
+    the controller): the lock records the outermost ansible-playbook above it. `warn` takes a
+    warning. Returns the task result (with `failed` and `msg` when it failed)."""
     path = params["path"]
     now = time.time()
     try:
         if params["state"] == "absent":
             released, seen = release(path, params["token"])
             if not released and seen is not None:
-                module.warn("Lock %s is held by %s, not by this run: left in place." % (path, describe(seen, now)))
+                warn("Lock %s is held by %s, not by this run: left in place." % (path, describe(seen, now)))
             if released and params["remove_rollback_point"] and params["rollback_point"]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(params["rollback_point"])
-            module.exit_json(changed=released, released=released, acquired=False, path=path,
-                             holder=public(seen), broke_stale=None, rollback_point=None)
+            return dict(changed=released, released=released, acquired=False, path=path,
+                        holder=public(seen), broke_stale=None, rollback_point=None)
         hostname = socket.gethostname()
         holder = make_holder(
             params["project"], params["job_id"], params["requested_by"],
-            controller_pid(os.getppid()), now, sudo_user=os.environ.get("SUDO_USER"), host=hostname,
+            controller_pid(pid), now, sudo_user=sudo_user, host=hostname,
         )
         acquired, seen, broke = acquire(path, holder, params["max_age"], now, hostname)
         # Checked under the lock: the rollback point cannot appear or go away meanwhile.
@@ -435,25 +440,37 @@ def main():
         if point is not None and not params["allow_rollback_point"]:
             release(path, holder["token"])
     except OSError as err:
-        module.fail_json(msg="Update lock %s: %s" % (path, err), path=path, acquired=False, released=False,
-                         holder=None, broke_stale=None, rollback_point=None)
+        return dict(failed=True, msg="Update lock %s: %s" % (path, err), changed=False, path=path, acquired=False,
+                    released=False, holder=None, broke_stale=None, rollback_point=None)
     if broke is not None:
-        module.warn("Broke a stale update lock %s held by %s: %s." % (path, describe(broke, now), broke["reason"]))
+        warn("Broke a stale update lock %s held by %s: %s." % (path, describe(broke, now), broke["reason"]))
     if not acquired:
-        module.fail_json(
+        return dict(
+            failed=True, changed=False,
             msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
             % (params["project"], describe(seen, now), path),
             path=path, acquired=False, released=False, holder=public(seen), broke_stale=broke,
             rollback_point=None,
         )
     if point is not None and not params["allow_rollback_point"]:
-        module.fail_json(
+        return dict(
+            failed=True, changed=False,
             msg=interrupted_message(params["project"], point, params["rollback_point"]),
             path=path, acquired=False, released=False, holder=public(holder), broke_stale=broke,
             rollback_point=point,
         )
-    module.exit_json(changed=True, acquired=True, released=False, path=path, holder=public(holder),
-                     token=holder["token"], broke_stale=broke, rollback_point=point)
+    return dict(changed=True, acquired=True, released=False, path=path, holder=public(holder),
+                token=holder["token"], broke_stale=broke, rollback_point=point)
+
+
+def main():
+    # The playbooks run this logic in the controller process through the action plugin of the
+    # same name (playbooks/action_plugins/update_lock.py); this entry point serves other callers.
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True)
+    result = run_task(module.params, os.getppid(), module.warn, sudo_user=os.environ.get("SUDO_USER"))
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

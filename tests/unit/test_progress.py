@@ -330,6 +330,24 @@ def test_a_cut_off_run_then_the_workers_own_rollback() -> None:
     assert steps == {"migrations": "failed", "rollback": "ok"}
 
 
+def test_the_step_a_run_was_cut_off_in_stays_failed_whatever_the_summary_says() -> None:
+    """The summary counts finished tasks only, so a step cut off before any of its tasks
+    finished is `skipped` there; the stream keeps it failed (tests/integration/test_progress)."""
+    tracker = StepTracker()
+    tracker.feed(task_start("Migrations | run", 0), T0)
+    tracker.manual("rollback", "started", "", T0 + timedelta(seconds=3))
+    tracker.manual("rollback", "ok", "rolled back: api", T0 + timedelta(seconds=9))
+    error = {"step": "migrations", "message": "the update was canceled"}
+    entries = tracker.close(T0 + timedelta(seconds=10), interrupted_by=error)
+    summary_steps = [
+        {"name": "migrations", "status": "skipped"},
+        {"name": "rollback", "status": "ok"},
+    ]
+    assert tracker.agree_with(summary_steps) == []
+    view = fold_progress(as_stream(entries))
+    assert {s["name"]: s["status"] for s in view["progress"]["steps"]}["migrations"] == "failed"
+
+
 def test_the_summarys_status_of_a_step_is_the_streams_last_word() -> None:
     """community.docker's pull flag says ok, but a target got a new image: the summary says
     changed (pull_changed_by_images), and so does a final step_ended for pull."""
