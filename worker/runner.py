@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import ptyprocess  # type: ignore[import-untyped]
 
 from .recovery import ansible_processes_of, end_process_groups
 from .summary import RunOutcome, UpdateStatus
@@ -41,6 +42,27 @@ RUNNER_SETTINGS = {
 # Environment variables never handed to ansible: ansible-runner copies the worker's whole
 # environment into the run (and into artifacts/<ident>/command).
 SECRET_ENV_VARS = ("GITHUB_TOKEN", "REDIS_QUEUE_PASSWORD", "UPDATE_JOB_SECRET")
+
+
+def _close_ended_pty_at_once() -> None:
+    """ansible-runner closes ansible-playbook's pty once the process has ended, and ptyprocess
+    then sleeps 0.1 s ("give the kernel time to update process status") before it checks the
+    process: 0.1 s added to every job for a process already reaped. Skip the sleep when the
+    process has ended; a live one (never the case after ansible-runner's loop) keeps it."""
+    original_close = ptyprocess.PtyProcess.close
+    if getattr(original_close, "_update_executor", False):
+        return
+
+    def close(self: Any, force: bool = True) -> None:
+        if not self.closed and not self.isalive():
+            self.delayafterclose = 0
+        original_close(self, force)
+
+    close._update_executor = True  # type: ignore[attr-defined]
+    ptyprocess.PtyProcess.close = close
+
+
+_close_ended_pty_at_once()
 
 
 class PlaybookCanceled(asyncio.CancelledError):
@@ -77,6 +99,9 @@ def ansible_env(extra: Mapping[str, str]) -> dict[str, str]:
         # ansible-playbook from the worker's own virtualenv, whatever systemd's PATH is.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         ANSIBLE_CONFIG=str(Path(__file__).resolve().parent.parent / "ansible.cfg"),
+        # The playbooks' steps return facts that must not outlive the run (ansible.cfg says so
+        # too; this holds when an ANSIBLE_CACHE_PLUGIN in our environment says otherwise).
+        ANSIBLE_CACHE_PLUGIN="memory",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
     )

@@ -202,9 +202,7 @@ def test_create_backup_without_a_command_fails_in_preflight(site: Site) -> None:
     before = site.containers()
     run = site.run("-e", "create_backup=true")
     assert run.returncode != 0
-    assert failed_tasks(run) == [
-        "Preflight | Check that a backup command is configured when a backup is asked for"
-    ]
+    assert failed_tasks(run) == ["Preflight | Fail when a check failed"]
     assert "BACKUP_COMMAND" in run.failures[0][1]
     assert run.report["backup"] == {"ran": False, "path": None, "size_bytes": None, "rc": None}
     assert site.containers() == before

@@ -32,6 +32,8 @@ def _load(name: str) -> ModuleType:
 
 command = _load("docker_command")
 lock = _load("update_lock")
+# The one-task steps of update.yml (their logic: tests/unit/test_update_steps.py).
+STEP_MODULES = ["update_preflight", "compose_snapshot", "registry_login"]
 
 
 def run_play(tmp_path: Path, tasks: list[dict[str, Any]], *args: str) -> tuple[dict[str, Any], int]:
@@ -232,7 +234,11 @@ def test_update_lock_runs_in_the_controller_and_records_ansible_playbook(tmp_pat
     assert not path.exists()
 
 
-@pytest.mark.parametrize("module", [command, lock], ids=["docker_command", "update_lock"])
+@pytest.mark.parametrize(
+    "module",
+    [command, lock, *(_load(name) for name in STEP_MODULES)],
+    ids=["docker_command", "update_lock", *STEP_MODULES],
+)
 def test_the_documentation_parses_and_lists_every_option(module: ModuleType) -> None:
     """ansible-doc reads DOCUMENTATION as YAML; the options must be the argument spec's."""
     documentation = yaml.safe_load(module.DOCUMENTATION)

@@ -1,0 +1,383 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""update_preflight: the Preflight step of playbooks/update.yml in one call (see docs/internals.md)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: update_preflight
+short_description: Check Docker, Compose, the settings and the compose file, and work out the target services
+description:
+  - The Preflight step of update-executor's C(playbooks/update.yml), read-only, in one task. It
+    asks the Docker daemon for its ID and data root and Compose for its version, normalises and
+    checks the request and the settings, reads the compose configuration (C(docker compose
+    config --format json)), checks that the requested services (and the migration and backup
+    services) exist and works out the target services (build-only services are skipped with a
+    reason).
+  - It never fails. What it found is returned as facts (the C(ue_*) variables the rest of the
+    playbook uses), and the first check that failed as C(ue_preflight_error), which the next
+    task turns into the failure; facts are only kept from results that did not fail, and the
+    report needs those found before the failed check (the project name, for one).
+  - The playbook runs it through the action plugin of the same name
+    (playbooks/action_plugins/update_preflight.py), inside ansible-playbook, one task instead of
+    twelve (a task costs 30-50 ms, see docs/performance.md).
+  - The full compose configuration holds interpolated secrets (environment, env_file); only
+    the project name and each service's image, restart policy and dependencies are returned.
+version_added: "1.0.0"
+author: update-executor
+options:
+  compose_file:
+    description: The compose file as configured (relative to O(cwd)), for the checks and the messages.
+    type: str
+    required: true
+  project_dir:
+    description: Directory compose runs in (the compose file's directory).
+    type: str
+    required: true
+  compose_files:
+    description: The compose files, relative to O(project_dir).
+    type: list
+    elements: str
+    required: true
+  project_name:
+    description: Compose project name; empty means compose's own default.
+    type: str
+    default: ""
+  services:
+    description: Requested services, a list or a comma-separated string; empty means every service whose image is in the registry.
+    type: raw
+  registry_host:
+    description: Registry host (no scheme); the images under C(<registry_host>/) are the default targets.
+    type: str
+    required: true
+  run_migrations:
+    description: Whether the migrations will run (checked with ansible's bool rules).
+    type: raw
+    default: true
+  migration_service:
+    description: Service whose container runs the migration command.
+    type: str
+    default: api
+  migration_command:
+    description: The migration command (must not be empty when the migrations run).
+    type: str
+    default: ""
+  health_timeout:
+    description: Seconds to wait for health; must be a positive number.
+    type: raw
+    default: 300
+  rollback_on_migration_failure:
+    description: Roll back when the migration fails (ansible's bool rules).
+    type: raw
+    default: true
+  create_backup:
+    description: Whether a backup runs before the pull (ansible's bool rules).
+    type: raw
+    default: false
+  backup_command:
+    description: The backup command (must not be empty when O(create_backup) is true).
+    type: str
+    default: ""
+  backup_service:
+    description: Service whose container runs the backup command.
+    type: str
+    default: db
+  backup_dir:
+    description: Directory of the backup files (relative to O(cwd)).
+    type: str
+    default: ""
+  lock_dir:
+    description: Directory of the update locks (relative to O(cwd)); must not be empty.
+    type: str
+    default: ""
+  lock_max_age:
+    description: Seconds after which a lock is stale; must be a positive number.
+    type: raw
+    default: 1800
+  cwd:
+    description: Directory relative paths are resolved from (ansible-playbook's current directory).
+    type: str
+    required: true
+"""
+
+EXAMPLES = r"""
+---
+- name: Preflight | Check Docker, Compose, the settings and the compose file, and work out the target services
+  update_preflight:
+    compose_file: docker-compose.prod.yml
+    project_dir: /srv/app
+    compose_files: [docker-compose.prod.yml]
+    services: api,worker
+    registry_host: ghcr.io
+    cwd: /srv/app
+"""
+
+RETURN = r"""
+ansible_facts:
+  description:
+    - C(ue_docker_info_text), C(ue_compose_version_text), C(ue_requested), C(ue_health_timeout),
+      C(ue_run_migrations), C(ue_rollback_on_migration_failure), C(ue_create_backup),
+      C(ue_backup_dir), C(ue_lock_dir), C(ue_lock_max_age), C(ue_project), C(ue_service_names),
+      C(ue_service_image), C(ue_service_restart), C(ue_service_deps), C(ue_targets),
+      C(ue_skipped), as far as the checks got; C(ue_preflight_error) is the message of the first
+      check that failed, or null.
+  returned: always
+  type: dict
+"""
+
+import json
+import os
+import re
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.parsing.convert_bool import boolean
+
+ARGUMENT_SPEC = {
+    "compose_file": {"type": "str", "required": True},
+    "project_dir": {"type": "str", "required": True},
+    "compose_files": {"type": "list", "elements": "str", "required": True},
+    "project_name": {"type": "str", "default": ""},
+    "services": {"type": "raw"},
+    "registry_host": {"type": "str", "required": True},
+    "run_migrations": {"type": "raw", "default": True},
+    "migration_service": {"type": "str", "default": "api"},
+    "migration_command": {"type": "str", "default": ""},
+    "health_timeout": {"type": "raw", "default": 300},
+    "rollback_on_migration_failure": {"type": "raw", "default": True},
+    "create_backup": {"type": "raw", "default": False},
+    "backup_command": {"type": "str", "default": ""},
+    "backup_service": {"type": "str", "default": "db"},
+    "backup_dir": {"type": "str", "default": ""},
+    "lock_dir": {"type": "str", "default": ""},
+    "lock_max_age": {"type": "raw", "default": 1800},
+    "cwd": {"type": "str", "required": True},
+}
+
+# Service and project names we accept (also keeps option-like names away from the CLI).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+NAME_RULE = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+MINIMUM_COMPOSE = (2, 18, 0)
+# Only the daemon's ID and data root are printed (`docker info` can hold proxy credentials).
+DOCKER_INFO_FORMAT = '{"ID": {{json .ID}}, "DockerRootDir": {{json .DockerRootDir}}}'
+SKIPPED_BUILD_ONLY = "no image: build-only service"
+COMMAND_TIMEOUT = 120
+
+
+class PreflightFailed(Exception):
+    """A check failed; the message is the one the update reports."""
+
+
+def run_command(argv, cwd=None):
+    """(exit status, stdout, stderr) of argv, without a shell; (None, "", reason) when it cannot run."""
+    try:
+        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return None, "", str(err)
+    return done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+
+
+def to_int(value):
+    """Jinja's `int` filter: a number, or 0 when the value is not one."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return 0
+
+
+def to_bool(value):
+    """Ansible's `bool` filter: true for true, yes, on, 1 (any case), false otherwise."""
+    return boolean(value, strict=False)
+
+
+def absolute(path, cwd):
+    return path if os.path.isabs(path) else cwd + "/" + path
+
+
+def valid_name(name):
+    return NAME_PATTERN.match(name) is not None
+
+
+def daemon_info(text):
+    """The daemon's {ID, DockerRootDir} from `docker info --format` output, {} when it did not answer."""
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                info = json.loads(line)
+            except ValueError:
+                return {}
+            return info if isinstance(info, dict) else {}
+    return {}
+
+
+def compose_version(text):
+    """(major, minor, patch) from `docker compose version --short` (v2.40.3, 2.40.3-desktop.1), or None."""
+    match = re.match(r"v?([0-9]+)[.]([0-9]+)(?:[.]([0-9]+))?", text)
+    if match is None:
+        return None
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def normalise_request(services):
+    """The requested services as a list without blanks or repeats (a comma string or a list)."""
+    if not services:
+        return []
+    items = services.split(",") if isinstance(services, str) else services
+    names = [str(item).strip() for item in items]
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def service_table(config):
+    """project, names, and per service its image, restart policy and dependencies, from the JSON
+    of `docker compose config` (compose's order)."""
+    services = config.get("services") or {}
+    names = list(services)
+    image = {name: (services[name] or {}).get("image") or "" for name in names}
+    restart = {name: (services[name] or {}).get("restart") or "" for name in names}
+    deps = {name: list((services[name] or {}).get("depends_on") or {}) for name in names}
+    return config.get("name"), names, image, restart, deps
+
+
+def work_out_targets(requested, names, image, registry_host):
+    """(targets, skipped): the requested services, or by default every service whose image is
+    under `registry_host/`; services without an image (build-only) are skipped with a reason."""
+    with_image = [name for name in names if image.get(name)]
+    if requested:
+        candidates = list(requested)
+    else:
+        prefix = registry_host + "/"
+        candidates = [name for name in names if image.get(name, "").startswith(prefix)]
+        candidates += [name for name in names if name not in with_image]
+    build_only = [name for name in candidates if name not in with_image]
+    targets = [name for name in candidates if name not in build_only]
+    return targets, {name: SKIPPED_BUILD_ONLY for name in build_only}
+
+
+def check_docker(facts):
+    """Ask the daemon for its ID and data root and Compose for its version; fail when either is missing."""
+    rc, out, err = run_command(["docker", "info", "--format", DOCKER_INFO_FORMAT])
+    facts["ue_docker_info_text"] = (out + err).rstrip("\n") if rc is not None else err
+    rc, out, err = run_command(["docker", "compose", "version", "--short"])
+    facts["ue_compose_version_text"] = (out + err).strip()
+    if not daemon_info(facts["ue_docker_info_text"]).get("ID"):
+        raise PreflightFailed("The Docker daemon does not answer: " + facts["ue_docker_info_text"].strip())
+    version = compose_version(facts["ue_compose_version_text"])
+    if version is None or version < MINIMUM_COMPOSE:
+        raise PreflightFailed(
+            "Docker Compose v2 is missing or too old (`docker compose version --short`: %s): the playbooks need "
+            "2.18.0 or later." % json.dumps(facts["ue_compose_version_text"]))
+
+
+def check_settings(params, facts):
+    """Normalise the request and the settings into facts; fail on a bad name, setting or compose file."""
+    cwd = params["cwd"]
+    facts.update(
+        ue_requested=normalise_request(params["services"]),
+        ue_health_timeout=to_int(params["health_timeout"]),
+        ue_run_migrations=to_bool(params["run_migrations"]),
+        ue_rollback_on_migration_failure=to_bool(params["rollback_on_migration_failure"]),
+        ue_create_backup=to_bool(params["create_backup"]),
+        ue_backup_dir=absolute(params["backup_dir"] or "", cwd),
+        ue_lock_dir=re.sub("/+$", "", absolute(params["lock_dir"] or "", cwd)),
+        ue_lock_max_age=to_int(params["lock_max_age"]),
+    )
+    bad_names = [name for name in facts["ue_requested"] if not valid_name(name)]
+    if bad_names:
+        raise PreflightFailed("Invalid service name(s) %s: names must match %s."
+                              % (", ".join(json.dumps(name) for name in bad_names), NAME_RULE))
+    project_name, migrations = params["project_name"] or "", facts["ue_run_migrations"]
+    settings_ok = ((not project_name or valid_name(project_name))
+                   and (not migrations or valid_name(params["migration_service"]))
+                   and (not migrations or (params["migration_command"] or "").strip() != "")
+                   and facts["ue_health_timeout"] > 0 and facts["ue_lock_max_age"] > 0
+                   and bool(params["lock_dir"]))
+    if not settings_ok:
+        raise PreflightFailed(
+            "Invalid settings: compose_project_name (%s) and migration_service (%s) must match %s, migration_command "
+            "must not be empty, health_timeout and lock_max_age must be positive numbers of seconds (got %s and %s) "
+            "and lock_dir must not be empty."
+            % (json.dumps(project_name), json.dumps(params["migration_service"]), NAME_RULE,
+               json.dumps(params["health_timeout"]), json.dumps(params["lock_max_age"])))
+    if not os.path.isfile(absolute(params["compose_file"], cwd)):
+        raise PreflightFailed("Compose file '%s' (from %s) does not exist or is not a file."
+                              % (params["compose_file"], cwd))
+    if facts["ue_create_backup"] and not (params["backup_command"] or "").strip():
+        raise PreflightFailed(
+            "create_backup is true but no backup command is configured: set BACKUP_COMMAND in the worker's "
+            "environment (or -e backup_command=...) to a command that writes the backup to its standard output, "
+            "for example 'pg_dump -U app app' run in the service BACKUP_SERVICE (now %s). Nothing was changed."
+            % json.dumps(params["backup_service"]))
+
+
+def read_compose_config(params, facts):
+    """Read the compose configuration and keep the project and its services (nothing else: the
+    full configuration holds interpolated secrets)."""
+    argv = ["docker", "compose", "--project-directory", params["project_dir"], "--file", params["compose_files"][0]]
+    if params["project_name"]:
+        argv += ["--project-name", params["project_name"]]
+    rc, out, err = run_command(argv + ["config", "--format", "json"], cwd=params["project_dir"])
+    if rc != 0:
+        raise PreflightFailed("docker compose config failed for '%s': %s" % (params["compose_file"], err.strip()))
+    try:
+        config = json.loads(out)
+    except ValueError as error:
+        raise PreflightFailed("docker compose config for '%s' printed no JSON: %s" % (params["compose_file"], error))
+    project, names, image, restart, deps = service_table(config)
+    facts.update(ue_project=project, ue_service_names=names, ue_service_image=image, ue_service_restart=restart,
+                 ue_service_deps=deps)
+
+
+def choose_targets(params, facts):
+    """Check that the requested, migration and backup services exist and work out the targets."""
+    project, names = facts["ue_project"], facts["ue_service_names"]
+    known = ", ".join(names)
+    unknown = [name for name in facts["ue_requested"] if name not in names]
+    if unknown:
+        raise PreflightFailed("Unknown service(s) %s in project '%s'; known services: %s."
+                              % (", ".join(unknown), project, known))
+    if facts["ue_run_migrations"] and params["migration_service"] not in names:
+        raise PreflightFailed("Migration service '%s' is not in project '%s'; known services: %s."
+                              % (params["migration_service"], project, known))
+    targets, skipped = work_out_targets(facts["ue_requested"], names, facts["ue_service_image"],
+                                        params["registry_host"])
+    facts.update(ue_targets=targets, ue_skipped=skipped)
+    if not targets:
+        why = ("every requested service was skipped (%s)" % ", ".join(skipped) if facts["ue_requested"]
+               else "no service image starts with %s/ (set update_services to choose services)"
+               % params["registry_host"])
+        raise PreflightFailed("Nothing to update in project '%s': %s." % (project, why))
+    backup_service = params["backup_service"]
+    if facts["ue_create_backup"] and not (valid_name(backup_service) and backup_service in names):
+        raise PreflightFailed("Backup service %s is not in project '%s'; known services: %s."
+                              % (json.dumps(backup_service), project, known))
+
+
+def run_task(params):
+    """The Preflight checks in order; the facts found and the first failure's message (or None)."""
+    facts = {}
+    try:
+        check_docker(facts)
+        check_settings(params, facts)
+        read_compose_config(params, facts)
+        choose_targets(params, facts)
+        error = None
+    except PreflightFailed as failure:
+        error = str(failure)
+    facts["ue_preflight_error"] = error
+    return dict(changed=False, ansible_facts=facts)
+
+
+def main():
+    # The playbook runs this logic inside ansible-playbook through the action plugin of the same
+    # name (playbooks/action_plugins/update_preflight.py); this entry point serves other callers.
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.exit_json(**run_task(module.params))
+
+
+if __name__ == "__main__":
+    main()

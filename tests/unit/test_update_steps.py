@@ -1,0 +1,478 @@
+"""The logic of the playbook's one-task steps (playbooks/library/): update_preflight (Preflight),
+compose_snapshot (Snapshot and the after-snapshot), registry_login (Login). The pure parts,
+table-driven; the Docker side is covered by tests/integration (test_update, test_playbook_faults).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import stat
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, PLAYBOOKS / "library" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+preflight = _load("update_preflight")
+snapshot = _load("compose_snapshot")
+login = _load("registry_login")
+
+
+# ---------------------------------------------------------------- update_preflight
+@pytest.mark.parametrize(
+    ("services", "expected"),
+    [
+        ("", []),
+        (None, []),
+        ([], []),
+        ("api", ["api"]),
+        (" api , worker,,api ", ["api", "worker"]),
+        (["worker", " api", "worker"], ["worker", "api"]),
+        ([1, "2"], ["1", "2"]),
+    ],
+)
+def test_the_request_is_a_list_without_blanks_or_repeats(
+    services: Any, expected: list[str]
+) -> None:
+    assert preflight.normalise_request(services) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2.40.3", (2, 40, 3)),
+        ("v2.18.0", (2, 18, 0)),
+        ("2.29.7-desktop.1", (2, 29, 7)),
+        ("2.17", (2, 17, 0)),
+        ("docker: 'compose' is not a docker command.", None),
+        ("", None),
+    ],
+)
+def test_compose_versions_are_read_from_the_short_output(text: str, expected: Any) -> None:
+    assert preflight.compose_version(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '{"ID": "abc", "DockerRootDir": "/var/lib/docker"}',
+            {"ID": "abc", "DockerRootDir": "/var/lib/docker"},
+        ),
+        (
+            'WARNING: No swap limit support\n{"ID": "abc", "DockerRootDir": "/d"}',
+            {"ID": "abc", "DockerRootDir": "/d"},
+        ),
+        ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", {}),
+        ("{not json", {}),
+    ],
+)
+def test_the_daemon_info_is_the_json_line(text: str, expected: dict[str, str]) -> None:
+    assert preflight.daemon_info(text) == expected
+
+
+CONFIG = {
+    "name": "shop",
+    "services": {
+        "api": {
+            "image": "ghcr.io/acme/api:1",
+            "depends_on": {"db": {"condition": "service_healthy"}},
+        },
+        "db": {"image": "postgres:16", "restart": "always"},
+        "migrate": {"image": "ghcr.io/acme/api:1", "restart": "no", "depends_on": {"db": {}}},
+        "web": {"build": {"context": "."}},
+    },
+}
+
+
+def test_the_service_table_keeps_image_restart_and_dependencies_only() -> None:
+    project, names, image, restart, deps = preflight.service_table(CONFIG)
+    assert project == "shop"
+    assert names == ["api", "db", "migrate", "web"]
+    assert image == {
+        "api": "ghcr.io/acme/api:1",
+        "db": "postgres:16",
+        "migrate": "ghcr.io/acme/api:1",
+        "web": "",
+    }
+    assert restart == {"api": "", "db": "always", "migrate": "no", "web": ""}
+    assert deps == {"api": ["db"], "db": [], "migrate": ["db"], "web": []}
+
+
+@pytest.mark.parametrize(
+    ("requested", "host", "targets", "skipped"),
+    [
+        # By default: the registry's images, and build-only services skipped with a reason.
+        ([], "ghcr.io", ["api", "migrate"], {"web": "no image: build-only service"}),
+        # The prefix is the host and a slash: ghcr.io.evil is not ghcr.io.
+        ([], "ghcr.io/acme", ["api", "migrate"], {"web": "no image: build-only service"}),
+        ([], "registry.local:5000", [], {"web": "no image: build-only service"}),
+        (["db", "api"], "ghcr.io", ["db", "api"], {}),
+        (["web"], "ghcr.io", [], {"web": "no image: build-only service"}),
+    ],
+)
+def test_the_targets_are_the_request_or_the_registry_images(
+    requested: list[str], host: str, targets: list[str], skipped: dict[str, str]
+) -> None:
+    _project, names, image, _restart, _deps = preflight.service_table(CONFIG)
+    assert preflight.work_out_targets(requested, names, image, host) == (targets, skipped)
+
+
+def settings(**values: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        name: spec.get("default") for name, spec in preflight.ARGUMENT_SPEC.items()
+    }
+    base.update(
+        compose_file="compose.yml",
+        project_dir="/srv",
+        compose_files=["compose.yml"],
+        registry_host="ghcr.io",
+        migration_command="alembic upgrade head",
+        backup_dir="/var/backups/x",
+        lock_dir="/run/ue/",
+        cwd="/srv",
+    )
+    base.update(values)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"services": "api,-rf"},
+            'Invalid service name(s) "-rf": names must match [A-Za-z0-9][A-Za-z0-9_.-]*.',
+        ),
+        (
+            {"project_name": "a b"},
+            'Invalid settings: compose_project_name ("a b") and migration_service ("api") must',
+        ),
+        ({"migration_command": "  "}, "migration_command must not be empty"),
+        ({"health_timeout": "soon"}, 'positive numbers of seconds (got "soon" and 1800)'),
+        ({"lock_max_age": 0}, "(got 300 and 0)"),
+        ({"lock_dir": ""}, "lock_dir must not be empty."),
+        (
+            {"compose_file": "missing.yml"},
+            "Compose file 'missing.yml' (from {cwd}) does not exist or is not a file.",
+        ),
+        (
+            {"create_backup": "yes"},
+            "create_backup is true but no backup command is configured: set BACKUP_COMMAND",
+        ),
+    ],
+)
+def test_bad_settings_fail_with_the_first_check_that_failed(
+    tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    (tmp_path / "compose.yml").write_text("services: {}\n")
+    facts: dict[str, Any] = {}
+    with pytest.raises(preflight.PreflightFailed) as failure:
+        preflight.check_settings(settings(cwd=str(tmp_path), **values), facts)
+    assert message.format(cwd=tmp_path) in str(failure.value)
+
+
+def test_good_settings_become_facts(tmp_path: Path) -> None:
+    (tmp_path / "compose.yml").write_text("services: {}\n")
+    facts: dict[str, Any] = {}
+    preflight.check_settings(
+        settings(
+            cwd=str(tmp_path),
+            services="api, worker",
+            health_timeout="60",
+            run_migrations="no",
+            migration_command="",
+            backup_dir="backups",
+            lock_dir="locks//",
+        ),
+        facts,
+    )
+    assert facts == {
+        "ue_requested": ["api", "worker"],
+        "ue_health_timeout": 60,
+        "ue_run_migrations": False,
+        "ue_rollback_on_migration_failure": True,
+        "ue_create_backup": False,
+        "ue_backup_dir": f"{tmp_path}/backups",
+        "ue_lock_dir": f"{tmp_path}/locks",
+        "ue_lock_max_age": 1800,
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"ue_requested": ["api", "nope"]},
+            "Unknown service(s) nope in project 'shop'; known services: api, db, migrate, web.",
+        ),
+        (
+            {"migration_service": "worker"},
+            "Migration service 'worker' is not in project 'shop'; known services:",
+        ),
+        (
+            {"ue_requested": ["web"]},
+            "Nothing to update in project 'shop': every requested service was skipped (web).",
+        ),
+        (
+            {"registry_host": "quay.io"},
+            "Nothing to update in project 'shop': no service image starts with quay.io/ (set",
+        ),
+        (
+            {"ue_create_backup": True, "backup_service": "cache"},
+            "Backup service \"cache\" is not in project 'shop'",
+        ),
+    ],
+)
+def test_unknown_or_missing_services_fail_with_the_known_ones(
+    values: dict[str, Any], message: str
+) -> None:
+    project, names, image, _restart, _deps = preflight.service_table(CONFIG)
+    facts: dict[str, Any] = {
+        "ue_project": project,
+        "ue_service_names": names,
+        "ue_service_image": image,
+        "ue_requested": [],
+        "ue_run_migrations": True,
+        "ue_create_backup": False,
+    }
+    facts.update({key: value for key, value in values.items() if key.startswith("ue_")})
+    params = settings(**{key: value for key, value in values.items() if not key.startswith("ue_")})
+    with pytest.raises(preflight.PreflightFailed) as failure:
+        preflight.choose_targets(params, facts)
+    assert message in str(failure.value)
+
+
+# ---------------------------------------------------------------- compose_snapshot
+@pytest.mark.parametrize(
+    ("reference", "repo_digests", "expected"),
+    [
+        ("ghcr.io/acme/api:1", ["ghcr.io/acme/api@sha256:aa"], "sha256:aa"),
+        (
+            "ghcr.io/acme/api@sha256:bb",
+            ["ghcr.io/acme/other@sha256:cc", "ghcr.io/acme/api@sha256:bb"],
+            "sha256:bb",
+        ),
+        ("localhost:5000/app:2", ["localhost:5000/app@sha256:dd"], "sha256:dd"),
+        # Docker Hub names are shortened in RepoDigests.
+        ("docker.io/library/postgres:16", ["postgres@sha256:ee"], "sha256:ee"),
+        ("postgres", ["postgres@sha256:ff"], "sha256:ff"),
+        # A repository whose name starts like another's does not match it.
+        ("ghcr.io/acme/api:1", ["ghcr.io/acme/api-old@sha256:00"], None),
+        ("app:local", [], None),
+        ("app:local", None, None),
+    ],
+)
+def test_the_digest_is_the_one_of_the_services_repository(
+    reference: str, repo_digests: Any, expected: str | None
+) -> None:
+    assert snapshot.digest_of(reference, repo_digests) == expected
+
+
+def container(name: str, image: str, status: str = "running", health: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "id": f"id-{name}",
+        "image": image,
+        "status": status,
+        "running": status == "running",
+        "exit_code": 0,
+        "health": health,
+    }
+
+
+def test_the_snapshot_records_each_target_and_the_first_replica_by_name() -> None:
+    inspected = [
+        {"service": "api", "container": container("/shop-api-2", "sha256:new")},
+        {"service": "api", "container": container("/shop-api-1", "sha256:one", health="healthy")},
+        {"service": "db", "container": container("/shop-db-1", "sha256:db")},
+    ]
+    containers = snapshot.containers_by_service(inspected, ["api", "worker"])
+    assert list(containers) == ["api"]
+    assert containers["api"]["name"] == "/shop-api-1"
+    taken, states = snapshot.build_snapshot(
+        ["api", "worker"],
+        containers,
+        {"sha256:one": ["ghcr.io/acme/api@sha256:aa"]},
+        {"api": "ghcr.io/acme/api:1", "worker": "ghcr.io/acme/api:1"},
+    )
+    assert taken == {
+        "api": {
+            "container_id": "id-/shop-api-1",
+            "image_id": "sha256:one",
+            "digest": "sha256:aa",
+            "state": "running",
+        },
+        "worker": None,
+    }
+    assert states == {
+        "api": {"status": "running", "running": True, "exit_code": 0, "health": "healthy"}
+    }
+
+
+def test_the_rollback_point_is_0600_whole_and_holds_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "shop.abc.rollback.json"
+    path.write_text("an older, longer point that must be replaced whole " * 10)
+    taken = {
+        "api": {"container_id": "c", "image_id": "sha256:1", "digest": None, "state": "running"}
+    }
+    snapshot.write_rollback_point(str(path), {"project": "shop", "targets": ["api"]}, taken)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    point = json.loads(path.read_text())
+    assert point["project"] == "shop" and point["targets"] == ["api"] and point["before"] == taken
+    assert point["started_at"].endswith("Z")
+    assert [entry.name for entry in tmp_path.iterdir()] == [path.name]  # no .partial left
+
+
+# ---------------------------------------------------------------- registry_login
+def test_the_token_comes_from_the_file_trimmed_or_from_the_value(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  s3cret\n")
+    assert login.read_token(str(token_file), "ignored") == "s3cret"
+    assert login.read_token(None, " value ") == "value"
+    with pytest.raises(
+        login.LoginFailed,
+        match=r"Registry token file '.*/missing' does not exist or is not a file\.$",
+    ):
+        login.read_token(str(tmp_path / "missing"), None)
+
+
+def fake_docker(tmp_path: Path, exit_status: int) -> Path:
+    """A `docker` on PATH that records its arguments, DOCKER_CONFIG and stdin, then exits."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(
+        "#!/bin/sh\n"
+        f"printf '%s\\n' \"$*\" > {tmp_path}/argv\n"
+        f"printf '%s' \"$DOCKER_CONFIG\" > {tmp_path}/config\n"
+        f"cat > {tmp_path}/stdin\n"
+        "echo 'Error response from daemon: denied for s3cret' >&2\n"
+        f"exit {exit_status}\n"
+    )
+    docker.chmod(0o755)
+    return bin_dir
+
+
+def login_params(tmp_path: Path, **values: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        name: spec.get("default") for name, spec in login.ARGUMENT_SPEC.items()
+    }
+    params.update(
+        registry="localhost:5000",
+        username="ci",
+        token="s3cret",
+        parent_dir=str(tmp_path / "work"),
+        name="job/42",
+        plugin_dir=str(tmp_path / "plugins"),
+    )
+    params.update(values)
+    (tmp_path / "work").mkdir(exist_ok=True)
+    return params
+
+
+def test_a_login_writes_the_token_to_stdin_only_and_keeps_a_private_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", f"{fake_docker(tmp_path, 0)}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "plugins").mkdir()
+    result = login.run_task(login_params(tmp_path))
+    config = Path(result["ansible_facts"]["ue_docker_config"]["path"])
+    assert result["changed"] is True and "failed" not in result
+    assert config.parent == tmp_path / "work" and config.name.startswith("update-executor-job_42-")
+    assert stat.S_IMODE(config.stat().st_mode) == 0o700
+    assert (config / "cli-plugins").resolve() == tmp_path / "plugins"
+    assert (tmp_path / "config").read_text() == str(config)
+    assert (tmp_path / "stdin").read_text() == "s3cret"
+    assert (tmp_path / "argv").read_text().split() == [
+        "login",
+        "--username",
+        "ci",
+        "--password-stdin",
+        "localhost:5000",
+    ]
+    assert "s3cret" not in json.dumps(result)
+
+
+def test_a_refused_login_removes_the_config_and_masks_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", f"{fake_docker(tmp_path, 1)}{os.pathsep}{os.environ['PATH']}")
+    result = login.run_task(login_params(tmp_path))
+    assert result["failed"] is True and "ansible_facts" not in result
+    assert result["msg"] == (
+        "Login to localhost:5000 as ci failed: docker login failed (exit status 1): "
+        "Error response from daemon: denied for ********"
+    )
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize(("token", "username"), [("", "ci"), ("  ", "ci"), ("s3cret", "")])
+def test_an_empty_token_or_user_fails_before_anything_is_created(
+    tmp_path: Path, token: str, username: str
+) -> None:
+    result = login.run_task(login_params(tmp_path, token=token, username=username))
+    assert (
+        result["msg"]
+        == "A registry token is configured but it is empty or registry_username is not set."
+    )
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+# ---------------------------------------------------------------- the summary's services (Report)
+def _load_filters() -> ModuleType:
+    path = PLAYBOOKS / "filter_plugins" / "update_report.py"
+    spec = importlib.util.spec_from_file_location("update_report", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _load_filters()
+ENTRY = {"container_id": "c1", "image_id": "sha256:1", "digest": None, "state": "running"}
+
+
+@pytest.mark.parametrize(
+    ("after", "states", "health"),
+    [
+        (None, {}, None),  # stopped before the recreate: no after-snapshot, no health
+        ({"api": None}, {}, "missing"),
+        ({"api": ENTRY}, {"api": {"running": True, "health": "healthy"}}, "healthy"),
+        ({"api": ENTRY}, {"api": {"running": True, "health": "unhealthy"}}, "unhealthy"),
+        ({"api": ENTRY}, {"api": {"running": True, "health": ""}}, "running"),
+        ({"api": ENTRY}, {"api": {"running": False, "health": "healthy"}}, "exited"),
+        ({"api": ENTRY}, {}, "exited"),
+    ],
+)
+def test_each_target_gets_image_before_after_and_health(
+    after: dict[str, Any] | None, states: dict[str, Any], health: str | None
+) -> None:
+    reports = report.service_reports(
+        ["api"], {"api": "ghcr.io/acme/api:1"}, {"api": ENTRY}, after, states
+    )
+    assert reports == {
+        "api": {
+            "image": "ghcr.io/acme/api:1",
+            "before": ENTRY,
+            "after": (after or {}).get("api"),
+            "health": health,
+        }
+    }
+
+
+def test_no_targets_no_services() -> None:
+    assert report.service_reports([], None, None, None, None) == {}
+    assert report.FilterModule().filters() == {"update_service_reports": report.service_reports}
