@@ -255,6 +255,79 @@ def test_unknown_or_missing_services_fail_with_the_known_ones(
     assert message in str(failure.value)
 
 
+def fake_docker_for_preflight(tmp_path: Path, daemon_answers: bool = True) -> Path:
+    """A `docker` on PATH that answers the preflight's three queries like docker 28 does."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    info = (
+        'echo \'{"ID": "abc", "DockerRootDir": "/var/lib/docker"}\''
+        if daemon_answers
+        else "echo 'Cannot connect to the Docker daemon at unix:///d.sock.' >&2; exit 1"
+    )
+    script = f"""#!/bin/sh
+case "$*" in
+  info*) {info} ;;
+  "compose version --short") echo 2.40.3 ;;
+  *" config --format json") cat {tmp_path}/config.json ;;
+  *) echo "unexpected: $*" >&2; exit 2 ;;
+esac
+"""
+    (bin_dir / "docker").write_text(script)
+    (bin_dir / "docker").chmod(0o755)
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+    (tmp_path / "compose.yml").write_text("services: {}\n")
+    return bin_dir
+
+
+def test_a_preflight_that_passes_sets_every_fact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PATH", f"{fake_docker_for_preflight(tmp_path)}{os.pathsep}{os.environ['PATH']}"
+    )
+    params = settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="api,db")
+    result = preflight.run_task(params)
+    facts = result["ansible_facts"]
+    assert result["changed"] is False
+    assert facts["ue_preflight_error"] is None
+    assert (
+        facts["ue_project"] == "shop"
+        and facts["ue_targets"] == ["api", "db"]
+        and facts["ue_skipped"] == {}
+    )
+    assert preflight.daemon_info(facts["ue_docker_info_text"])["ID"] == "abc"
+    assert facts["ue_compose_version_text"] == "2.40.3"
+    # Nothing of the configuration but the project, the images, restart policies and dependencies.
+    assert "condition" not in json.dumps(facts)
+
+
+def test_a_failed_check_keeps_the_facts_found_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PATH", f"{fake_docker_for_preflight(tmp_path)}{os.pathsep}{os.environ['PATH']}"
+    )
+    result = preflight.run_task(
+        settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="nope")
+    )
+    facts = result["ansible_facts"]
+    assert facts["ue_preflight_error"].startswith("Unknown service(s) nope in project 'shop'")
+    assert facts["ue_project"] == "shop" and "ue_targets" not in facts
+
+
+def test_a_daemon_that_does_not_answer_fails_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = fake_docker_for_preflight(tmp_path, daemon_answers=False)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = preflight.run_task(
+        settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="-bad")
+    )
+    assert result["ansible_facts"]["ue_preflight_error"] == (
+        "The Docker daemon does not answer: Cannot connect to the Docker daemon at unix:///d.sock."
+    )
+
+
 # ---------------------------------------------------------------- compose_snapshot
 @pytest.mark.parametrize(
     ("reference", "repo_digests", "expected"),
