@@ -310,9 +310,10 @@ def render(summary: dict[str, Any], extra: list[str] | None = None) -> str:
         "",
         "Controller-side tasks (`set_fact`, `assert`, `fail`, `debug`, `set_stats`, includes) run "
         "inside ansible-playbook; every other task starts a module process (a loop: one per "
-        "item), except the playbooks' own action plugins `update_lock` and `docker_command`, "
-        "which run inside ansible-playbook too: they are counted with the module tasks, so that "
-        "runs of older playbooks (community.docker modules) compare.",
+        "item), except the playbooks' own action plugins (`update_preflight`, `update_lock`, "
+        "`registry_login`, `compose_snapshot`, `docker_command`), which run inside "
+        "ansible-playbook too: they are counted with the module tasks, so that runs of older "
+        "playbooks (community.docker modules) compare. Update work: login, pull, up, exec.",
         "",
         *_tasks(summary),
         "",

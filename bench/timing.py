@@ -33,12 +33,13 @@ CONTROLLER_ACTIONS = frozenset(
 )
 
 # Tasks that do the update itself (what A's commands do); the other tasks that are not
-# CONTROLLER_ACTIONS are bookkeeping (the lock). `docker_command` (the playbooks' own action
-# plugin) runs in the controller too, without a module process; the community.docker modules
-# are what the playbook used before it.
+# CONTROLLER_ACTIONS are bookkeeping (preflight, lock, snapshots). `docker_command` and
+# `registry_login` (the playbooks' own action plugins) run in the controller too, without a
+# module process; the community.docker modules are what the playbook used before them.
 WORK_ACTIONS = frozenset(
     {
         "docker_command",
+        "registry_login",
         "community.docker.docker_login",
         "community.docker.docker_compose_v2_pull",
         "community.docker.docker_compose_v2",

@@ -87,6 +87,8 @@ def playbook_vars(
         "rollback_on_migration_failure": settings.rollback_on_migration_failure,
         "lock_dir": str(settings.lock_dir),
         "lock_max_age": settings.job_timeout,
+        # The worker reads the summary from set_stats; the printed copy is for people.
+        "update_show_summary": False,
     }
 
 

@@ -41,6 +41,13 @@ options:
       - Also return the snapshot as C(ue_<keep_as>) and the states as C(ue_<keep_as>_states)
         (the playbook keeps the states before and after the update as V(before) and V(after)).
     type: str
+  unchanged_since:
+    description:
+      - A snapshot and its states (C(snapshot), C(states)) taken earlier in this run, returned as
+        they are, without asking Docker, because nothing touched the containers since. The
+        playbook passes the state before the update after a recreate skipped for having nothing
+        to do (compose's dry run said every target would stay as it was, running and healthy).
+    type: dict
   rollback_point:
     description:
       - Write the rollback point to this file (mode 0600, to a temporary name then renamed, so it
@@ -88,6 +95,7 @@ ARGUMENT_SPEC = {
     "targets": {"type": "list", "elements": "str", "required": True},
     "service_image": {"type": "dict", "required": True},
     "keep_as": {"type": "str"},
+    "unchanged_since": {"type": "dict"},
     "rollback_point": {"type": "path"},
     "rollback_record": {"type": "dict", "default": {}},
 }
@@ -198,12 +206,16 @@ def write_rollback_point(path, record, snapshot):
 
 
 def run_task(params, check_mode=False):
-    try:
-        containers, digests = take_snapshot(params["project"], params["targets"])
-    except (SnapshotFailed, ValueError, KeyError, TypeError) as err:
-        return dict(failed=True, changed=False, msg="Could not record the containers of project '%s': %s"
-                    % (params["project"], err))
-    snapshot, states = build_snapshot(params["targets"], containers, digests, params["service_image"])
+    earlier = params["unchanged_since"]
+    if earlier:
+        snapshot, states = earlier.get("snapshot") or {}, earlier.get("states") or {}
+    else:
+        try:
+            containers, digests = take_snapshot(params["project"], params["targets"])
+        except (SnapshotFailed, ValueError, KeyError, TypeError) as err:
+            return dict(failed=True, changed=False, msg="Could not record the containers of project '%s': %s"
+                        % (params["project"], err))
+        snapshot, states = build_snapshot(params["targets"], containers, digests, params["service_image"])
     if params["rollback_point"] and not check_mode:
         try:
             write_rollback_point(params["rollback_point"], params["rollback_record"] or {}, snapshot)

@@ -100,7 +100,10 @@ stdout:
   returned: always
   type: str
 stderr:
-  description: Standard error, without trailing newlines.
+  description:
+    - Standard error, without trailing newlines.
+    - With O(compose_events=true), only the lines that are not compose's JSON events (those are
+      read into C(changed) and the failure message).
   returned: always
   type: str
 """
@@ -175,6 +178,17 @@ def read_compose_events(stderr):
     return changed, errors
 
 
+def is_json_event(line):
+    """Whether a line of compose's stderr is one of its `--progress json` events."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def tail(text, lines=20, limit=2000):
     """The last lines of `text`, for a failure message."""
     return "\n".join(text.strip().splitlines()[-lines:])[-limit:]
@@ -242,6 +256,9 @@ def run_task(params, check_mode):
     errors = []
     if params["compose_events"]:
         result["changed"], errors = read_compose_events(stderr)
+        # The JSON events are read: only the other lines stay (a pull of ten images prints
+        # hundreds of progress events, which would travel in the result and every job event).
+        result["stderr"] = "\n".join(line for line in stderr.splitlines() if not is_json_event(line))
     if process.returncode != 0 and not params["check_rc"]:
         # Returned, not a failure (ansible would otherwise fail any result with a non-zero rc).
         result["failed"] = False

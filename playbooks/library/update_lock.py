@@ -75,6 +75,13 @@ options:
     description: With O(state=absent), also remove O(rollback_point).
     type: bool
     default: false
+  remove_paths:
+    description:
+      - With O(state=absent), also remove these files or directories (the run's private Docker
+        config), whoever holds the lock; missing ones are ignored. C(changed) when one was removed.
+    type: list
+    elements: path
+    default: []
 notes:
   - Supports check mode the same way as a real run (the lock is taken), so that a dry run
     cannot overlap a real update either; the playbook runs it with C(check_mode=false).
@@ -130,6 +137,10 @@ rollback_point:
   description: The rollback point found (its C(job_id), C(started_at), C(project)), or null.
   returned: always
   type: dict
+removed:
+  description: The O(remove_paths) that existed and were removed.
+  returned: with state=absent
+  type: list
 """
 
 import contextlib
@@ -138,6 +149,7 @@ import fcntl
 import getpass
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -407,8 +419,24 @@ ARGUMENT_SPEC = {
     "rollback_point": {"type": "path"},
     "allow_rollback_point": {"type": "bool", "default": False},
     "remove_rollback_point": {"type": "bool", "default": False},
+    "remove_paths": {"type": "list", "elements": "path", "default": []},
 }
 REQUIRED_IF = [("state", "absent", ["token"])]
+
+
+def remove_paths(paths):
+    """Remove each file or directory (a directory with its content); the ones that existed."""
+    removed = []
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+        removed.append(path)
+    return removed
 
 
 def run_task(params, pid, warn, sudo_user=None):
@@ -427,7 +455,8 @@ def run_task(params, pid, warn, sudo_user=None):
             if released and params["remove_rollback_point"] and params["rollback_point"]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(params["rollback_point"])
-            return dict(changed=released, released=released, acquired=False, path=path,
+            removed = remove_paths(params["remove_paths"] or [])
+            return dict(changed=released or bool(removed), released=released, removed=removed, acquired=False, path=path,
                         holder=public(seen), broke_stale=None, rollback_point=None)
         hostname = socket.gethostname()
         holder = make_holder(

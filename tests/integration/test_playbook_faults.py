@@ -467,7 +467,7 @@ def test_without_rollback_on_migration_failure_the_new_version_stays(site: Site)
     new = site.publish("migrate_fail")
     run = site.run("-e", "update_services=api,worker", ROLLBACK_ON_MIGRATION_FAILURE="false")
     assert run.returncode != 0
-    assert failed_tasks(run)[0] == "Migrations | Fail when the migration command failed"
+    assert failed_tasks(run)[0] == "Migrations | Run the migration command in the migration service"
     assert "rollback_on_migration_failure is false" in run.failures[-1][1]
     report: dict[str, Any] = run.report
     assert report["rolled_back"] is False

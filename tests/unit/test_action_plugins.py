@@ -125,6 +125,20 @@ def params(**values: Any) -> dict[str, Any]:
     return {**defaults, **values}
 
 
+def test_compose_events_are_read_and_left_out_of_the_result() -> None:
+    events = [
+        {"id": "3f1c", "text": "Downloading", "status": "1.2MB/3MB"},
+        {"id": "Container app-api-1", "status": "Recreated"},
+    ]
+    lines = [json.dumps(event) for event in events] + ["WARN[0000] a plain line"]
+    script = f"import sys; sys.stderr.write({chr(10).join(lines)!r} + '\\n')"
+    result = command.run_task(
+        params(argv=[sys.executable, "-c", script], compose_events=True), False
+    )
+    assert result["changed"] is True
+    assert result["stderr"] == "WARN[0000] a plain line"
+
+
 def test_a_failed_command_names_itself_and_its_errors(tmp_path: Path) -> None:
     script = "import sys; print('out'); print('something broke', file=sys.stderr); sys.exit(3)"
     result = command.run_task(

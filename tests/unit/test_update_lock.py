@@ -211,3 +211,20 @@ def test_interrupted_message_names_the_update_and_the_way_out(job_id: str | None
     assert "playbooks/rollback.yml" in message
     assert "/run/ue/app.x.rollback.json" in message
     assert message.endswith("Nothing was changed.")
+
+
+def test_the_release_removes_the_runs_files_whoever_holds_the_lock(tmp_path: Path) -> None:
+    config = tmp_path / "update-executor-42-abc"
+    (config / "cli-plugins").mkdir(parents=True)
+    (config / "config.json").write_text("{}")
+    params = {name: spec.get("default") for name, spec in lock.ARGUMENT_SPEC.items()}
+    params.update(
+        path=str(tmp_path / "app.lock"),
+        state="absent",
+        token="not-ours",
+        remove_paths=[str(config), str(tmp_path / "missing")],
+    )
+    result = lock.run_task(params, 1, lambda _message: None)
+    assert result["released"] is False  # no lock file: nothing of ours to release
+    assert result["removed"] == [str(config)] and result["changed"] is True
+    assert not config.exists()

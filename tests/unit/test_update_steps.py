@@ -549,3 +549,20 @@ def test_each_target_gets_image_before_after_and_health(
 def test_no_targets_no_services() -> None:
     assert report.service_reports([], None, None, None, None) == {}
     assert report.FilterModule().filters() == {"update_service_reports": report.service_reports}
+
+
+def test_an_unchanged_deployment_reuses_the_earlier_snapshot_without_docker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no docker to ask
+    earlier = {
+        "snapshot": {"api": ENTRY},
+        "states": {"api": {"running": True, "health": "healthy"}},
+    }
+    params = {name: spec.get("default") for name, spec in snapshot.ARGUMENT_SPEC.items()}
+    params.update(
+        project="shop", targets=["api"], service_image={}, keep_as="after", unchanged_since=earlier
+    )
+    facts = snapshot.run_task(params)["ansible_facts"]
+    assert facts["ue_snapshot"] == facts["ue_after"] == earlier["snapshot"]
+    assert facts["ue_snapshot_states"] == facts["ue_after_states"] == earlier["states"]
