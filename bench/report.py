@@ -31,7 +31,7 @@ D_SEGMENTS = (
     ("play set-up", "play start → first task starts", "first_task_start", "playbook_start"),
     ("tasks", "first task start → last task done (stats)", "stats", "first_task_start"),
     ("wrap-up", "runner ends, summary built, result stored", "job_finish", "stats"),
-    ("result pickup", "result stored → client.result returns (0.2 s polls)", "end", "job_finish"),
+    ("result pickup", "result stored → client.result returns (0.05 s polls)", "end", "job_finish"),
 )
 C_SEGMENTS = (
     ("ansible start-up", "spawn → playbook start", "playbook_start", None),

@@ -9,16 +9,21 @@ DOCUMENTATION = r"""
 module: compose_snapshot
 short_description: Record the container, image ID, repo digest and state of each target service
 description:
-  - Read-only. Asks Docker for the containers of a compose project (C(docker ps) and one C(docker
-    inspect)) and for the repo digests of their images (one C(docker image inspect)), and returns,
-    for each target service, its container, the container's image ID, the repo digest that image
-    was pulled by and the container's state.
+  - Read-only. Asks Docker for the containers of a compose project and for the repo digests of
+    their images, and returns, for each target service, its container, the container's image ID,
+    the repo digest that image was pulled by and the container's state.
+  - Where the docker CLI would talk to the local daemon's unix socket (C(DOCKER_HOST) unset or
+    C(unix://), no context chosen, no TLS settings) the Engine API is asked on that socket
+    (list, inspect of each target's container, inspect of each image; a few milliseconds a
+    call); otherwise, or when the socket does not answer, the CLI is (C(docker ps), one C(docker
+    inspect), one C(docker image inspect); 25-30 ms a process), which knows contexts, TCP, TLS
+    and SSH.
   - Used by update-executor's playbooks before the pull (Snapshot), after the recreate (Recreate)
     and by the rollback. The playbooks run it through the action plugin of the same name
     (playbooks/action_plugins/compose_snapshot.py), inside ansible-playbook, one task instead of
     three with a loop (a task costs 30-50 ms, see docs/performance.md).
-  - The inspect templates print only the fields above; the containers' environment (secrets) never
-    reaches ansible, its facts or the job events. Containers of C(docker compose run) are left out;
+  - Only the fields above are kept (the CLI's inspect templates print only those); the
+    containers' environment (secrets) never reaches ansible's results, its facts or the job events. Containers of C(docker compose run) are left out;
     when a service has several containers, the first by name counts.
 version_added: "1.0.0"
 author: update-executor
@@ -82,11 +87,14 @@ ansible_facts:
   type: dict
 """
 
+import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import time
+import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -177,8 +185,8 @@ def build_snapshot(targets, containers, digests, service_image):
     return snapshot, states
 
 
-def take_snapshot(project, targets):
-    """Ask Docker: the targets' containers and the repo digests of their images."""
+def take_snapshot_with_cli(project, targets):
+    """Ask the docker CLI: the targets' containers and the repo digests of their images."""
     ids = docker(["ps", "--all", "--quiet", "--no-trunc", "--filter", "label=com.docker.compose.project=" + project,
                   "--filter", "label=com.docker.compose.oneoff=False"]).split()
     inspected = json_lines(docker(["inspect", "--format", INSPECT_FORMAT] + ids)) if ids else []
@@ -190,6 +198,109 @@ def take_snapshot(project, targets):
         for entry in json_lines(docker(["image", "inspect", "--format", IMAGE_FORMAT] + images, allow_failure=True)):
             digests[entry["key"]] = entry["value"]
     return containers, digests
+
+
+def docker_socket(environ, home):
+    """The daemon's unix socket when the docker CLI would talk to it directly (DOCKER_HOST unset
+    or unix://, no context chosen, no TLS settings), else None: then the CLI is asked, which
+    knows contexts, TCP, TLS and SSH."""
+    if environ.get("DOCKER_CONTEXT") or environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH"):
+        return None
+    host = environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return None
+    if not host:
+        config = os.path.join(environ.get("DOCKER_CONFIG") or os.path.join(home, ".docker"), "config.json")
+        try:
+            with open(config, encoding="utf-8") as handle:
+                context = json.load(handle).get("currentContext")
+        except (OSError, ValueError, AttributeError):
+            context = None
+        if context and context != "default":
+            return None
+    path = host[len("unix://"):] if host else "/var/run/docker.sock"
+    return path if path else None
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's unix socket (what the docker CLI does for each of its calls)."""
+
+    def __init__(self, socket_path, timeout):
+        super().__init__("docker", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def api_get(connection, path):
+    """GET a Docker Engine API path: the decoded JSON, or None for 404 (the object is gone)."""
+    connection.request("GET", path)
+    response = connection.getresponse()
+    body = response.read()
+    if response.status == 404:
+        return None
+    if response.status != 200:
+        raise SnapshotFailed("GET %s: HTTP %d %s" % (path.split("?")[0], response.status, body[:200].decode("utf-8", "replace")))
+    return json.loads(body)
+
+
+def inspected_entry(container):
+    """A container's inspect data in the shape of INSPECT_FORMAT's lines."""
+    state = container.get("State") or {}
+    return {
+        "service": ((container.get("Config") or {}).get("Labels") or {}).get("com.docker.compose.service", ""),
+        "container": {
+            "name": container.get("Name"),
+            "id": container.get("Id"),
+            "image": container.get("Image"),
+            "status": state.get("Status"),
+            "running": state.get("Running"),
+            "exit_code": state.get("ExitCode"),
+            "health": (state.get("Health") or {}).get("Status", ""),
+        },
+    }
+
+
+def take_snapshot_with_api(socket_path, project, targets):
+    """The same questions as take_snapshot_with_cli, asked of the Engine API on its unix socket:
+    a few milliseconds a call instead of a CLI process (25-30 ms) each."""
+    filters = json.dumps({"label": ["com.docker.compose.project=" + project, "com.docker.compose.oneoff=False"]})
+    connection = UnixHTTPConnection(socket_path, COMMAND_TIMEOUT)
+    try:
+        listed = api_get(connection, "/containers/json?all=1&filters=" + urllib.parse.quote(filters)) or []
+        inspected = []
+        for entry in listed:
+            labels = entry.get("Labels") or {}
+            if labels.get("com.docker.compose.service") not in targets:
+                continue
+            container = api_get(connection, "/containers/%s/json" % urllib.parse.quote(entry["Id"]))
+            if container is not None:
+                inspected.append(inspected_entry(container))
+        containers = containers_by_service(inspected, targets)
+        digests = {}
+        for image in dict.fromkeys(container["image"] for container in containers.values()):
+            found = api_get(connection, "/images/%s/json" % urllib.parse.quote(image, safe=":"))
+            if found is not None:  # an image deleted in the meantime: its digest is null
+                digests[image] = found.get("RepoDigests") or []
+        return containers, digests
+    finally:
+        connection.close()
+
+
+def take_snapshot(project, targets):
+    """Ask Docker: the targets' containers and the repo digests of their images. Through the
+    daemon's unix socket when the CLI would use it directly, else through the CLI."""
+    socket_path = docker_socket(os.environ, os.path.expanduser("~"))
+    if socket_path is not None and os.path.exists(socket_path):
+        try:
+            return take_snapshot_with_api(socket_path, project, targets)
+        except (OSError, http.client.HTTPException):
+            pass  # not a daemon we can talk to this way (a proxy, a permission): the CLI says why
+    return take_snapshot_with_cli(project, targets)
 
 
 def write_rollback_point(path, record, snapshot):

@@ -566,3 +566,125 @@ def test_an_unchanged_deployment_reuses_the_earlier_snapshot_without_docker(
     facts = snapshot.run_task(params)["ansible_facts"]
     assert facts["ue_snapshot"] == facts["ue_after"] == earlier["snapshot"]
     assert facts["ue_snapshot_states"] == facts["ue_after_states"] == earlier["states"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "context", "expected"),
+    [
+        ({}, None, "/var/run/docker.sock"),
+        ({"DOCKER_HOST": "unix:///tmp/bed/docker.sock"}, None, "/tmp/bed/docker.sock"),
+        # DOCKER_HOST wins over the CLI's current context, as in the CLI.
+        ({"DOCKER_HOST": "unix:///tmp/bed/docker.sock"}, "remote", "/tmp/bed/docker.sock"),
+        ({}, "default", "/var/run/docker.sock"),
+        # Everything else is the CLI's business: contexts, TCP, SSH, TLS.
+        ({}, "remote", None),
+        ({"DOCKER_CONTEXT": "remote"}, None, None),
+        ({"DOCKER_HOST": "tcp://10.0.0.5:2376"}, None, None),
+        ({"DOCKER_HOST": "ssh://deploy@host"}, None, None),
+        ({"DOCKER_HOST": "unix:///run/docker.sock", "DOCKER_TLS_VERIFY": "1"}, None, None),
+    ],
+)
+def test_the_engine_api_is_asked_only_where_the_cli_would_use_the_local_socket(
+    tmp_path: Path, environ: dict[str, str], context: str | None, expected: str | None
+) -> None:
+    (tmp_path / ".docker").mkdir()
+    if context is not None:
+        (tmp_path / ".docker" / "config.json").write_text(json.dumps({"currentContext": context}))
+    assert snapshot.docker_socket(environ, str(tmp_path)) == expected
+
+
+def fake_engine(socket_path: Path, routes: dict[str, Any]) -> Any:
+    """An Engine API on a unix socket answering GETs from `routes` (path without query -> JSON)."""
+    import http.server
+    import socketserver
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = routes.get(self.path.split("?")[0])
+            payload = json.dumps(
+                body if body is not None else {"message": "no such object"}
+            ).encode()
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def address_string(self) -> str:
+            return "unix"
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    server = Server(str(socket_path), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def inspect_body(
+    cid: str, name: str, service: str, image: str, health: str | None
+) -> dict[str, Any]:
+    state: dict[str, Any] = {"Status": "running", "Running": True, "ExitCode": 0}
+    if health is not None:
+        state["Health"] = {"Status": health, "Log": []}
+    labels = {"com.docker.compose.service": service, "com.docker.compose.project": "shop"}
+    return {
+        "Id": cid,
+        "Name": name,
+        "Image": image,
+        "State": state,
+        "Config": {"Labels": labels, "Env": ["DB_PASSWORD=secret"]},
+    }
+
+
+def test_the_engine_api_gives_the_same_snapshot_as_the_cli_would(tmp_path: Path) -> None:
+    routes = {
+        "/containers/json": [
+            {"Id": "c2", "Labels": {"com.docker.compose.service": "api"}},
+            {"Id": "c1", "Labels": {"com.docker.compose.service": "api"}},
+            {"Id": "c3", "Labels": {"com.docker.compose.service": "worker"}},
+            {"Id": "c9", "Labels": {"com.docker.compose.service": "db"}},  # not a target
+        ],
+        "/containers/c1/json": inspect_body("c1", "/shop-api-1", "api", "sha256:one", "healthy"),
+        "/containers/c2/json": inspect_body("c2", "/shop-api-2", "api", "sha256:one", "healthy"),
+        "/containers/c3/json": inspect_body("c3", "/shop-worker-1", "worker", "sha256:gone", None),
+        "/images/sha256:one/json": {"RepoDigests": ["ghcr.io/acme/api@sha256:aa"]},
+        # sha256:gone: deleted meanwhile (404), so its digest is null
+    }
+    socket_path = tmp_path / "docker.sock"
+    server = fake_engine(socket_path, routes)
+    try:
+        containers, digests = snapshot.take_snapshot_with_api(
+            str(socket_path), "shop", ["api", "worker"]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    taken, states = snapshot.build_snapshot(
+        ["api", "worker"],
+        containers,
+        digests,
+        {"api": "ghcr.io/acme/api:1", "worker": "ghcr.io/acme/api:1"},
+    )
+    assert taken == {
+        "api": {
+            "container_id": "c1",
+            "image_id": "sha256:one",
+            "digest": "sha256:aa",
+            "state": "running",
+        },
+        "worker": {
+            "container_id": "c3",
+            "image_id": "sha256:gone",
+            "digest": None,
+            "state": "running",
+        },
+    }
+    assert states == {
+        "api": {"status": "running", "running": True, "exit_code": 0, "health": "healthy"},
+        "worker": {"status": "running", "running": True, "exit_code": 0, "health": ""},
+    }
+    assert "secret" not in json.dumps([containers, digests])  # the environment is not kept
