@@ -340,6 +340,11 @@ def run_task(params, check_mode=False):
     return dict(changed=False, ansible_facts=facts)
 
 
+def run_in_controller(params, check_mode):
+    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py)."""
+    return run_task(params, check_mode)
+
+
 def main():
     # The playbooks run this logic inside ansible-playbook through the action plugin of the same
     # name (playbooks/action_plugins/compose_snapshot.py); this entry point serves other callers.

@@ -268,6 +268,11 @@ def run_task(params, check_mode):
     return result
 
 
+def run_in_controller(params, check_mode):
+    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py)."""
+    return run_task(params, check_mode)
+
+
 def main():
     # The playbooks run this logic in the controller process through the action plugin of the
     # same name (playbooks/action_plugins/docker_command.py); this entry point serves other callers.

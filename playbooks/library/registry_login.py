@@ -163,6 +163,12 @@ def run_task(params):
     return dict(changed=True, ansible_facts={"ue_docker_config": {"path": config_dir}})
 
 
+def run_in_controller(params, check_mode):
+    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py); a
+    dry run logs in too (the task says check_mode: false)."""
+    return run_task(params)
+
+
 def main():
     # The playbook runs this logic inside ansible-playbook through the action plugin of the same
     # name (playbooks/action_plugins/registry_login.py); this entry point serves other callers.

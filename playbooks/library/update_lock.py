@@ -492,6 +492,17 @@ def run_task(params, pid, warn, sudo_user=None):
                 token=holder["token"], broke_stale=broke, rollback_point=point)
 
 
+def run_in_controller(params, check_mode):
+    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py). This
+    process is a fork of ansible-playbook: the lock records the outermost one above it. Check
+    mode takes the lock too (the tasks say check_mode: false)."""
+    warnings = []
+    result = run_task(params, os.getpid(), warnings.append, sudo_user=os.environ.get("SUDO_USER"))
+    if warnings:
+        result["warnings"] = result.get("warnings", []) + warnings
+    return result
+
+
 def main():
     # The playbooks run this logic in the controller process through the action plugin of the
     # same name (playbooks/action_plugins/update_lock.py); this entry point serves other callers.

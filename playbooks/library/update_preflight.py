@@ -413,6 +413,12 @@ def run_task(params):
     return dict(changed=False, ansible_facts=facts)
 
 
+def run_in_controller(params, check_mode):
+    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py);
+    read-only, the same in check mode."""
+    return run_task(params)
+
+
 def main():
     # The playbook runs this logic inside ansible-playbook through the action plugin of the same
     # name (playbooks/action_plugins/update_preflight.py); this entry point serves other callers.
