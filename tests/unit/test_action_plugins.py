@@ -5,7 +5,6 @@ ansible-playbook process, the token only on stdin). No Docker needed."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,21 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOKS = REPO_ROOT / "playbooks"
+from .playbook_code import PLAYBOOKS, load
+
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, PLAYBOOKS / "library" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-command = _load("docker_command")
-lock = _load("update_lock")
+command = load("library/docker_command")
+lock = load("library/update_lock")
 # The one-task steps of update.yml (their logic: tests/unit/test_update_steps.py).
 STEP_MODULES = ["update_preflight", "compose_snapshot", "registry_login"]
 
@@ -250,7 +241,7 @@ def test_update_lock_runs_in_the_controller_and_records_ansible_playbook(tmp_pat
 
 @pytest.mark.parametrize(
     "module",
-    [command, lock, *(_load(name) for name in STEP_MODULES)],
+    [command, lock, *(load(f"library/{name}") for name in STEP_MODULES)],
     ids=["docker_command", "update_lock", *STEP_MODULES],
 )
 def test_the_documentation_parses_and_lists_every_option(module: ModuleType) -> None:

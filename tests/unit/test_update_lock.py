@@ -3,28 +3,19 @@ text, staleness, atomic take and token-checked release. A fake /proc keeps them 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import stat
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-MODULE_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "update_lock.py"
+from .playbook_code import load
+
 HOST = "host-a"
 NOW = 1_800_000_000.0
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("update_lock", MODULE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lock = _load()
+lock = load("library/update_lock")
 
 
 def fake_process(

@@ -5,30 +5,19 @@ table-driven; the Docker side is covered by tests/integration (test_update, test
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+from .playbook_code import load
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, PLAYBOOKS / "library" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-preflight = _load("update_preflight")
-snapshot = _load("compose_snapshot")
-login = _load("registry_login")
+preflight = load("library/update_preflight")
+snapshot = load("library/compose_snapshot")
+login = load("library/registry_login")
 
 
 # ---------------------------------------------------------------- update_preflight
@@ -505,16 +494,7 @@ def test_an_empty_token_or_user_fails_before_anything_is_created(
 
 
 # ---------------------------------------------------------------- the summary's services (Report)
-def _load_filters() -> ModuleType:
-    path = PLAYBOOKS / "filter_plugins" / "update_report.py"
-    spec = importlib.util.spec_from_file_location("update_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_filters()
+report = load("filter_plugins/update_report")
 ENTRY = {"container_id": "c1", "image_id": "sha256:1", "digest": None, "state": "running"}
 
 
