@@ -142,6 +142,18 @@ KNOWN_STATUSES = CHANGING_STATUSES | frozenset(
 STOP_GRACE = 10
 
 
+def compose_event(line):
+    """The event of one line of compose's `--progress json` stderr, or None for another line."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def read_compose_events(stderr):
     """(changed, errors) from compose's `--progress json` stderr: whether compose changed
     something, and its error messages in order. Lines that are not JSON count as errors."""
@@ -151,11 +163,8 @@ def read_compose_events(stderr):
         line = line.strip()
         if not line:
             continue
-        try:
-            event = json.loads(line) if line.startswith("{") else None
-        except ValueError:
-            event = None
-        if not isinstance(event, dict):
+        event = compose_event(line)
+        if event is None:
             errors.append(line)
             continue
         if event.get("error"):
@@ -176,17 +185,6 @@ def read_compose_events(stderr):
             # "Container x Waiting" is a wait; a bare layer ID downloading is a new image.
             changed = True
     return changed, errors
-
-
-def is_json_event(line):
-    """Whether a line of compose's stderr is one of its `--progress json` events."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return False
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
 
 
 def tail(text, lines=20, limit=2000):
@@ -258,7 +256,7 @@ def run_task(params, check_mode):
         result["changed"], errors = read_compose_events(stderr)
         # The JSON events are read: only the other lines stay (a pull of ten images prints
         # hundreds of progress events, which would travel in the result and every job event).
-        result["stderr"] = "\n".join(line for line in stderr.splitlines() if not is_json_event(line))
+        result["stderr"] = "\n".join(line for line in stderr.splitlines() if compose_event(line) is None)
     if process.returncode != 0 and not params["check_rc"]:
         # Returned, not a failure (ansible would otherwise fail any result with a non-zero rc).
         result["failed"] = False

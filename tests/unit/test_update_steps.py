@@ -244,10 +244,19 @@ def test_unknown_or_missing_services_fail_with_the_known_ones(
     assert message in str(failure.value)
 
 
-def fake_docker_for_preflight(tmp_path: Path, daemon_answers: bool = True) -> Path:
-    """A `docker` on PATH that answers the preflight's three queries like docker 28 does."""
+def put_docker_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """A fake `docker` (the shell script `script`) first on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    (bin_dir / "docker").write_text(script)
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def fake_docker_for_preflight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daemon_answers: bool = True
+) -> None:
+    """A `docker` on PATH that answers the preflight's three queries like docker 28 does."""
     info = (
         'echo \'{"ID": "abc", "DockerRootDir": "/var/lib/docker"}\''
         if daemon_answers
@@ -261,19 +270,15 @@ case "$*" in
   *) echo "unexpected: $*" >&2; exit 2 ;;
 esac
 """
-    (bin_dir / "docker").write_text(script)
-    (bin_dir / "docker").chmod(0o755)
+    put_docker_on_path(tmp_path, monkeypatch, script)
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     (tmp_path / "compose.yml").write_text("services: {}\n")
-    return bin_dir
 
 
 def test_a_preflight_that_passes_sets_every_fact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(
-        "PATH", f"{fake_docker_for_preflight(tmp_path)}{os.pathsep}{os.environ['PATH']}"
-    )
+    fake_docker_for_preflight(tmp_path, monkeypatch)
     params = settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="api,db")
     result = preflight.run_task(params)
     facts = result["ansible_facts"]
@@ -293,9 +298,7 @@ def test_a_preflight_that_passes_sets_every_fact(
 def test_a_failed_check_keeps_the_facts_found_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(
-        "PATH", f"{fake_docker_for_preflight(tmp_path)}{os.pathsep}{os.environ['PATH']}"
-    )
+    fake_docker_for_preflight(tmp_path, monkeypatch)
     result = preflight.run_task(
         settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="nope")
     )
@@ -307,8 +310,7 @@ def test_a_failed_check_keeps_the_facts_found_before_it(
 def test_a_daemon_that_does_not_answer_fails_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = fake_docker_for_preflight(tmp_path, daemon_answers=False)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_docker_for_preflight(tmp_path, monkeypatch, daemon_answers=False)
     result = preflight.run_task(
         settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="-bad")
     )
@@ -411,21 +413,18 @@ def test_the_token_comes_from_the_file_trimmed_or_from_the_value(tmp_path: Path)
         login.read_token(str(tmp_path / "missing"), None)
 
 
-def fake_docker(tmp_path: Path, exit_status: int) -> Path:
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_status: int) -> None:
     """A `docker` on PATH that records its arguments, DOCKER_CONFIG and stdin, then exits."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(
+    put_docker_on_path(
+        tmp_path,
+        monkeypatch,
         "#!/bin/sh\n"
         f"printf '%s\\n' \"$*\" > {tmp_path}/argv\n"
         f"printf '%s' \"$DOCKER_CONFIG\" > {tmp_path}/config\n"
         f"cat > {tmp_path}/stdin\n"
         "echo 'Error response from daemon: denied for s3cret' >&2\n"
-        f"exit {exit_status}\n"
+        f"exit {exit_status}\n",
     )
-    docker.chmod(0o755)
-    return bin_dir
 
 
 def login_params(tmp_path: Path, **values: Any) -> dict[str, Any]:
@@ -448,7 +447,7 @@ def login_params(tmp_path: Path, **values: Any) -> dict[str, Any]:
 def test_a_login_writes_the_token_to_stdin_only_and_keeps_a_private_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", f"{fake_docker(tmp_path, 0)}{os.pathsep}{os.environ['PATH']}")
+    fake_docker(tmp_path, monkeypatch, 0)
     (tmp_path / "plugins").mkdir()
     result = login.run_task(login_params(tmp_path))
     config = Path(result["ansible_facts"]["ue_docker_config"]["path"])
@@ -471,7 +470,7 @@ def test_a_login_writes_the_token_to_stdin_only_and_keeps_a_private_config(
 def test_a_refused_login_removes_the_config_and_masks_the_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", f"{fake_docker(tmp_path, 1)}{os.pathsep}{os.environ['PATH']}")
+    fake_docker(tmp_path, monkeypatch, 1)
     result = login.run_task(login_params(tmp_path))
     assert result["failed"] is True and "ansible_facts" not in result
     assert result["msg"] == (
