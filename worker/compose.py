@@ -7,14 +7,18 @@ choose from, and whether the host has what the playbook needs.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from .settings import Settings
+from .settings import PROJECT_ROOT, Settings
 
 logger = logging.getLogger("update_executor.compose")
 
@@ -32,11 +36,39 @@ class CommandResult:
     stderr: str
 
 
-async def run_command(*args: str, timeout: float = PROBE_TIMEOUT_S) -> CommandResult:
-    """Run a command without a shell; kill it when it overruns or we are cancelled."""
+# The one definition of the environment docker and compose run with, shared with the playbooks.
+ENV_MODULE = PROJECT_ROOT / "playbooks" / "module_utils" / "update_executor_env.py"
+
+
+@cache
+def _environment_builder() -> Callable[..., dict[str, str]]:
+    spec = importlib.util.spec_from_file_location("update_executor_env", ENV_MODULE)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {ENV_MODULE}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return cast(Callable[..., dict[str, str]], module.compose_environment)
+
+
+def compose_environment(
+    environ: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What an operator's shell gives docker compose for the project: PATH, HOME, the Docker
+    connection and locale variables, the COMPOSE_ENV_PASSTHROUGH names; never the worker's own
+    settings, which compose would interpolate into the deployment's configuration (see
+    playbooks/module_utils/update_executor_env.py)."""
+    return _environment_builder()(os.environ if environ is None else environ, extra)
+
+
+async def run_command(
+    *args: str, timeout: float = PROBE_TIMEOUT_S, env: Mapping[str, str] | None = None
+) -> CommandResult:
+    """Run a command without a shell, with `env` (default: compose_environment()); kill it
+    when it overruns or we are cancelled."""
     try:
         process = await asyncio.create_subprocess_exec(
             *args,
+            env=compose_environment() if env is None else dict(env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -98,6 +130,7 @@ async def check_host() -> list[str]:
             "--format",
             "json",
             timeout=60,
+            env=os.environ,  # ansible's own settings (ANSIBLE_COLLECTIONS_PATH) count here
         )
     except (ComposeError, TimeoutError) as exc:
         problems.append(f"ansible-galaxy is not available: {exc}")

@@ -7,6 +7,7 @@ Secrets are wrapped in :class:`Secret` so that no repr, log line or summary can 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ JOB_SECRET_CREDENTIAL = "job_secret"  # noqa: S105 (a file name, not a secret)
 REDIS_PASSWORD_CREDENTIAL = "redis_password"  # noqa: S105
 # Shortest job secret accepted: `openssl rand -hex 32` gives 64 characters.
 MIN_JOB_SECRET_LENGTH = 32
+# The worker's secrets: never handed to compose, even when named in COMPOSE_ENV_PASSTHROUGH.
+NEVER_PASSED_TO_COMPOSE = ("GITHUB_TOKEN", "REDIS_QUEUE_PASSWORD", "UPDATE_JOB_SECRET")
 
 
 class ConfigError(ValueError):
@@ -73,6 +76,9 @@ class Settings:
     queue_name: str = DEFAULT_QUEUE_NAME
     compose_file: Path = Path("./docker-compose.prod.yml")
     compose_project_name: str = ""
+    # Variables of the worker's environment docker compose gets besides an operator shell's
+    # base (COMPOSE_ENV_PASSTHROUGH; read by playbooks/module_utils/update_executor_env.py).
+    compose_env_passthrough: tuple[str, ...] = ()
     registry_url: str = "ghcr.io"
     registry_username: str = ""
     # Path of the file holding the registry token, when the token comes from a file.
@@ -203,6 +209,17 @@ class Settings:
             )
 
         services = tuple(s.strip() for s in env.get("UPDATE_SERVICES", "").split(",") if s.strip())
+        passthrough = tuple(
+            s.strip() for s in env.get("COMPOSE_ENV_PASSTHROUGH", "").split(",") if s.strip()
+        )
+        for name in passthrough:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                problems.append(f"COMPOSE_ENV_PASSTHROUGH: {name!r} is not a variable name")
+            elif name in NEVER_PASSED_TO_COMPOSE:
+                problems.append(
+                    f"COMPOSE_ENV_PASSTHROUGH: {name} is a secret of the worker's and is never "
+                    "passed to compose; put what the containers need in the project's .env"
+                )
         token_file, token = _registry_token(env, problems)
         health_timeout = integer("HEALTH_TIMEOUT", 300, 1, 86400)
         job_timeout = integer("JOB_TIMEOUT", 1800, 60, 86400)
@@ -224,6 +241,7 @@ class Settings:
             queue_name=queue_name,
             compose_file=Path(text("COMPOSE_FILE_PATH", "./docker-compose.prod.yml")).absolute(),
             compose_project_name=text("COMPOSE_PROJECT_NAME", ""),
+            compose_env_passthrough=passthrough,
             registry_url=text("REGISTRY_URL", "ghcr.io").rstrip("/"),
             registry_username=text("REGISTRY_USERNAME", ""),
             registry_token_file=token_file,

@@ -18,19 +18,28 @@ import sys
 
 from ansible.plugins.action import ActionBase
 
-_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "library")
+_PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+_LIBRARY = os.path.join(_PLAYBOOKS, "library")
+# The library modules import their shared code as ansible.module_utils.<name>, which ansible
+# finds in playbooks/module_utils/ when it builds a module; in this process we place it there.
+_MODULE_UTILS = ("update_executor_env",)
 
 
-def load_library_module(name):
-    """playbooks/library/<name>.py, imported once per process (its main() only runs as a script)."""
-    module_name = "update_executor_library_" + name
+def _load_file(module_name, path):
     module = sys.modules.get(module_name)
     if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, os.path.join(_LIBRARY, name + ".py"))
+        spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[module_name] = module
     return module
+
+
+def load_library_module(name):
+    """playbooks/library/<name>.py, imported once per process (its main() only runs as a script)."""
+    for util in _MODULE_UTILS:
+        _load_file("ansible.module_utils." + util, os.path.join(_PLAYBOOKS, "module_utils", util + ".py"))
+    return _load_file("update_executor_library_" + name, os.path.join(_LIBRARY, name + ".py"))
 
 
 class ActionModule(ActionBase):

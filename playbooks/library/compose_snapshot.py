@@ -97,6 +97,7 @@ import time
 import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_env import compose_environment
 
 ARGUMENT_SPEC = {
     "project": {"type": "str", "required": True},
@@ -129,7 +130,7 @@ def docker(argv, allow_failure=False):
     """stdout of a docker command (no shell); SnapshotFailed when it fails, unless allow_failure."""
     try:
         done = subprocess.run(["docker"] + argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=COMMAND_TIMEOUT, check=False)
+                              env=compose_environment(os.environ), timeout=COMMAND_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise SnapshotFailed("docker %s could not run: %s" % (argv[0], err))
     if done.returncode != 0 and not allow_failure:

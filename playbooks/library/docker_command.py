@@ -44,7 +44,11 @@ options:
         use C(no_log) on the task as well. Without it the standard input is C(/dev/null).
     type: str
   environment:
-    description: Variables added to the environment of the command (for example C(DOCKER_CONFIG)).
+    description:
+      - Variables added to the environment of the command (for example C(DOCKER_CONFIG)).
+      - The command never gets the whole environment of ansible-playbook, only the variables an
+        operator's shell gives compose (C(PATH), C(HOME), the Docker connection and locale
+        variables, the names listed in C(COMPOSE_ENV_PASSTHROUGH)); see docs/internals.md.
     type: dict
     default: {}
   timeout:
@@ -114,6 +118,7 @@ import shlex
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_env import compose_environment
 
 ARGUMENT_SPEC = {
     "argv": {"type": "list", "elements": "str", "required": True},
@@ -217,8 +222,9 @@ def run_task(params, check_mode):
             argv = with_dry_run(argv)
         except ValueError as err:
             return dict(failed=True, changed=False, msg=str(err), rc=None, stdout="", stderr="")
-    environment = dict(os.environ)
-    environment.update({str(key): str(value) for key, value in (params["environment"] or {}).items()})
+    # What an operator's shell gives compose for the project, never ansible's or the worker's
+    # own settings (module_utils/update_executor_env.py).
+    environment = compose_environment(os.environ, params["environment"])
     stdin = params["stdin"]
     timeout = params["timeout"] if params["timeout"] and params["timeout"] > 0 else None
     try:

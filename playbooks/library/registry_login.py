@@ -82,6 +82,7 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_env import compose_environment
 
 ARGUMENT_SPEC = {
     "registry": {"type": "str", "required": True},
@@ -123,7 +124,7 @@ def login_failure(registry, username, detail, token):
 
 def docker_login(registry, username, token, config_dir, timeout):
     """Run docker login with the token on stdin; raise LoginFailed with docker's message."""
-    environment = dict(os.environ, DOCKER_CONFIG=config_dir)
+    environment = compose_environment(os.environ, {"DOCKER_CONFIG": config_dir})
     argv = ["docker", "login", "--username", username, "--password-stdin", registry]
     try:
         done = subprocess.run(argv, input=token.encode("utf-8"), capture_output=True, env=environment,

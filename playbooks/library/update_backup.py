@@ -95,6 +95,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_env import compose_environment
 
 SUFFIX = ".backup"
 
@@ -143,7 +144,7 @@ def run_backup(argv, directory, project, service, now, timeout, cwd):
         with os.fdopen(fd, "wb") as out:
             try:
                 done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                                      timeout=timeout, cwd=cwd, check=False)
+                                      env=compose_environment(os.environ), timeout=timeout, cwd=cwd, check=False)
             except subprocess.TimeoutExpired as err:
                 stderr = (err.stderr or b"").decode("utf-8", "replace")
                 error = "the backup command did not finish within %d s" % timeout

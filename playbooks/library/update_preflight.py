@@ -132,6 +132,7 @@ import re
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_env import compose_environment
 from ansible.module_utils.parsing.convert_bool import boolean
 
 ARGUMENT_SPEC = {
@@ -174,7 +175,7 @@ def start_command(argv, cwd=None):
     The preflight starts its docker queries together and reads them as it needs them."""
     try:
         return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, env=compose_environment(os.environ))
     except OSError as err:
         return str(err)
 
