@@ -19,12 +19,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -56,6 +56,152 @@ NO_CHECK: dict[str, Any] = {
     "error": None,
 }
 QUEUE_DOWN = "the update queue (Redis) is not reachable; try again later"
+# A state-changing request must say it is JSON (or carry this header): an HTML form or a
+# no-cors fetch from another site can send neither without the browser asking first (CSRF).
+CSRF_HEADER = "X-Requested-With"
+# The application's UI names two groups of services: those of its backend image (api, worker)
+# and those of its frontend image. By default a service whose image's name ends in "frontend"
+# (or "-web", "-ui") is the frontend, every other one the backend.
+FRONTEND_NAME = re.compile(r"(^|[/_.-])(frontend|web|ui)$")
+
+
+def image_repository(image: str) -> str:
+    """`ghcr.io/org/app-frontend:latest` -> `ghcr.io/org/app-frontend` (no tag, no digest)."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def service_group(image: str | None, frontend_images: Iterable[str] | None = None) -> str:
+    """ "frontend" or "backend" for a service's image: `frontend_images` (repositories, with or
+    without the registry and tag) when given, else the image's name."""
+    repository = image_repository(image or "")
+    if frontend_images is not None:
+        wanted = {image_repository(ref) for ref in frontend_images}
+        return (
+            "frontend"
+            if any(repository == ref or repository.endswith("/" + ref) for ref in wanted)
+            else "backend"
+        )
+    return "frontend" if FRONTEND_NAME.search(repository) else "backend"
+
+
+def legacy_check_fields(
+    check: Mapping[str, Any], frontend_images: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The fields the application's "check for updates" page reads (`has_updates`,
+    `backend_update_available`, ..., `message`), from a check result."""
+    services: Mapping[str, Any] = check.get("services") or {}
+    frontend = None if frontend_images is None else list(frontend_images)
+    fields: dict[str, Any] = {"has_updates": bool(check.get("update_available"))}
+    news = []
+    for group in ("backend", "frontend"):
+        members = [
+            info
+            for _name, info in sorted(services.items())
+            if isinstance(info, Mapping) and service_group(info.get("image"), frontend) == group
+        ]
+        available = any(bool(info.get("update_available")) for info in members)
+        if available:
+            news.append(group)
+        fields[f"{group}_update_available"] = available
+        for which in ("current", "remote"):
+            key = "local_digest" if which == "current" else "remote_digest"
+            digests = [str(info[key]) for info in members if info.get(key)]
+            fields[f"{group}_{which}_digest"] = digests[0] if digests else None
+    errors = [
+        f"{name}: {info.get('error')}"
+        for name, info in sorted(services.items())
+        if isinstance(info, Mapping) and info.get("error")
+    ]
+    if check.get("error"):
+        message = f"The check could not run: {check['error']}"
+    elif check.get("checked_at") is None:
+        message = "No check has finished yet; the worker is checking, ask again in a moment."
+    elif news:
+        message = "Updates available: " + " and ".join(news) + "."
+    else:
+        message = "The system is up to date."
+    if errors and not check.get("error"):
+        message += " Not checked: " + "; ".join(errors)
+    if check.get("cached") and check.get("checked_at") is not None:
+        message += (
+            f" (last check, {check['checked_at']}; a new one is still running)"
+            if check.get("pending")
+            else f" (last check, {check['checked_at']})"
+        )
+    fields["message"] = message
+    return fields
+
+
+def _step_message(answer: Mapping[str, Any]) -> str:
+    """`step 5/8: recreate` while an update runs, from a status answer."""
+    current = answer.get("current_step")
+    progress = answer.get("progress") or {}
+    planned = [
+        str(step.get("name"))
+        for step in progress.get("steps") or []
+        if isinstance(step, Mapping) and step.get("planned")
+    ]
+    if answer.get("state") == JobState.queued:
+        return "queued: waiting for the update worker"
+    if current is None:
+        return "starting" if not planned or progress.get("done", 0) == 0 else "finishing"
+    if current in planned:
+        return f"step {planned.index(current) + 1}/{len(planned)}: {current}"
+    return f"step {current}"
+
+
+def legacy_status_fields(answer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fields the application's update page polls: `status` (idle | updating | completed
+    | failed), `message`, `error` (a string or null), from a status answer (None: no update)."""
+    if answer is None:
+        return {"status": "idle", "message": "No update has been run.", "error": None}
+    if answer.get("state") in (JobState.queued, JobState.running):
+        return {"status": "updating", "message": _step_message(answer), "error": None}
+    summary = answer.get("summary") or {}
+    if summary.get("status") == "successful":
+        updated = sorted(
+            name
+            for name, info in (summary.get("services") or {}).items()
+            if isinstance(info, Mapping) and info.get("updated")
+        )
+        message = (
+            "Update completed: " + ", ".join(updated) + " updated."
+            if updated
+            else "Update completed: everything was up to date."
+        )
+        return {"status": "completed", "message": message, "error": None}
+    raw_error = summary.get("error")
+    error: Mapping[str, Any] = raw_error if isinstance(raw_error, Mapping) else {}
+    step = str(error.get("step") or "the queue")
+    text = str(
+        error.get("message") or f"The update ended {summary.get('status') or 'without a result'}."
+    )
+    if summary.get("rolled_back"):
+        outcome = "The previous version was restored (rolled back)."
+    elif summary.get("rollback_error"):
+        outcome = f"THE ROLLBACK FAILED: {summary['rollback_error']}"
+    else:
+        outcome = "Not rolled back."
+    return {
+        "status": "failed",
+        "message": f"Update {summary.get('status') or 'failed'} at {step}.",
+        "error": f"{text} {outcome}",
+    }
+
+
+async def require_json(request: Request) -> None:
+    """CSRF guard of state-changing routes: `Content-Type: application/json` (any body, or
+    none) or an `X-Requested-With` header; 415 otherwise, before anything is queued."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type == "application/json" or request.headers.get(CSRF_HEADER):
+        return
+    raise HTTPException(
+        status_code=415,
+        detail=f"send the request as application/json (or with an {CSRF_HEADER} header)",
+    )
 
 
 class SharedClient:
@@ -172,6 +318,7 @@ def build_router(
     max_check_wait_s: float = 30.0,
     poll_interval_s: float = 0.5,
     keepalive_s: float = 15.0,
+    frontend_images: Iterable[str] | None = None,
 ) -> APIRouter:
     """The update routes: GET {prefix}/check, POST {prefix}/trigger, GET {prefix}/status and
     GET {prefix}/events (Server-Sent Events).
@@ -188,6 +335,13 @@ def build_router(
 
     `requested_by`: optional dependency giving the name of the user (recorded in the job's
     summary and the worker's log), e.g. `lambda user=Depends(current_user): user.email`.
+
+    `frontend_images`: the image repositories of the "frontend" group of the legacy /check
+    fields (e.g. `["ghcr.io/org/app-frontend"]`); every other service is the "backend". By
+    default an image whose name ends in `frontend`, `web` or `ui` is the frontend.
+
+    Answers are a superset of the shapes the application's original endpoints had (`status`,
+    `message`, `error`, `has_updates`, ...), so its UI works unchanged; see docs/api.md.
     """
     if auth_dependency is None:
         raise TypeError(
@@ -198,6 +352,10 @@ def build_router(
         auth_dependency if isinstance(auth_dependency, DependsParam) else Depends(auth_dependency)
     )
     router = APIRouter(prefix=prefix, tags=["system update"], dependencies=[auth])
+    frontend = None if frontend_images is None else list(frontend_images)
+
+    def with_legacy(check: dict[str, Any]) -> dict[str, Any]:
+        return {**check, **legacy_check_fields(check, frontend)}
 
     async def get_client() -> UpdateClient:
         made = client_factory()
@@ -228,9 +386,12 @@ def build_router(
         `pending: true` plus `pending_job_id` while the new one runs. `refresh=false` only
         reads the last check.
         """
+        # Always 200, as the original endpoint: a problem is in `error` and `message` (the
+        # application's page shows `message`; it gives up on its own after 10 s).
         try:
             if not refresh:
-                return {**(await client.last_check() or NO_CHECK), "cached": True, "pending": False}
+                known = await client.last_check() or NO_CHECK
+                return with_legacy({**known, "cached": True, "pending": False})
             check_id = await client.enqueue_check(services=services)
             if wait > 0:
                 try:
@@ -238,24 +399,31 @@ def build_router(
                 except TimeoutError:
                     logger.info("update check %s still running after %.1f s", check_id, wait)
                 else:
-                    return {**fresh, "cached": False, "pending": False}
+                    return with_legacy({**fresh, "cached": False, "pending": False})
             last = await client.last_check()
         except InvalidRequest as exc:
             raise _invalid(("query", "services"), str(exc)) from None
         except LookupError as exc:  # the check job vanished (Redis restarted, result expired)
             logger.warning("update check lost: %s", exc)
-            raise HTTPException(status_code=503, detail="the check was lost; try again") from None
+            return with_legacy({**NO_CHECK, "error": "the check was lost; try again"})
         except (RedisError, OSError) as exc:
-            raise _queue_down(exc) from None
+            logger.warning("update queue unreachable: %s", exc)
+            return with_legacy({**NO_CHECK, "error": QUEUE_DOWN})
         except RuntimeError as exc:  # the check job could not be queued
             logger.warning("update check not queued: %s", exc)
-            raise HTTPException(status_code=503, detail=str(exc)) from None
-        return {**(last or NO_CHECK), "cached": True, "pending": True, "pending_job_id": check_id}
+            return with_legacy({**NO_CHECK, "error": str(exc)})
+        return with_legacy(
+            {**(last or NO_CHECK), "cached": True, "pending": True, "pending_job_id": check_id}
+        )
 
     @router.post(
         "/trigger",
         status_code=202,
-        responses={409: {"description": "an update is already queued or running (its id)"}},
+        dependencies=[Depends(require_json)],
+        responses={
+            409: {"description": "an update is already queued or running (its id)"},
+            415: {"description": "not sent as application/json (CSRF guard)"},
+        },
     )
     async def trigger(
         client: Client, who: RequestedBy, body: Annotated[TriggerBody | None, Body()] = None
@@ -287,28 +455,52 @@ def build_router(
                     "detail": "an update is already queued or running",
                     "job_id": enqueued.job_id,
                     "state": state,
+                    "status": "updating",
                 },
             )
         logger.info("update job %s queued through the API by %s", enqueued.job_id, who or "-")
         return JSONResponse(
-            status_code=202, content={"job_id": enqueued.job_id, "state": JobState.queued.value}
+            status_code=202,
+            content={
+                "job_id": enqueued.job_id,
+                "state": JobState.queued.value,
+                # The original endpoint's shape, which the application's UI reads.
+                "status": "updating",
+                "message": "Update queued; the worker will start it shortly.",
+                "progress": None,
+                "error": None,
+            },
         )
 
-    @router.get("/status", responses={404: {"description": "no such job (or none yet)"}})
+    @router.get("/status", responses={404: {"description": "no such job"}})
     async def status(client: Client, job_id: JobIdQuery = None) -> Any:
         """The state of an update (default: the latest): queued, running (with the current
-        step and progress) or finished (with the summary)."""
+        step and progress) or finished (with the summary); plus `status` (idle | updating |
+        completed | failed), `message` and `error`, the original endpoint's fields. With no
+        update at all (or the latest expired): 200 `idle`."""
         try:
             answer = await (client.status(job_id) if job_id else client.latest_update())
         except LookupError:  # finished, but its result expired between two reads
+            if job_id is None:
+                return idle()
             return _not_found(job_id, "no such update job (or its result expired)")
         except (RedisError, OSError) as exc:
             raise _queue_down(exc) from None
-        if answer is None:
-            return _not_found(None, "no update has been queued yet")
+        if answer is None or (job_id is None and answer["state"] == JobState.not_found):
+            return idle()
         if answer["state"] == JobState.not_found:
             return _not_found(answer["job_id"], "no such update job (or its result expired)")
-        return answer
+        return {**answer, **legacy_status_fields(answer)}
+
+    def idle() -> dict[str, Any]:
+        return {
+            "job_id": None,
+            "state": None,
+            "current_step": None,
+            "progress": None,
+            "summary": None,
+            **legacy_status_fields(None),
+        }
 
     @router.get("/events", responses={404: {"description": "no such job (or none yet)"}})
     async def events(

@@ -80,7 +80,9 @@ def playbook_vars(
         "update_job_id": job_id,
         "update_requested_by": request.requested_by or "",
         "update_work_dir": str(work_dir),
-        "create_backup": request.create_backup,
+        # Without a BACKUP_COMMAND a backup cannot be made: the update runs without one and
+        # says so (the application's UI always asks for one; see backup_not_configured).
+        "create_backup": request.create_backup and bool(settings.backup_command),
         "backup_command": settings.backup_command,
         "backup_service": settings.backup_service,
         "backup_dir": str(settings.backup_dir),
@@ -156,10 +158,6 @@ async def _update(
             dry_run=dry_run,
             requested_by=requested_by,
         )
-        if request.create_backup and not settings.backup_command:
-            raise InvalidRequest(
-                "create_backup=true needs a configured BACKUP_COMMAND, and none is configured"
-            )
     except (InvalidRequest, ComposeError) as exc:
         logger.warning("job %s rejected: %s", job_id, exc)
         step = "validation" if isinstance(exc, InvalidRequest) else "preflight"
@@ -211,6 +209,7 @@ async def _update(
     )
     if rollback is not None:
         apply_to_summary(summary, rollback)
+    backup_not_configured(settings, request, summary)
     log_summary(summary)
     result = summary.as_dict()
     await progress.finish(result)
@@ -218,6 +217,21 @@ async def _update(
 
 
 CUT_OFF = (UpdateStatus.canceled, UpdateStatus.timeout)
+# The backup step's message when a backup was asked for and none is configured.
+NO_BACKUP_CONFIGURED = "not configured (no BACKUP_COMMAND): the update ran without a backup"
+
+
+def backup_not_configured(settings: Settings, request: UpdateRequest, summary: Summary) -> None:
+    """A backup asked for with no BACKUP_COMMAND configured: the summary's backup step says so
+    (`backup.ran` is false) and the log warns."""
+    if not request.create_backup or settings.backup_command:
+        return
+    logger.warning(
+        "job %s: a backup was asked for, but no BACKUP_COMMAND is configured", summary.job_id
+    )
+    for step in summary.steps:
+        if step.name == "backup" and not step.message:
+            step.message = NO_BACKUP_CONFIGURED
 
 
 def uncancel_current_task() -> None:

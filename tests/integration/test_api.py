@@ -59,6 +59,7 @@ class ApiServer:
     env: dict[str, str]
     log: Path
     port: int = field(default_factory=free_port)
+    app: str = "tests.integration.api_app:app"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +71,7 @@ class ApiServer:
             self.process = subprocess.Popen(
                 [
                     str(BIN / "uvicorn"),
-                    "tests.integration.api_app:app",
+                    self.app,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -357,7 +358,9 @@ async def test_invalid_requests_are_422_and_queue_nothing(
             f"{BASE}/trigger", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert response.status_code == 422
-        assert (await http.get(f"{BASE}/status")).status_code == 404  # nothing queued, ever
+        # nothing queued, ever: `idle` (the application's UI shape; a 404 before issue 12)
+        idle = await http.get(f"{BASE}/status")
+        assert idle.status_code == 200 and idle.json()["status"] == "idle", idle.text
         assert (await http.get(f"{BASE}/events")).status_code == 404
         assert (await http.get(f"{BASE}/status", params={"job_id": "nope"})).status_code == 404
     assert await client.redis.zcard(deployment.settings.queue_name) == 0

@@ -97,9 +97,41 @@ async def test_an_invalid_trigger_body_is_a_422_with_a_clear_message(
 
 async def test_a_valid_body_or_none_reaches_the_queue(http: httpx.AsyncClient) -> None:
     # the queue's Redis is unreachable here: a 503 means the request passed validation
-    for body in (None, {}, {"services": ["api"], "run_migrations": False, "dry_run": True}):
+    for body in ({}, {"services": ["api"], "run_migrations": False, "dry_run": True}):
         response = await http.post("/system/update/trigger", json=body, headers=TOKEN)
         assert response.status_code == 503, (body, response.text)
+    # No body: the defaults, when it says it is JSON or carries X-Requested-With (issue 12:
+    # a body-less POST without either, as a no-cors fetch from another site sends it, is a 415).
+    for headers in ({"Content-Type": "application/json"}, {"X-Requested-With": "fetch"}):
+        response = await http.post("/system/update/trigger", headers={**TOKEN, **headers})
+        assert response.status_code == 503, (headers, response.text)
+
+
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        pytest.param(
+            b"run_migrations=true", {"Content-Type": "application/x-www-form-urlencoded"}, id="form"
+        ),
+        pytest.param(b'{"run_migrations": true}', {"Content-Type": "text/plain"}, id="text/plain"),
+        pytest.param(b"", {"Content-Type": "text/plain"}, id="empty text/plain"),
+        pytest.param(
+            b"--b--\r\n", {"Content-Type": "multipart/form-data; boundary=b"}, id="multipart"
+        ),
+        pytest.param(b"", {}, id="no body, no content type"),
+    ],
+)
+async def test_a_trigger_a_browser_may_send_cross_site_is_refused(
+    http: httpx.AsyncClient, factory: Factory, content: bytes, headers: dict[str, str]
+) -> None:
+    """CSRF (issue 11): what an HTML form or a no-cors fetch can send is refused before the
+    client is asked for, so nothing can be queued."""
+    response = await http.post(
+        "/system/update/trigger", content=content, headers={**TOKEN, **headers}
+    )
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+    assert factory.calls == 0
 
 
 async def test_the_openapi_schema_lists_the_routes(http: httpx.AsyncClient) -> None:
@@ -128,6 +160,18 @@ async def test_an_unreachable_redis_is_a_503_that_says_so(http: httpx.AsyncClien
     response = await http.get("/system/update/status?job_id=abc", headers=TOKEN)
     assert response.status_code == 503
     assert "Redis" in response.json()["detail"]
+
+
+async def test_check_answers_200_with_the_reason_when_redis_is_unreachable(
+    http: httpx.AsyncClient,
+) -> None:
+    """As the application's original endpoint: its page shows `message`, never a 5xx."""
+    response = await http.get("/system/update/check", headers=TOKEN)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["has_updates"] is False
+    assert body["backend_update_available"] is body["frontend_update_available"] is False
+    assert "Redis" in body["error"] and "Redis" in body["message"]
 
 
 def test_cursors() -> None:
