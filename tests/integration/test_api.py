@@ -358,6 +358,15 @@ async def test_invalid_requests_are_422_and_queue_nothing(
             f"{BASE}/trigger", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert response.status_code == 422
+        # CSRF (issue 11): what another site's form or no-cors fetch can send is refused.
+        for content, content_type in (
+            (b"run_migrations=true", "application/x-www-form-urlencoded"),
+            (b'{"run_migrations": true}', "text/plain"),
+        ):
+            response = await http.post(
+                f"{BASE}/trigger", content=content, headers={"content-type": content_type}
+            )
+            assert response.status_code == 415, response.text
         # nothing queued, ever: `idle` (the application's UI shape; a 404 before issue 12)
         idle = await http.get(f"{BASE}/status")
         assert idle.status_code == 200 and idle.json()["status"] == "idle", idle.text
