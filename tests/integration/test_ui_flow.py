@@ -148,6 +148,15 @@ async def test_the_ui_sequence_check_trigger_poll(real_site: RealSite, tmp_path:
             assert "backend" in found["message"]
 
             await trigger(http)
+            # A click on "check" while the worker is busy with the update: within the page's
+            # 10 s, the last check's answer, flagged as cached.
+            started = time.monotonic()
+            busy = await http.get(f"{BASE}/check", timeout=CHECK_TIMEOUT_S)
+            assert time.monotonic() - started < CHECK_TIMEOUT_S
+            assert busy.status_code == 200
+            assert_check_shape(busy.json())
+            assert busy.json()["cached"] is True and busy.json()["has_updates"] is True
+            assert "last check" in busy.json()["message"]
             seen: list[dict[str, Any]] = []
             await poll(http, seen, retry=False)
             final = seen[-1]

@@ -1,0 +1,51 @@
+"""A backup asked for with no BACKUP_COMMAND configured (the application's UI always asks):
+the update runs without one and says so, instead of being refused (issue 12)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from worker.jobs import NO_BACKUP_CONFIGURED, backup_not_configured, playbook_vars
+from worker.request import UpdateRequest
+from worker.settings import Settings
+from worker.summary import RunOutcome, UpdateStatus, build_summary
+
+T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+SETTINGS = Settings(backup_command="")
+
+
+def summary_for(request: UpdateRequest, settings: Settings) -> dict[str, object]:
+    summary = build_summary(
+        job_id="j",
+        request=request,
+        outcome=RunOutcome(status=UpdateStatus.successful, events=[]),
+        started_at=T0,
+        finished_at=T0,
+    )
+    backup_not_configured(settings, request, summary)
+    steps = {step.name: step.message for step in summary.steps}
+    return {"backup_message": steps.get("backup"), "create_backup": request.create_backup}
+
+
+@pytest.mark.parametrize(
+    ("asked", "command", "playbook_backup", "message"),
+    [
+        (True, "", False, NO_BACKUP_CONFIGURED),
+        (True, "pg_dump app", True, ""),
+        (False, "", False, ""),
+        (False, "pg_dump app", False, ""),
+    ],
+)
+def test_backup_without_a_command(
+    asked: bool, command: str, playbook_backup: bool, message: str, tmp_path: Path
+) -> None:
+    settings = replace(SETTINGS, backup_command=command)
+    request = UpdateRequest(services=("api",), create_backup=asked)
+    assert playbook_vars(settings, request, "j", tmp_path, None)["create_backup"] is playbook_backup
+    result = summary_for(request, settings)
+    assert result["backup_message"] == message
+    assert result["create_backup"] is asked  # the request as asked stays in the summary
