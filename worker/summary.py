@@ -342,6 +342,8 @@ class Summary:
     rollback: dict[str, Any] = field(default_factory=dict)
     rollback_error: str | None = None
     backup: dict[str, Any] | None = None
+    # Whether the operators were told (worker/notify.py): sent, failed, or off.
+    notification: str = "off"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
