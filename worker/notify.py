@@ -10,6 +10,7 @@ result by that much at most and never changes the update's outcome. The summary 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -86,7 +87,9 @@ def service_lines(summary: Mapping[str, Any]) -> list[str]:
         before, after = _image(entry.get("before")), _image(entry.get("after"))
         change = f"{before} -> {after}" if entry.get("updated") else f"{before} (unchanged)"
         health = f", {entry['health']}" if entry.get("health") else ""
-        lines.append(f"  {name}: {change}{health}")
+        restored = (summary.get("rollback") or {}).get(name) if summary.get("rolled_back") else None
+        back = f"; rolled back to {before}" if isinstance(restored, Mapping) else ""
+        lines.append(f"  {name}: {change}{health}{back}")
     return lines
 
 
@@ -156,12 +159,15 @@ async def in_thread(call: Callable[[], bool], timeout: float, name: str) -> bool
             future.set_result(bool(result))
 
     def run() -> None:
+        result: bool | None = None
+        error: BaseException | None = None
         try:
             result = call()
         except Exception as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
+            error = exc
+        # After a timeout the loop may be gone (the worker stopped): nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await asyncio.wait_for(future, timeout)

@@ -182,7 +182,10 @@ def test_message_of_a_rollback_says_what_failed_and_that_it_was_rolled_back() ->
     assert message.title == "Update FAILED and rolled back: shop"
     body = message.body.splitlines()
     assert "Outcome: rolled back" in body
-    assert "  api: sha256:aaaaaaaaaaaa (unchanged), healthy" in body
+    assert (
+        "  api: sha256:aaaaaaaaaaaa (unchanged), healthy; rolled back to sha256:aaaaaaaaaaaa"
+        in body
+    )
     assert "Failed step: recreate: api did not become healthy in 60 s" in body
     assert "Rolled back: yes (api)" in body
 
