@@ -326,5 +326,27 @@ async def test_metrics_after_an_update_and_a_rollback_with_an_unreachable_receiv
         ):
             assert in_file[key] == after_rollback[key]
         # only on loopback
+
+        # a check: the gauge says how many services have a newer image
+        check = await client.check_for_updates(timeout=60)
+        assert check["error"] is None
+        available = sum(1 for c in check["services"].values() if c["update_available"])
+        assert available >= 1  # api runs 2 again, the registry has 3
+        assert scrape(url)[("update_executor_updates_available", ())] == available
+
+        # a job without a signature: refused, counted with its reason, recorded
+        unsigned_settings = replace(deployment.settings, job_secret=Secret(""))
+        async with await UpdateClient.connect(unsigned_settings) as unsigned:
+            job = await unsigned.enqueue_update(services=["api"])
+        refused = await client.result(job, timeout=60)
+        assert refused["error"]["message"].startswith("job refused: the payload is not signed")
+        after_refusal = scrape(url)
+        assert after_refusal[("update_executor_refused_jobs_total", (("reason", "unsigned"),))] == 1
+        assert count(after_refusal, "failed") == 1  # a refused job is not an update
+        records = await client.history(10)
+        assert [r["kind"] for r in records] == ["update", "update", "check", "refused"]
+        assert records[2]["job_id"] == check["job_id"]
+        assert records[3]["job_id"] == job
+
         listening = await run("ss", "-Hltn", f"sport = :{port}")
         assert listening.stdout.split()[3] == f"127.0.0.1:{port}"
