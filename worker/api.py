@@ -256,6 +256,13 @@ class TriggerBody(BaseModel):
         return self
 
 
+class HistoryAnswer(BaseModel):
+    """GET /history: records as worker/history.py writes them (kind, job_id, requested_by,
+    request, status, outcome, started_at, finished_at, services, error, rolled_back, ...)."""
+
+    records: list[dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Cursor:
     """Where an event stream resumes: `since` or `Last-Event-ID`, `[<job id>/]<entry id>`."""
@@ -534,6 +541,17 @@ def build_router(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @router.get("/history", response_model=HistoryAnswer)
+    async def history(
+        client: Client,
+        limit: Annotated[int, Query(ge=1, le=500, description="how many records")] = 50,
+    ) -> HistoryAnswer:
+        """The last updates, checks and refused jobs, oldest first (worker/history.py)."""
+        try:
+            return HistoryAnswer(records=await client.history(limit))
+        except (RedisError, OSError) as exc:
+            raise _queue_down(exc) from None
 
     return router
 

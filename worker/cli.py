@@ -14,6 +14,7 @@ from typing import Any
 from .check import check_exit_status, format_check_table
 from .client import UpdateClient
 from .follow import follow
+from .history import MAX_LIMIT, format_history_table, read_history_file
 from .main import StartupError, create_worker
 from .request import InvalidRequest
 from .settings import ConfigError, Settings
@@ -83,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--timeout", type=float, default=60, help="give up waiting after N seconds (default 60)"
     )
+
+    history = commands.add_parser(
+        "history", help="the last updates, checks and refused jobs (oldest first)"
+    )
+    history.add_argument("--limit", type=int, default=20, help="how many records (1-500)")
+    history.add_argument("--json", action="store_true", help="print the records as JSON")
+    history.add_argument(
+        "--file",
+        type=Path,
+        help="read this HISTORY_FILE (the host's copy) instead of Redis",
+    )
     return parser
 
 
@@ -134,6 +146,21 @@ async def check_updates(settings: Settings, args: argparse.Namespace) -> int:
     return check_exit_status(result)
 
 
+async def show_history(settings: Settings, args: argparse.Namespace) -> int:
+    """`update-executor history`: from Redis (verified records only), or from --file."""
+    limit = max(1, min(args.limit, MAX_LIMIT))
+    if args.file is not None:
+        records = read_history_file(args.file, limit)
+    else:
+        async with await UpdateClient.connect(settings) as client:
+            records = await client.history(limit)
+    if args.json:
+        print_json(records)
+    else:
+        print(format_history_table(records))
+    return 0
+
+
 def run_worker(settings: Settings, burst: bool) -> int:
     worker = create_worker(settings, burst=burst)
     try:
@@ -161,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(enqueue(settings, args))
         if args.command == "check":
             return asyncio.run(check_updates(settings, args))
+        if args.command == "history":
+            return asyncio.run(show_history(settings, args))
         return asyncio.run(status(settings, args.job_id))
     except InvalidRequest as exc:
         print(f"update-executor: invalid request: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job, JobStatus
 
 from .check import last_check_key, open_last_check, queue_check, wait_check
+from .history import read_history
 from .inflight import claim, inflight_key, release
 from .main import RESULT_TTL_S, redis_settings
 from .progress import (
@@ -308,6 +309,11 @@ class UpdateClient:
     async def last_check(self) -> dict[str, Any] | None:
         """The last finished check's result, cached in Redis for a day; None if none."""
         return open_last_check(self.settings, await self.redis.get(last_check_key(self.settings)))
+
+    async def history(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last `limit` (1-500) update, check and refused-job records, oldest first (see
+        worker/history.py); records that do not verify against the job secret are left out."""
+        return await read_history(self.redis, self.settings, limit)
 
     async def _summary(self, job: Job) -> dict[str, Any]:
         info = await job.result_info()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .aftermath import after_job
 from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
 from .inflight import release
@@ -115,9 +116,10 @@ async def process_system_update(
         )
         if refusal is not None:
             logger.warning("job %s refused: %s", job_id, refusal)
-            return rejected_summary(
+            refused = rejected_summary(
                 job_id=job_id, message=refusal, started_at=now(), finished_at=now(), step="cooldown"
             ).as_dict()
+            return await after_job(ctx, refused)  # notification, history, metrics
         summary = await _update(
             settings,
             job_id,
@@ -130,7 +132,7 @@ async def process_system_update(
         )
         if redis is not None and dry_run is not True and summary["steps"]:
             await record_update(redis, settings)  # the playbook ran: services may have restarted
-        return summary
+        return await after_job(ctx, summary)  # notification, history, metrics (aftermath.py)
     finally:
         # Free the in-flight slot (see inflight.py) whatever happened, also on cancellation.
         if ctx.get("redis") is not None:

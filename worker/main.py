@@ -17,14 +17,15 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .check import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S, check_for_updates
+from .aftermath import recorded_check, recorded_rejected_job, start_reporting, stop_reporting
+from .check import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S
 from .compose import check_host
 from .jobs import process_system_update
 from .recovery import recover_interrupted_job, remove_stale_job_dirs
 from .rollback import record_recovery, roll_back_cut_off_update, rollback_points, rollback_timeout
 from .runner import SECRET_ENV_VARS
 from .settings import Settings
-from .signing import CHECK_FUNCTION, REJECTED_FUNCTION, rejected_job, worker_codec
+from .signing import CHECK_FUNCTION, REJECTED_FUNCTION, worker_codec
 
 logger = logging.getLogger("update_executor.worker")
 
@@ -106,6 +107,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 ttl_s=RESULT_TTL_S,
             )
     remove_stale_job_dirs()
+    await start_reporting(ctx)  # metrics endpoint/textfile (worker/aftermath.py)
     logger.info(
         "worker ready: queue %s, compose file %s, registry %s, services %s",
         settings.queue_name,
@@ -129,10 +131,12 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
                 keep_result=RESULT_TTL_S,
             ),
             # Stand-in for a job the deserializer refused (worker/signing.py).
-            func(rejected_job, name=REJECTED_FUNCTION, max_tries=1, keep_result=RESULT_TTL_S),
+            func(
+                recorded_rejected_job, name=REJECTED_FUNCTION, max_tries=1, keep_result=RESULT_TTL_S
+            ),
             # Read-only registry check (worker/check.py); its result is also cached in Redis.
             func(
-                check_for_updates,
+                recorded_check,  # check_for_updates, then its history record and metrics
                 name=CHECK_FUNCTION,
                 max_tries=1,
                 timeout=CHECK_TIMEOUT_S,
@@ -156,6 +160,7 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "job_serializer": codec.serialize,
         "job_deserializer": codec.deserialize,
         "on_startup": startup,
+        "on_shutdown": stop_reporting,
         "ctx": {"settings": settings},
     }
     kwargs.update(overrides)

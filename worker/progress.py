@@ -130,6 +130,9 @@ def planned_steps(request: UpdateRequest) -> tuple[str, ...]:
         Step.backup: request.create_backup and not request.dry_run,
         Step.migrations: request.run_migrations and not request.dry_run,
         Step.rollback: False,
+        # Lifecycle hooks run only for services with hook labels: they show up when they run.
+        Step.pre_update: False,
+        Step.post_update: False,
     }
     return tuple(step.value for step in Step if optional.get(step, True))
 

@@ -41,7 +41,12 @@ RUNNER_SETTINGS = {
 
 # Environment variables never handed to ansible: ansible-runner copies the worker's whole
 # environment into the run (and into artifacts/<ident>/command).
-SECRET_ENV_VARS = ("GITHUB_TOKEN", "REDIS_QUEUE_PASSWORD", "UPDATE_JOB_SECRET")
+SECRET_ENV_VARS = (
+    "GITHUB_TOKEN",
+    "REDIS_QUEUE_PASSWORD",
+    "UPDATE_JOB_SECRET",
+    "NOTIFY_URLS",
+)
 
 
 def _close_ended_pty_at_once() -> None:

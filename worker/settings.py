@@ -23,6 +23,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CREDENTIAL_NAME = "github_token"
 JOB_SECRET_CREDENTIAL = "job_secret"  # noqa: S105 (a file name, not a secret)
 REDIS_PASSWORD_CREDENTIAL = "redis_password"  # noqa: S105
+NOTIFY_URLS_CREDENTIAL = "notify_urls"
+# The host's copy of the update history, when HISTORY_FILE is not set and this directory
+# exists (the systemd unit's StateDirectory=); elsewhere the history is kept in Redis only.
+DEFAULT_STATE_DIR = Path("/var/lib/update-executor")
+NOTIFY_ON_CHOICES = ("failure", "always")
 # Shortest job secret accepted: `openssl rand -hex 32` gives 64 characters.
 MIN_JOB_SECRET_LENGTH = 32
 # The worker's secrets: never handed to compose, even when named in COMPOSE_ENV_PASSTHROUGH.
@@ -115,6 +120,17 @@ class Settings:
     insecure_unsigned_jobs: bool = False
     playbook: Path = PROJECT_ROOT / "playbooks" / "update.yml"
     inventory: Path = PROJECT_ROOT / "inventory" / "localhost"
+    # Notifications (worker/notify.py): Apprise URLs, which carry tokens, so a Secret.
+    notify_urls: Secret = field(default_factory=lambda: Secret(""))
+    notify_on: str = "failure"
+    notify_timeout: float = 15.0
+    # Update history (worker/history.py): the host's JSON Lines copy (None: Redis only).
+    history_file: Path | None = None
+    history_max_bytes: int = 10 * 1024 * 1024
+    # Metrics (worker/metrics.py): a loopback HTTP endpoint and/or a node-exporter textfile.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_textfile: Path | None = None
 
     @property
     def has_registry_token(self) -> bool:
@@ -228,6 +244,11 @@ class Settings:
                 f"JOB_TIMEOUT ({job_timeout}) must be longer than HEALTH_TIMEOUT ({health_timeout})"
             )
 
+        notify_on = text("NOTIFY_ON", "failure").lower()
+        if notify_on not in NOTIFY_ON_CHOICES:
+            problems.append(f"NOTIFY_ON must be failure or always, got {notify_on!r}")
+        metrics_textfile = env.get("METRICS_TEXTFILE", "").strip()
+
         settings = cls(
             redis_host=text("REDIS_QUEUE_HOST", "localhost"),
             redis_port=integer("REDIS_QUEUE_PORT", 6379, 1, 65535),
@@ -265,6 +286,14 @@ class Settings:
             lock_dir=Path(text("UPDATE_LOCK_DIR", "/run/update-executor")).absolute(),
             playbook=Path(text("UPDATE_PLAYBOOK", str(cls.playbook))).absolute(),
             inventory=Path(text("UPDATE_INVENTORY", str(cls.inventory))).absolute(),
+            notify_urls=_secret(env, problems, "NOTIFY_URLS", NOTIFY_URLS_CREDENTIAL),
+            notify_on=notify_on,
+            notify_timeout=decimal("NOTIFY_TIMEOUT", 15.0, 1.0, 300.0),
+            history_file=_history_file(env),
+            history_max_bytes=integer("HISTORY_MAX_BYTES", 10 * 1024 * 1024, 4096, 2**40),
+            metrics_port=integer("METRICS_PORT", 0, 0, 65535) or None,
+            metrics_host=text("METRICS_HOST", "127.0.0.1"),
+            metrics_textfile=Path(metrics_textfile).absolute() if metrics_textfile else None,
         )
         if settings.has_registry_token and not settings.registry_username:
             problems.append("REGISTRY_USERNAME is required when a registry token is configured")
@@ -318,6 +347,17 @@ def _secret(
         return Secret(value)
     value = env.get(name, "")
     return Secret(value.strip() if strip else value)
+
+
+def _history_file(env: Mapping[str, str]) -> Path | None:
+    """HISTORY_FILE when set ("" or "-": no file), else history.jsonl in systemd's
+    STATE_DIRECTORY or the default state directory when it exists."""
+    if "HISTORY_FILE" in env:
+        configured = env["HISTORY_FILE"].strip()
+        return None if configured in ("", "-") else Path(configured).absolute()
+    state = env.get("STATE_DIRECTORY", "").split(":")[0].strip()
+    directory = Path(state) if state else DEFAULT_STATE_DIR
+    return directory / "history.jsonl" if directory.is_dir() else None
 
 
 def _log_file(configured: str | None) -> Path | None:

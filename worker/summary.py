@@ -43,8 +43,10 @@ class Step(StrEnum):
     snapshot = "snapshot"
     backup = "backup"
     pull = "pull"
+    pre_update = "pre-update"  # lifecycle hooks: shown only when a hook ran
     recreate = "recreate"
     migrations = "migrations"
+    post_update = "post-update"
     rollback = "rollback"
     report = "report"
 
@@ -194,6 +196,8 @@ def step_results(
     for step in Step:
         acc = accumulated.get(step)
         result = StepResult(name=step.value, status=accumulated_status(acc))
+        if step in HOOK_STEPS and result.status is StepStatus.skipped:
+            continue  # no hook configured or reached: no such step in the summary
         if result.status is StepStatus.skipped:
             result.message = NOT_REACHED if failed_before and step is not Step.report else ""
         elif result.status is StepStatus.failed and acc is not None:
@@ -207,6 +211,29 @@ def step_results(
             result.message = messages.get(step, "")
         failed_before = failed_before or result.status is StepStatus.failed
         results.append(result)
+    return results
+
+
+# Steps that only appear in a summary when one of their tasks ran (lifecycle hooks).
+HOOK_STEPS = frozenset({Step.pre_update, Step.post_update})
+
+
+def hook_results(report: Mapping[str, Any]) -> dict[str, Any]:
+    """{service: {"pre-update"|"post-update": {command, rc, output_tail}}} of the hooks that ran."""
+    hooks = report.get("hooks")
+    results: dict[str, Any] = {}
+    for service, kinds in (hooks if isinstance(hooks, Mapping) else {}).items():
+        if not isinstance(kinds, Mapping):
+            continue
+        results[str(service)] = {
+            str(kind): {
+                "command": str(run.get("command") or ""),
+                "rc": run.get("rc") if isinstance(run.get("rc"), int) else None,
+                "output_tail": _clip(str(run.get("output_tail") or ""), 4000),
+            }
+            for kind, run in kinds.items()
+            if kind in (Step.pre_update.value, Step.post_update.value) and isinstance(run, Mapping)
+        }
     return results
 
 
@@ -271,6 +298,14 @@ def step_messages(
         messages[Step.rollback] = "rolled back: " + ", ".join(restored)
     if report.get("rollback_error"):
         messages[Step.rollback] = f"ROLLBACK FAILED: {report['rollback_error']}"
+    for step in HOOK_STEPS:
+        ran = [
+            f"{service}: exit {kinds[step.value]['rc']}"
+            for service, kinds in hook_results(report).items()
+            if step.value in kinds
+        ]
+        if ran:
+            messages[step] = "; ".join(ran)
     migrations = report.get("migrations") or {}
     if migrations.get("ran"):
         messages[Step.migrations] = f"exit code {migrations.get('rc')}"
@@ -342,6 +377,10 @@ class Summary:
     rollback: dict[str, Any] = field(default_factory=dict)
     rollback_error: str | None = None
     backup: dict[str, Any] | None = None
+    # Whether the operators were told (worker/notify.py): sent, failed, or off.
+    notification: str = "off"
+    # Lifecycle hooks that ran (labels update-executor.pre-update / post-update).
+    hooks: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -401,6 +440,7 @@ def build_summary(
         rollback=dict(report.get("rollback") or {}),
         rollback_error=report.get("rollback_error") or None,
         backup=backup_result(report),
+        hooks=hook_results(report),
     )
 
 

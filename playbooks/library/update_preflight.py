@@ -23,7 +23,9 @@ description:
     (playbooks/action_plugins/update_preflight.py), inside ansible-playbook, one task instead of
     twelve (a task costs 30-50 ms, see docs/performance.md).
   - The full compose configuration holds interpolated secrets (environment, env_file); only
-    the project name and each service's image, restart policy and dependencies are returned.
+    the project name and each service's image, restart policy and dependencies are returned, and
+    its lifecycle hook labels (C(update-executor.pre-update), C(update-executor.post-update),
+    C(update-executor.timeout)).
 version_added: "1.0.0"
 author: update-executor
 options:
@@ -119,7 +121,7 @@ ansible_facts:
     - C(ue_docker_info_text), C(ue_compose_version_text), C(ue_requested), C(ue_health_timeout),
       C(ue_run_migrations), C(ue_rollback_on_migration_failure), C(ue_create_backup),
       C(ue_backup_dir), C(ue_lock_dir), C(ue_lock_max_age), C(ue_project), C(ue_service_names),
-      C(ue_service_image), C(ue_service_restart), C(ue_service_deps), C(ue_targets),
+      C(ue_service_image), C(ue_service_restart), C(ue_service_deps), C(ue_service_hooks), C(ue_targets),
       C(ue_skipped), as far as the checks got; C(ue_preflight_error) is the message of the first
       check that failed, or null.
   returned: always
@@ -265,6 +267,29 @@ def service_table(config):
     return config.get("name"), names, image, restart, deps
 
 
+HOOK_LABELS = {"pre": "update-executor.pre-update", "post": "update-executor.post-update"}
+HOOK_TIMEOUT_LABEL = "update-executor.timeout"
+
+
+def service_hooks(config):
+    """Per service with a lifecycle hook label: {pre, post, timeout} (commands as written, "" when
+    absent; timeout in seconds or None). Only these labels are read: others may hold anything."""
+    hooks = {}
+    for name, service in (config.get("services") or {}).items():
+        labels = (service or {}).get("labels") or {}
+        if isinstance(labels, list):  # compose normalises to a mapping; accept KEY=VALUE too
+            labels = dict(str(item).partition("=")[::2] for item in labels)
+        # `docker compose config` keeps compose's `$$` escape in its output: the container sees `$`.
+        commands = {
+            kind: str(labels.get(label) or "").replace("$$", "$").strip() for kind, label in HOOK_LABELS.items()
+        }
+        if not any(commands.values()):
+            continue
+        timeout = to_int(labels.get(HOOK_TIMEOUT_LABEL))
+        hooks[name] = dict(commands, timeout=timeout if timeout and timeout > 0 else None)
+    return hooks
+
+
 def work_out_targets(requested, names, image, registry_host):
     """(targets, skipped): the requested services, or by default every service whose image is
     under `registry_host/`; services without an image (build-only) are skipped with a reason."""
@@ -362,7 +387,7 @@ def read_compose_config(params, facts, config_query):
         raise PreflightFailed("docker compose config for '%s' printed no JSON: %s" % (params["compose_file"], error))
     project, names, image, restart, deps = service_table(config)
     facts.update(ue_project=project, ue_service_names=names, ue_service_image=image, ue_service_restart=restart,
-                 ue_service_deps=deps)
+                 ue_service_deps=deps, ue_service_hooks=service_hooks(config))
 
 
 def choose_targets(params, facts):

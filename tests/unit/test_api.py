@@ -64,6 +64,7 @@ def test_the_router_refuses_to_exist_without_an_auth_dependency(factory: Factory
         ("POST", "/system/update/trigger"),
         ("GET", "/system/update/status"),
         ("GET", "/system/update/events"),
+        ("GET", "/system/update/history"),
     ],
 )
 async def test_every_route_runs_the_hosts_auth_first(
@@ -137,7 +138,7 @@ async def test_a_trigger_a_browser_may_send_cross_site_is_refused(
 async def test_the_openapi_schema_lists_the_routes(http: httpx.AsyncClient) -> None:
     schema = (await http.get("/openapi.json")).json()
     assert set(schema["paths"]) == {
-        f"/system/update/{name}" for name in ("check", "trigger", "status", "events")
+        f"/system/update/{name}" for name in ("check", "trigger", "status", "events", "history")
     }
     body = schema["components"]["schemas"]["TriggerBody"]
     assert set(body["properties"]) == {"run_migrations", "create_backup", "services", "dry_run"}
@@ -150,6 +151,8 @@ async def test_bad_query_values_are_422(http: httpx.AsyncClient) -> None:
         "/system/update/events?since=abc",
         "/system/update/check?wait=3600",
         "/system/update/check?services=a%20b",
+        "/system/update/history?limit=0",
+        "/system/update/history?limit=501",
     ):
         assert (await http.get(path, headers=TOKEN)).status_code == 422, path
     bad_header = {**TOKEN, "Last-Event-ID": "not-an-id"}

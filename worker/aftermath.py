@@ -1,0 +1,89 @@
+"""What happens around a job once its result is final: the notification (worker/notify.py),
+the history record (worker/history.py) and the metrics (worker/metrics.py).
+
+The job flow calls `after_job` with the final summary of every update job, refused ones
+included; `recorded_rejected_job` and `recorded_check` wrap the stand-in for refused jobs and
+the check job. None of it raises: the summary is returned in any case.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import history
+from .metrics import Metrics, start_metrics
+from .notify import notify, split_urls
+from .settings import Settings
+from .signing import rejected_job
+
+logger = logging.getLogger("update_executor.aftermath")
+
+METRICS_KEY = "update_executor_metrics"
+
+
+def project_name(settings: Settings, summary: dict[str, Any]) -> str:
+    return str(
+        summary.get("compose_project")
+        or settings.compose_project_name
+        or settings.compose_file.parent.name
+    )
+
+
+async def start_reporting(ctx: dict[str, Any]) -> None:
+    """At worker start: the metrics endpoint / textfile; say what is configured."""
+    settings: Settings = ctx["settings"]
+    ctx[METRICS_KEY] = start_metrics(settings)
+    urls = len(split_urls(settings.notify_urls.reveal()))
+    logger.info(
+        "notifications: %s; history file: %s",
+        f"{urls} URL(s), on {settings.notify_on}" if urls else "off (no NOTIFY_URLS)",
+        settings.history_file or "none (Redis only)",
+    )
+
+
+async def stop_reporting(ctx: dict[str, Any]) -> None:
+    metrics: Metrics | None = ctx.pop(METRICS_KEY, None)
+    if metrics is not None:
+        metrics.stop()
+
+
+async def after_job(ctx: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Notify, record, count; return `summary` with its `notification` field set."""
+    settings: Settings = ctx["settings"]
+    try:
+        summary["notification"] = (
+            await notify(settings, summary, project_name(settings, summary))
+        ).value
+        metrics: Metrics | None = ctx.get(METRICS_KEY)
+        if metrics is not None:
+            metrics.observe_update(summary)
+            metrics.write_textfile(settings)
+        await history.record(ctx.get("redis"), settings, history.update_record(summary))
+    except Exception:  # what comes after an update must never lose its result
+        logger.exception("job %s: notification, history or metrics failed", summary.get("job_id"))
+    return summary
+
+
+async def recorded_rejected_job(ctx: dict[str, Any], *, reason: str) -> dict[str, Any]:
+    """worker/signing.py's `rejected_job`, then `after_job` (a refused job is notified,
+    recorded and counted like any other)."""
+    return await after_job(ctx, await rejected_job(ctx, reason=reason))
+
+
+async def recorded_check(
+    ctx: dict[str, Any], *, services: list[str] | None = None
+) -> dict[str, Any]:
+    """worker/check.py's `check_for_updates`, then its history record and metrics."""
+    from .check import check_for_updates  # noqa: PLC0415 (check imports jobs, which imports us)
+
+    result = await check_for_updates(ctx, services=services)
+    try:
+        metrics: Metrics | None = ctx.get(METRICS_KEY)
+        if metrics is not None:
+            metrics.observe_check(result)
+            metrics.write_textfile(ctx["settings"])
+        await history.record(ctx.get("redis"), ctx["settings"], history.check_record(result))
+    except Exception:
+        logger.exception("check %s: history or metrics failed", result.get("job_id"))
+    return result
