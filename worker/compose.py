@@ -37,7 +37,14 @@ class CommandResult:
 
 
 # The one definition of the environment docker and compose run with, shared with the playbooks.
-ENV_MODULE = PROJECT_ROOT / "playbooks" / "module_utils" / "update_executor_env.py"
+ENV_MODULE = (
+    PROJECT_ROOT
+    / "playbooks"
+    / "roles"
+    / "compose_update"
+    / "module_utils"
+    / "update_executor_env.py"
+)
 
 
 @cache
@@ -56,7 +63,7 @@ def compose_environment(
     """What an operator's shell gives docker compose for the project: PATH, HOME, the Docker
     connection and locale variables, the COMPOSE_ENV_PASSTHROUGH names; never the worker's own
     settings, which compose would interpolate into the deployment's configuration (see
-    playbooks/module_utils/update_executor_env.py)."""
+    playbooks/roles/compose_update/module_utils/update_executor_env.py)."""
     return _environment_builder()(os.environ if environ is None else environ, extra)
 
 
