@@ -174,7 +174,8 @@ def run_playbook(
     warnings: list[str] = []
     for play in output.get("plays", []):
         for task in play.get("tasks", []):
-            name = str(task.get("task", {}).get("name", ""))
+            # The JSON callback names a role's task "<role> : <name>"; the step is in <name>.
+            name = str(task.get("task", {}).get("name", "")).split(" : ", 1)[-1]
             for host_result in task.get("hosts", {}).values():
                 for result in _results(host_result):
                     warnings.extend(str(w) for w in result.get("warnings", []) or [])

@@ -429,6 +429,20 @@ def test_a_failed_rollback_reports_both_failures_and_the_commands(site: Site) ->
     site.assert_healthy({**broken, "api": v1})
 
 
+def test_a_failed_rollback_keeps_the_rollback_point_until_it_is_resolved(site: Site) -> None:
+    """Issue 13: after the failed rollback above the rollback point stays, so the next update
+    refuses to run over the half-updated site, as after a cut-off run; the operator who put the
+    site right by hand (end of the test above) removes it, as the message says."""
+    point = rollback_point_path(site.stack, site.lock_dir, PROJECT)
+    assert point.exists()
+    refused = site.run()
+    assert refused.returncode != 0
+    assert failed_tasks(refused) == ["Lock | Take the update lock of the compose project"]
+    assert str(point) in refused.failures[0][1]
+    assert "playbooks/rollback.yml" in refused.failures[0][1]
+    point.unlink()
+
+
 def test_a_stale_lock_is_broken_and_the_update_runs_after_a_backup(site: Site) -> None:
     new = site.publish()
     dead = dead_pid()

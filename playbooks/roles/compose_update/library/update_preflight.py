@@ -131,7 +131,8 @@ ansible_facts:
       C(_compose_update_run_migrations), C(_compose_update_rollback_on_migration_failure), C(_compose_update_create_backup),
       C(_compose_update_backup_dir), C(_compose_update_lock_dir), C(_compose_update_lock_max_age), C(_compose_update_project), C(_compose_update_service_names),
       C(_compose_update_service_image), C(_compose_update_service_restart), C(_compose_update_service_deps), C(_compose_update_service_hooks), C(_compose_update_targets),
-      C(_compose_update_skipped), as far as the checks got; C(_compose_update_preflight_error) is the message of the first
+      C(_compose_update_skipped), as far as the checks got; C(_compose_update_daemon_host), the
+      C(DOCKER_HOST) the module ran with; C(_compose_update_preflight_error) is the message of the first
       check that failed, or null.
   returned: always
   type: dict
@@ -468,6 +469,9 @@ def run_task(params):
             if started is not None:
                 drop_command(started)
     facts["_compose_update_preflight_error"] = error
+    # The daemon the steps reach (the task's DOCKER_HOST: compose_update_docker_host or the host's own),
+    # for the commands an operator runs by hand when a rollback fails.
+    facts["_compose_update_daemon_host"] = os.environ.get("DOCKER_HOST", "")
     return dict(changed=False, ansible_facts=facts)
 
 
