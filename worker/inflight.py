@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from .untrusted import loggable
+
 logger = logging.getLogger("update_executor.inflight")
 
 # Delete the key only if it still holds our job id (another update may have claimed it since).
@@ -46,5 +50,9 @@ async def _holder(redis: Any, key: str) -> str | None:
 
 async def release(redis: Any, queue_name: str, job_id: str) -> bool:
     """Release the slot if `job_id` holds it."""
-    released = await redis.eval(_RELEASE, 1, inflight_key(queue_name), job_id)
+    try:
+        released = await redis.eval(_RELEASE, 1, inflight_key(queue_name), job_id)
+    except ResponseError as exc:  # a key of another type (a Redis writer): it is not ours
+        logger.warning("cannot release the in-flight slot: %s", loggable(exc))
+        return False
     return bool(released)
