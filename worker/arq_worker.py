@@ -91,6 +91,12 @@ class UpdateWorker(Worker):
                 task.result()  # as ARQ: an unexpected error in run_job is not swallowed
         await self.heart_beat()
 
+    async def record_health(self) -> None:
+        try:
+            await super().record_health()  # it counts the queue (ZCARD)
+        except ResponseError as exc:
+            self._log_once("health", "health check: cannot count the queue: %s", exc)
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         valid = []
         for raw in job_ids:

@@ -13,8 +13,6 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .untrusted import loggable
-
 logger = logging.getLogger("update_executor.inflight")
 
 # Delete the key only if it still holds our job id (another update may have claimed it since).
@@ -53,6 +51,6 @@ async def release(redis: Any, queue_name: str, job_id: str) -> bool:
     try:
         released = await redis.eval(_RELEASE, 1, inflight_key(queue_name), job_id)
     except ResponseError as exc:  # a key of another type (a Redis writer): it is not ours
-        logger.warning("cannot release the in-flight slot: %s", loggable(exc))
+        logger.warning("cannot release the in-flight slot: %s", exc)
         return False
     return bool(released)

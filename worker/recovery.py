@@ -23,7 +23,7 @@ from arq.constants import in_progress_key_prefix
 from redis.exceptions import ResponseError
 
 from .inflight import inflight_key
-from .untrusted import InvalidJobId, job_id_from, loggable
+from .untrusted import InvalidJobId, job_id_from
 
 logger = logging.getLogger("update_executor.recovery")
 
@@ -104,7 +104,7 @@ async def recover_interrupted_job(redis: Any, queue_name: str) -> str | None:
     try:
         holder = await redis.get(key)
     except ResponseError as exc:  # a key of another type: only a Redis writer puts it there
-        logger.warning("ignoring %s: %s", key, loggable(exc))
+        logger.warning("ignoring %s: %s", key, exc)
         return None
     if holder is None:
         return None

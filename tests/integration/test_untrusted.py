@@ -373,12 +373,14 @@ async def test_the_worker_outlives_bad_redis_state(
         await r.set(latest_update_key(queue), b"\xff{{ x }}")
         assert await client.latest_update() is None
 
-        # a retry counter that is not a number
+        # a retry counter that is not a number: that job is skipped, the next one runs
         job_id = uuid.uuid4().hex
         await r.set(f"arq:retry:{job_id}", "x")
         await put_job(r, queue, signed(codec, dry_run=True), job_id)
         last = await dry_job()
         outcomes["retry key is not a number"] = (await served(client, last))["status"]
+        assert await r.zscore(queue, job_id) is None
+        assert await r.exists(result_key_prefix + job_id) == 0
 
         # the cool-down key of another type, for a real (not dry run) update
         real = await put_job(r, queue, signed(codec, services=["api"], run_migrations=False))
@@ -391,6 +393,10 @@ async def test_the_worker_outlives_bad_redis_state(
     assert outcomes["arq:abort is a string"] == "successful"
     assert outcomes["progress key is a string"] == "successful"
     assert outcomes["retry key is not a number"] == "successful"
+    logged = [m.getMessage() for m in caplog.records]
+    assert any(m.startswith(f"ignoring {inflight_key(queue)}: WRONGTYPE") for m in logged)
+    assert any("cannot release the in-flight slot: " in m for m in logged)
+    assert any(m == f"ignoring {cooldown_key(settings)}: not a time" for m in logged)
     outcomes["in-flight key is a hash (start-up, release)"] = "ignored, logged"
     report = "\n".join(f"  {k}: {v}" for k, v in outcomes.items())
     print(f"\nbad Redis state and the worker:\n{report}")
