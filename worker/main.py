@@ -1,7 +1,7 @@
 """The ARQ worker: its settings, start-up checks, and the entry point systemd runs.
 
-`arq worker.arq_app.WorkerSettings` works too; `update-executor worker` is the same worker with
-friendlier start-up errors.
+`update-executor worker` runs it (UpdateWorker, worker/arq_worker.py); arq's own command line
+would build arq's Worker without those checks, and startup() refuses to serve then.
 """
 
 from __future__ import annotations

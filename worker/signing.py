@@ -17,11 +17,12 @@ ARQ's own job dict plus three fields of ours:
 and a result's is ARQ's result dict with `"typ": "result"`, so a result cannot pass as a job.
 
 ARQ hands the serializer only that dict and the deserializer only the bytes: the job id (the
-Redis key) is in neither, so the MAC cannot cover it. Instead each signed job carries a nonce,
-and the worker accepts a nonce once (kept in memory until the job's expiry): a captured job
-copied under another id, or put back after it ran, is refused as a replay; after a worker
-restart the expiry (15 min by default) and the cool-down (worker/cooldown.py) bound what a
-replay can do.
+Redis key) is in neither, so the MAC cannot cover it (worker/arq_worker.py checks its
+grammar). Instead each signed job carries a nonce, and the worker accepts a nonce once: it is
+kept in memory and, by UpdateWorker before ARQ reads the job, in Redis until the job's expiry
+(`refuse_nonce` when Redis already had it), so a captured job copied under another id, or put
+back after it ran, is refused as a replay, also after a worker restart. A result names its
+job and queue (ARQ's `id`, `q`) and carries an expiry `exp`; the client checks them.
 
 When the worker refuses a job, the deserializer does not raise (ARQ would then store a bare
 `DeserializationError: unable to deserialize job` as the result). It returns a stand-in job
