@@ -108,7 +108,15 @@ class UpdateWorker(Worker):
                     await self.pool.zrem(self.queue_name, raw)
                 continue
             valid.append(raw)
-        await super().start_jobs(valid)
+        for raw in valid:
+            counted = self.job_counter
+            try:
+                await super().start_jobs([raw])
+            except ResponseError as exc:  # the queue changed type between two reads
+                self._log_once("queue", "cannot start job %s: %s", loggable(raw), exc)
+                if self.job_counter > counted:  # ARQ counted it and took the semaphore
+                    self.job_counter = counted
+                    self.sem.release()
 
     async def run_job(self, job_id: str, score: int) -> None:
         try:

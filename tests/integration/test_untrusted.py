@@ -89,11 +89,10 @@ class Written:
         self.before = self._names()
 
     def _names(self) -> set[Path]:
-        found = set()
-        for root in self.roots:
-            for path in root.rglob(f"*{self.token}*"):
-                found.add(path)
-        return found
+        # Three levels: where `../` from a job dir, a run dir or an artifacts dir would land
+        # (a full walk of /tmp would cross other tests' Docker data roots).
+        patterns = [f"*{self.token}*", f"*/*{self.token}*", f"*/*/*{self.token}*"]
+        return {path for root in self.roots for pattern in patterns for path in root.glob(pattern)}
 
     def new(self) -> set[Path]:
         return self._names() - self.before

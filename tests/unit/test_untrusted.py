@@ -246,3 +246,13 @@ def test_the_cached_check_is_bound_to_its_queue_and_expires(
 def test_a_non_utf8_progress_entry_is_left_out_not_raised(fields: dict[bytes, bytes]) -> None:
     assert decode_entry(b"1-0", fields, "j1", KEY) is None
     assert decode_entry(b"1-0", fields, "j1", None) is None
+
+
+# ------------------------------------------------------------------ arq's own Worker
+async def test_arq_s_own_worker_refuses_to_serve() -> None:
+    """`arq worker.arq_app.WorkerSettings` builds arq's Worker, without UpdateWorker's checks."""
+    from worker.main import StartupError, startup
+
+    settings = replace(Settings(), job_secret=Secret("s" * 64))
+    with pytest.raises(StartupError, match="update-executor worker"):
+        await startup({"settings": settings})
