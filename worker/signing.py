@@ -237,20 +237,26 @@ class WorkerJobCodec(JobCodec):
         """(nonce, deadline in ms) of a job that passes every check but the replay check;
         None when it is refused anyway or unsigned. The worker records the nonce in Redis
         with it before ARQ deserializes the job."""
-        if self.key is None:
-            return None
         try:
-            payload = self.accept(raw, replay_check=False)
+            _, nonce, deadline = self._checked(raw)
         except JobRejected:
             return None
-        return str(payload["n"]), int(payload["deadline"])
+        return None if nonce is None else (nonce, deadline)
 
     def refuse_nonce(self, nonce: str, deadline_ms: int, reason: str) -> None:
         """Refuse the job carrying `nonce` (until `deadline_ms`) with `reason`."""
         self._refused[nonce] = (deadline_ms, reason)
 
-    def accept(self, raw: bytes, *, replay_check: bool = True) -> dict[str, Any]:
+    def accept(self, raw: bytes) -> dict[str, Any]:
         """ARQ's job dict of a job the worker may run; raise JobRejected otherwise."""
+        job, nonce, deadline = self._checked(raw)
+        if nonce is not None:
+            self._check_replay(nonce, deadline)
+        return job
+
+    def _checked(self, raw: bytes) -> tuple[dict[str, Any], str | None, int]:
+        """Every check but the replay check: ARQ's job dict, the nonce (None when unsigned)
+        and the time (ms) the job must have started by; raise JobRejected otherwise."""
         if self.key is None and not self.insecure:
             raise JobRejected("the worker has no job secret (UPDATE_JOB_SECRET) to verify jobs")
         if len(raw) > MAX_JOB_BYTES:
@@ -278,15 +284,13 @@ class WorkerJobCodec(JobCodec):
             ARGUMENT_CHECKS[function](kwargs)
         except InvalidRequest as exc:
             raise JobRejected(str(exc)) from None
+        nonce = None
         if self.key is not None:
             nonce = payload.get("n")
             if not isinstance(nonce, str) or not NONCE.fullmatch(nonce):
                 raise JobRejected("the job is malformed (no nonce)")
-            if not replay_check:
-                deadline = self._deadline(enqueued, payload.get("exp"))
-                return {"n": nonce, "deadline": deadline}
-            self._check_replay(nonce, enqueued)
-        return {"t": job_try, "f": function, "a": [], "k": kwargs, "et": enqueued}
+        job = {"t": job_try, "f": function, "a": [], "k": kwargs, "et": enqueued}
+        return job, nonce, self._deadline(enqueued, payload.get("exp"))
 
     def _deadline(self, enqueued: int, expires: object) -> int:
         deadline = enqueued + self.max_age_s * 1000
@@ -309,7 +313,7 @@ class WorkerJobCodec(JobCodec):
                 f"must start within {self.max_age_s} s (UPDATE_JOB_MAX_AGE); enqueue a new one"
             )
 
-    def _check_replay(self, nonce: str, enqueued: int) -> None:
+    def _check_replay(self, nonce: str, deadline: int) -> None:
         now = now_ms(self.clock)
         self._accepted = {n: d for n, d in self._accepted.items() if d >= now}
         self._refused = {n: r for n, r in self._refused.items() if r[0] >= now}
@@ -317,7 +321,7 @@ class WorkerJobCodec(JobCodec):
             raise JobRejected(self._refused[nonce][1])
         if nonce in self._accepted:
             raise JobRejected(REPLAY_REASON)
-        self._accepted[nonce] = enqueued + self.max_age_s * 1000
+        self._accepted[nonce] = deadline
 
 
 def secret_key(settings: Settings) -> bytes | None:
