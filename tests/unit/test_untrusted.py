@@ -5,8 +5,11 @@ non-UTF-8 progress entry (issue 11). Fast: no Redis, no Docker."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import replace
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,3 +259,22 @@ async def test_arq_s_own_worker_refuses_to_serve() -> None:
     settings = replace(Settings(), job_secret=Secret("s" * 64))
     with pytest.raises(StartupError, match="update-executor worker"):
         await startup({"settings": settings})
+
+
+# ------------------------------------------------------------------ LOG_FILE
+def test_log_file_is_rotated_by_size(tmp_path: Path) -> None:
+    from worker.cli import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES, setup_logging
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        setup_logging(tmp_path / "worker.log")
+        files = [h for h in root.handlers if isinstance(h, RotatingFileHandler)]
+        assert len(files) == 1
+        assert (files[0].maxBytes, files[0].backupCount) == (LOG_FILE_MAX_BYTES, LOG_FILE_BACKUPS)
+        assert LOG_FILE_MAX_BYTES == 10 * 1024 * 1024 and LOG_FILE_BACKUPS == 5
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers, root.level = saved, level
