@@ -110,9 +110,14 @@ def failure_summary(
 def invalid_result_summary(job_id: str, reason: str) -> dict[str, Any]:
     """What the API shows when the result in Redis cannot be trusted: failed, never the
     result's own claim."""
-    summary = failure_summary(job_id, f"invalid result ({reason})", None)
-    summary["error"]["step"] = "result"
-    return summary
+    now = datetime.now(UTC)
+    message = (
+        f"invalid result ({reason}): what Redis holds for this job cannot be trusted; "
+        "check the deployment and the worker's log"
+    )
+    return rejected_summary(
+        job_id=job_id, message=message, started_at=now, finished_at=now, step="result"
+    ).as_dict()
 
 
 class UpdateClient:
