@@ -71,11 +71,14 @@ def signed(codec: JobCodec, function: str = "process_system_update", **kwargs: A
     return serialize_job(function, (), kwargs, None, now_ms(), serializer=codec.serialize)
 
 
-async def put_job(redis: ArqRedis, queue: str, raw: bytes, job_id: str | None = None) -> str:
-    """Write a job the way arq's enqueue_job does, under an id of the test's choosing."""
+async def put_job(
+    redis: ArqRedis, queue: str, raw: bytes, job_id: str | None = None, ahead_s: float = 1
+) -> str:
+    """Write a job the way arq's enqueue_job does, under an id of the test's choosing, due
+    `ahead_s` seconds ago (the queue runs the most overdue first)."""
     job_id = job_id or uuid.uuid4().hex
     await redis.psetex(job_key_prefix + job_id, 600_000, raw)
-    await redis.zadd(queue, {job_id: now_ms() - 1000})
+    await redis.zadd(queue, {job_id: now_ms() - int(ahead_s * 1000)})
     return job_id
 
 
@@ -375,7 +378,7 @@ async def test_the_worker_outlives_bad_redis_state(
         # a retry counter that is not a number: that job is skipped, the next one runs
         job_id = uuid.uuid4().hex
         await r.set(f"arq:retry:{job_id}", "x")
-        await put_job(r, queue, signed(codec, dry_run=True), job_id)
+        await put_job(r, queue, signed(codec, dry_run=True), job_id, ahead_s=5)
         last = await dry_job()
         outcomes["retry key is not a number"] = (await served(client, last))["status"]
         assert await r.zscore(queue, job_id) is None
