@@ -36,7 +36,7 @@ from .serialization import RemoteJobError
 from .settings import Settings
 from .signing import JobRejected, client_codec, secret_key
 from .summary import UpdateStatus, rejected_summary
-from .untrusted import InvalidJobId, check_job_id, job_id_from, loggable
+from .untrusted import InvalidJobId, check_job_id, is_job_id, job_id_from, loggable
 
 # How often (s) `result` asks Redis whether the job finished: a few cheap commands per poll;
 # half of it is, on average, added to every update's wall time as the client sees it.
@@ -207,6 +207,10 @@ class UpdateClient:
             holder = await claim(self.redis, queue, job_id, ttl)
             if holder is None:
                 break
+            if not is_job_id(holder):  # never a client's: a Redis writer's
+                security_log.warning("releasing an in-flight claim of %s", loggable(holder))
+                await release(self.redis, queue, holder)
+                continue
             if not await self._is_stale(holder, ttl):
                 logger.info("update job %s already in flight; not queuing another", holder)
                 return Enqueued(holder, existing=True)

@@ -502,3 +502,17 @@ async def test_a_non_utf8_progress_entry_breaks_neither_status_nor_the_event_str
             assert response.status_code == 200
             text = "".join([chunk async for chunk in response.aiter_text()])
     assert "event: status" in text and '"successful"' in text
+
+
+async def test_a_hostile_in_flight_claim_is_released_by_the_next_request(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """The API must not hand a Redis writer's string to the UI as "the update in flight"."""
+    settings = deployment.settings
+    hostile = b"\xff{{ lookup('ansible.builtin.pipe', 'id') }}\n"
+    await client.redis.set(inflight_key(settings.queue_name), hostile, ex=600)
+    enqueued = await client.submit_update(dry_run=True)
+    assert not enqueued.existing and enqueued.job_id != hostile.decode("utf-8", "replace")
+    await run_worker_burst(settings)
+    assert summary_of(await client.status(enqueued.job_id))["status"] == "successful"
+    assert await client.redis.get(inflight_key(settings.queue_name)) is None
