@@ -1,8 +1,10 @@
-"""For `arq worker.arq_app.WorkerSettings`: the worker configured from the environment when arq
-imports this module. `update-executor worker` runs the same worker with friendlier errors.
+"""For `arq worker.arq_app.WorkerSettings`: the worker's settings from the environment.
 
-It needs a job secret (UPDATE_JOB_SECRET_FILE, ...): `--insecure-unsigned-jobs` exists only as
-a flag of `update-executor worker`, on purpose."""
+arq's command line builds arq's own Worker, which lacks UpdateWorker's checks (job ids,
+replay across restarts, signed cancel requests, hostile Redis state: worker/arq_worker.py),
+so such a worker refuses to start (issue 11); run `update-executor worker`. The settings
+stay importable for tools that read them.
+"""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from .rollback import CutOffRollback, apply_to_summary, roll_back_cut_off_update
 from .runner import PlaybookCanceled, PlaybookRun, run_playbook_async
 from .settings import Settings
 from .summary import Summary, UpdateStatus, build_summary, rejected_summary
+from .untrusted import ansible_unsafe, is_job_id, loggable
 
 logger = logging.getLogger("update_executor.jobs")
 
@@ -79,7 +80,8 @@ def playbook_vars(
         "migration_command": settings.migration_command,
         "health_timeout": settings.health_timeout,
         "update_job_id": job_id,
-        "update_requested_by": request.requested_by or "",
+        # Free text from a user: marked unsafe, Ansible never templates it (worker/untrusted.py).
+        "update_requested_by": ansible_unsafe(request.requested_by or ""),
         "update_work_dir": str(work_dir),
         # Without a BACKUP_COMMAND a backup cannot be made: the update runs without one and
         # says so (the application's UI always asks for one; see backup_not_configured).
@@ -109,6 +111,16 @@ async def process_system_update(
     settings: Settings = ctx["settings"]
     job_id: str = ctx.get("job_id") or "local"
     redis = ctx.get("redis")
+    if not is_job_id(job_id):
+        # UpdateWorker refuses such ids before they get here (worker/arq_worker.py); the id
+        # would become a playbook variable and a path, so check again.
+        logger.warning("job %s refused: invalid job id", loggable(job_id))
+        return rejected_summary(
+            job_id="invalid",
+            message="job refused: invalid job id",
+            started_at=now(),
+            finished_at=now(),
+        ).as_dict()
     try:
         # Cool-down (UPDATE_MIN_INTERVAL, worker/cooldown.py); a dry run restarts nothing.
         refusal = (

@@ -26,6 +26,7 @@ import ptyprocess  # type: ignore[import-untyped]
 
 from .recovery import ansible_processes_of, end_process_groups
 from .summary import RunOutcome, UpdateStatus
+from .untrusted import is_job_id, loggable
 
 logger = logging.getLogger("update_executor.runner")
 
@@ -127,6 +128,10 @@ def run_playbook(
     writes the command line and environment there.
     """
     events: list[dict[str, Any]] = []
+    if not is_job_id(run.ident) or run.extravars.get("update_job_id", run.ident) != run.ident:
+        # The ident is a path under the private data dir, and the id a playbook variable.
+        logger.error("refusing to run a playbook for invalid job id %s", loggable(run.ident))
+        return RunOutcome(status=UpdateStatus.failed, events=events, error="invalid job id")
 
     def handle_event(event: dict[str, Any]) -> bool:
         events.append(event)
