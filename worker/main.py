@@ -86,7 +86,7 @@ def scrub_secret_environ() -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     check_job_signing(settings)
-    problems = await check_host()
+    problems = settings.missing_ansible_content() + await check_host()
     if problems:
         for problem in problems:
             logger.error("start-up check failed: %s", problem)

@@ -15,8 +15,20 @@ DEFAULT_QUEUE_NAME = "update-executor:queue"
 # ARQ's default queue, used by the application's own in-container workers: never ours.
 ARQ_DEFAULT_QUEUE_NAME = "arq:queue"
 DEFAULT_LOG_FILE = "/var/log/update-executor.log"
-# Where the repository's playbooks live when the package is installed from a checkout.
+# The checkout this module sits in, when it runs from one (editable install, tests).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ansible_content_root() -> Path:
+    """Where ansible.cfg, playbooks/ and inventory/ are: inside the package when it was
+    installed from a wheel (pyproject.toml maps them to worker/ansible_content/), else at the
+    root of the checkout."""
+    packaged = Path(__file__).resolve().parent / "ansible_content"
+    return packaged if (packaged / "playbooks").is_dir() else PROJECT_ROOT
+
+
+ANSIBLE_CONTENT = _ansible_content_root()
+ANSIBLE_CONFIG = ANSIBLE_CONTENT / "ansible.cfg"
 
 # systemd's LoadCredential= puts credentials in $CREDENTIALS_DIRECTORY/<name>.
 CREDENTIAL_NAME = "github_token"
@@ -107,8 +119,27 @@ class Settings:
     lock_dir: Path = Path("/run/update-executor")
     # Set by `update-executor worker --insecure-unsigned-jobs` only, never from the environment.
     insecure_unsigned_jobs: bool = False
-    playbook: Path = PROJECT_ROOT / "playbooks" / "update.yml"
-    inventory: Path = PROJECT_ROOT / "inventory" / "localhost"
+    playbook: Path = ANSIBLE_CONTENT / "playbooks" / "update.yml"
+    inventory: Path = ANSIBLE_CONTENT / "inventory" / "localhost"
+
+    @property
+    def rollback_playbook(self) -> Path:
+        return self.playbook.parent / "rollback.yml"
+
+    def missing_ansible_content(self) -> list[str]:
+        """The playbooks, inventory and ansible.cfg the worker runs, when one is not there."""
+        wanted = {
+            "playbook (UPDATE_PLAYBOOK)": self.playbook,
+            "rollback playbook (next to UPDATE_PLAYBOOK)": self.rollback_playbook,
+            "inventory (UPDATE_INVENTORY)": self.inventory,
+            "ansible.cfg": ANSIBLE_CONFIG,
+        }
+        return [
+            f"the {what} {path} does not exist: reinstall update-executor (the wheel carries "
+            "them in worker/ansible_content/) or run it from a checkout"
+            for what, path in wanted.items()
+            if not path.is_file()
+        ]
 
     @property
     def has_registry_token(self) -> bool:
