@@ -82,3 +82,25 @@ def build_wheelhouse(dest: Path) -> Path:
             timeout=1200,
         )
     return wheels[0]
+
+
+def complete_for_python(dest: Path, python: Path = Path("/usr/bin/python3")) -> None:
+    """Add the wheels another interpreter needs to install from `dest`: dependencies resolve
+    differently by version (redis needs async-timeout below Python 3.11.3, e.g. Debian 12's
+    3.11.2, while this venv's may be newer). pip's --python-version does not set the
+    python_full_version marker, so the resolution runs with that interpreter's own pip."""
+    wheels = sorted(dest.glob(WHEEL_GLOB))
+    with tempfile.TemporaryDirectory(prefix="ue-pip-") as tmp:
+        venv = Path(tmp) / "venv"
+        subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=300)
+        pip = [str(venv / "bin" / "pip"), "wheel", "--quiet", "--wheel-dir", str(dest)]
+        done = subprocess.run(
+            [*pip, "--find-links", str(dest), str(wheels[-1])],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip().splitlines()
+        raise TestBedError(f"pip wheel with {python} failed:\n" + "\n".join(output[-30:]))

@@ -113,7 +113,7 @@ class Settings:
     # create_backup=true runs this (no shell) in backup_service; stdout goes to backup_dir.
     backup_command: str = ""
     backup_service: str = "db"
-    backup_dir: Path = Path("/var/backups/update-executor")
+    backup_dir: Path = Path("/var/lib/update-executor/backups")
     rollback_on_migration_failure: bool = True
     # Where the per-project update lock lives (shared with manual ansible-playbook runs).
     lock_dir: Path = Path("/run/update-executor")
@@ -272,7 +272,7 @@ class Settings:
             min_interval=integer("UPDATE_MIN_INTERVAL", 60, 0, 86400),
             backup_command=text("BACKUP_COMMAND", ""),
             backup_service=text("BACKUP_SERVICE", "db"),
-            backup_dir=Path(text("BACKUP_DIR", "/var/backups/update-executor")).absolute(),
+            backup_dir=Path(text("BACKUP_DIR", str(cls.backup_dir))).absolute(),
             rollback_on_migration_failure=text("ROLLBACK_ON_MIGRATION_FAILURE", "true").lower()
             not in ("false", "0", "no", "off"),
             lock_dir=Path(text("UPDATE_LOCK_DIR", "/run/update-executor")).absolute(),
