@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.procs import TestBedError, wait_until
-from testbed.stack import CommandError, Stack
+from testbed.stack import Stack
 
 DEBIAN_SUITE = "bookworm"
 # What a Debian 12 host running the worker has besides Docker: systemd, Python with venv
@@ -284,10 +283,3 @@ class SystemdHost:
 
     def remove(self) -> None:
         self.stack.docker("rm", "--force", "--volumes", self.name, check=False, timeout=120)
-
-    def describe(self, command: str) -> str:
-        """Output of a shell command in the container, for a failing test's report."""
-        try:
-            return self.exec("sh", "-c", command, check=False).stdout
-        except (CommandError, subprocess.TimeoutExpired) as exc:
-            return f"({shlex.quote(command)} failed: {exc})"

@@ -378,6 +378,48 @@ async def test_systemctl_stop_lets_the_running_update_finish(
     restart_worker(host)
 
 
+async def test_systemctl_stop_past_the_grace_period_rolls_the_update_back(
+    installed: Installed, client: UpdateClient
+) -> None:
+    """An update that cannot finish within STOP_GRACE_PERIOD (2 s here, from a drop-in) is
+    canceled and rolled back before the worker exits, within the unit's TimeoutStopSec."""
+    host, site = installed.host, installed.site
+    dropin_dir = f"/etc/systemd/system/{UNIT}.d"
+    host.script(
+        f"mkdir -p {dropin_dir}\n"
+        f"printf '[Service]\\nEnvironment=STOP_GRACE_PERIOD=2\\n' >{dropin_dir}/grace.conf\n"
+        "systemctl daemon-reload\n"
+    )
+    try:
+        restart_worker(host, "restart")
+        old_images = site.image_ids()
+        site.gate(open=False)
+        site.publish()
+        job_id = await client.enqueue_update(services=["api", "worker"])
+        await wait_for_step(client, job_id, "migrations")
+        assert site.image_ids()["api"] != old_images["api"]
+        host.exec("systemctl", "stop", UNIT, timeout=200)  # returns once the worker exited
+        assert host.unit(UNIT, "ActiveState", "Result") == {
+            "ActiveState": "inactive",
+            "Result": "success",  # not "timeout": it exited by itself, rollback done
+        }
+        # Rolled back before the worker exited, lock released.
+        assert site.image_ids()["api"] == old_images["api"]
+        assert installed.ls(LOCK_DIR) == []
+        # Known gap (docs/operations.md, "Stopping, killing, timeouts"): ARQ puts a job
+        # canceled at shutdown back in the queue instead of storing the job's `canceled`
+        # summary, and fails it at the next start ("interrupted", without the rollback).
+        assert (await client.status(job_id))["state"] == "queued"
+        restart_worker(host)
+        summary = assert_valid_summary(await client.result(job_id, timeout=60))
+        assert summary["status"] == "failed", summary
+        assert summary["error"]["step"] == "worker", summary
+        assert site.image_ids()["api"] == old_images["api"]
+    finally:
+        host.script(f"rm -rf {dropin_dir}\nsystemctl daemon-reload\n")
+        restart_worker(host)
+
+
 async def test_a_killed_worker_is_restarted_and_rolls_the_cut_off_update_back(
     installed: Installed, client: UpdateClient
 ) -> None:
