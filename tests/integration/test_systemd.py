@@ -417,7 +417,7 @@ async def test_systemctl_stop_past_the_grace_period_rolls_the_update_back(
         assert site.image_ids()["api"] == old_images["api"]
     finally:
         host.script(f"rm -rf {dropin_dir}\nsystemctl daemon-reload\n")
-        restart_worker(host)
+        restart_worker(host, "restart")  # without the drop-in
 
 
 async def test_a_killed_worker_is_restarted_and_rolls_the_cut_off_update_back(
