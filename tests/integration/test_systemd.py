@@ -11,7 +11,9 @@ the token and the env file edited for the bed. The unit is deploy/'s, unchanged.
 
 From outside, as the API would, the tests enqueue signed updates on the bed's Redis and look
 at the result, the site, the unit's directories, the journal; then the faults: `systemctl
-stop` and `systemctl kill -s KILL` mid-update, a bad configuration. The migration of every
+stop` mid-update (finished within the grace period; past it, rolled back), `systemctl kill -s
+KILL` mid-update (the restart rolls it back), a bad configuration; and `systemd-analyze
+security`. The migration of every
 update here waits for a gate file in the app's volume: the tests hold an update in its
 migration step, look, act, then open the gate, instead of guessing with sleeps.
 
