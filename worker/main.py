@@ -97,7 +97,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         # arq's own Worker (e.g. `arq worker.arq_app.WorkerSettings`) lacks the checks of
         # worker/arq_worker.py: job ids, replay across restarts, signed cancel requests.
         raise StartupError("run the worker with `update-executor worker` (UpdateWorker)")
-    problems = await check_host()
+    problems = settings.missing_ansible_content() + await check_host()
     if problems:
         for problem in problems:
             logger.error("start-up check failed: %s", problem)

@@ -25,6 +25,7 @@ import ansible_runner
 import ptyprocess  # type: ignore[import-untyped]
 
 from .recovery import ansible_processes_of, end_process_groups
+from .settings import ANSIBLE_CONFIG
 from .summary import RunOutcome, UpdateStatus
 from .untrusted import is_job_id, loggable
 
@@ -96,7 +97,8 @@ class PlaybookRun:
 def ansible_env(extra: Mapping[str, str]) -> dict[str, str]:
     """Environment overrides for the ansible process.
 
-    ansible.cfg in the repository is used whatever the runner's working directory is, and
+    the project's ansible.cfg (the checkout's, or the copy the package carries) is used
+    whatever the runner's working directory is, and
     the secrets in our own environment are blanked (ansible-runner merges these over a copy
     of os.environ, so an empty value is how to remove one).
     """
@@ -104,7 +106,7 @@ def ansible_env(extra: Mapping[str, str]) -> dict[str, str]:
     env.update(
         # ansible-playbook from the worker's own virtualenv, whatever systemd's PATH is.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        ANSIBLE_CONFIG=str(Path(__file__).resolve().parent.parent / "ansible.cfg"),
+        ANSIBLE_CONFIG=str(ANSIBLE_CONFIG),
         # The playbooks' steps return facts that must not outlive the run (ansible.cfg says so
         # too; this holds when an ANSIBLE_CACHE_PLUGIN in our environment says otherwise).
         ANSIBLE_CACHE_PLUGIN="memory",

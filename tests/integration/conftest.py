@@ -30,6 +30,7 @@ from testbed import (
     running_image_ids,
     write_sample_project,
 )
+from testbed.wheelhouse import build_wheelhouse
 from tests.summary_schema import assert_valid_summary
 from worker.client import UpdateClient
 from worker.main import create_worker
@@ -67,6 +68,14 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
 @pytest.fixture(scope="session")
 def stack(bed: TestBed) -> Stack:
     return bed.stack
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """update-executor's wheel and its dependencies' (testbed/wheelhouse.py), once a session."""
+    wheels = tmp_path_factory.mktemp("wheelhouse")
+    build_wheelhouse(wheels)
+    return wheels
 
 
 @dataclass
