@@ -32,9 +32,9 @@ from testbed import (
 )
 from testbed.wheelhouse import build_wheelhouse
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
-from worker.main import create_worker
-from worker.settings import Secret, Settings
+from worker.host.main import create_worker
+from worker.host.settings import Secret, Settings
+from worker.shared.client import UpdateClient
 
 APP_REPO = "acme/app"
 FRONTEND_REPO = "acme/frontend"

@@ -41,8 +41,8 @@ from testbed.stack import docker_binary
 from testbed.systemd import Mount, SystemdHost, rootfs_tarball
 from testbed.wheelhouse import complete_for_python
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
-from worker.settings import Secret, Settings
+from worker.host.settings import Secret, Settings
+from worker.shared.client import UpdateClient
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -35,15 +35,15 @@ from testbed.faults import rollback_point_path
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.api import build_router
-from worker.arq_worker import UpdateWorker, nonce_key
-from worker.cancel import cancel_key, seal_cancel
-from worker.client import UpdateClient
-from worker.cooldown import cooldown_key
-from worker.inflight import inflight_key
-from worker.main import create_worker
-from worker.progress import latest_update_key, progress_key
-from worker.settings import Settings
-from worker.signing import JobCodec, client_codec
+from worker.host.arq_worker import UpdateWorker, nonce_key
+from worker.host.cooldown import cooldown_key
+from worker.host.main import create_worker
+from worker.host.progress import latest_update_key, progress_key
+from worker.host.settings import Settings
+from worker.shared.cancel import cancel_key, seal_cancel
+from worker.shared.client import UpdateClient
+from worker.shared.inflight import inflight_key
+from worker.shared.signing import JobCodec, client_codec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.integration.conftest import Deployment
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
+from worker.shared.client import UpdateClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTENT_PROBE = "from worker.settings import ANSIBLE_CONTENT; print(ANSIBLE_CONTENT)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from worker.settings import ANSIBLE_CONFIG, ANSIBLE_CONTENT, PROJECT_ROOT, Settings
+from worker.host.settings import ANSIBLE_CONFIG, ANSIBLE_CONTENT, PROJECT_ROOT, Settings
 
 CONTENT_DIRS = ("playbooks", "inventory", "collections")
 

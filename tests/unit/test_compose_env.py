@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from worker import compose, settings
+from worker.host import compose, settings
 
 from .playbook_code import load
 

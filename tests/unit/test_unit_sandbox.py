@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import Settings
+from worker.host.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNIT = REPO_ROOT / "deploy" / "systemd" / "update-executor.service"

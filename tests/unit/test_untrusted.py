@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from arq.jobs import serialize_job, serialize_result
 
-from worker.cancel import seal_cancel, verify_cancel
-from worker.check import open_last_check, seal_last_check
-from worker.progress import decode_entry
-from worker.request import InvalidRequest, check_request_fields
-from worker.settings import Secret, Settings
-from worker.signing import (
+from worker.host.check import open_last_check, seal_last_check
+from worker.host.progress import decode_entry
+from worker.host.settings import Secret, Settings
+from worker.shared.cancel import seal_cancel, verify_cancel
+from worker.shared.request import InvalidRequest, check_request_fields
+from worker.shared.signing import (
     MAX_CLOCK_SKEW_MS,
     REJECTED_FUNCTION,
     REPLAY_REASON,
@@ -28,7 +28,7 @@ from worker.signing import (
     JobRejected,
     WorkerJobCodec,
 )
-from worker.untrusted import (
+from worker.shared.untrusted import (
     InvalidJobId,
     ansible_unsafe,
     has_control_chars,
@@ -254,7 +254,7 @@ def test_a_non_utf8_progress_entry_is_left_out_not_raised(fields: dict[bytes, by
 # ------------------------------------------------------------------ arq's own Worker
 async def test_arq_s_own_worker_refuses_to_serve() -> None:
     """`arq worker.arq_app.WorkerSettings` builds arq's Worker, without UpdateWorker's checks."""
-    from worker.main import StartupError, startup
+    from worker.host.main import StartupError, startup
 
     settings = replace(Settings(), job_secret=Secret("s" * 64))
     with pytest.raises(StartupError, match="update-executor worker"):
@@ -263,7 +263,7 @@ async def test_arq_s_own_worker_refuses_to_serve() -> None:
 
 # ------------------------------------------------------------------ LOG_FILE
 def test_log_file_is_rotated_by_size(tmp_path: Path) -> None:
-    from worker.cli import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES, setup_logging
+    from worker.api.cli import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES, setup_logging
 
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level

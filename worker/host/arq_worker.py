@@ -29,10 +29,10 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.exceptions import RedisError, ResponseError
 
-from .cancel import cancel_key, verify_cancel
-from .inflight import release
-from .signing import REPLAY_REASON, WorkerJobCodec, now_ms
-from .untrusted import InvalidJobId, job_id_from, loggable
+from ..shared.cancel import cancel_key, verify_cancel
+from ..shared.inflight import release
+from ..shared.signing import REPLAY_REASON, WorkerJobCodec, now_ms
+from ..shared.untrusted import InvalidJobId, job_id_from, loggable
 
 logger = logging.getLogger("update_executor.worker")
 security_log = logging.getLogger("update_executor.security")

@@ -16,18 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..shared.inflight import release
+from ..shared.request import InvalidRequest, UpdateRequest, registry_services, validate_request
+from ..shared.untrusted import ansible_unsafe, is_job_id, loggable
 from .aftermath import after_job
 from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
-from .inflight import release
 from .progress import ProgressReporter
 from .recovery import JOB_DIR_PREFIX
-from .request import InvalidRequest, UpdateRequest, registry_services, validate_request
 from .rollback import CutOffRollback, apply_to_summary, roll_back_cut_off_update
 from .runner import PlaybookCanceled, PlaybookRun, run_playbook_async
 from .settings import Settings
 from .summary import Summary, UpdateStatus, build_summary, rejected_summary
-from .untrusted import ansible_unsafe, is_job_id, loggable
 
 logger = logging.getLogger("update_executor.jobs")
 

@@ -19,24 +19,24 @@ from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job, JobStatus, SerializationError
 from redis.exceptions import ResponseError
 
-from .cancel import cancel_key, seal_cancel
-from .check import last_check_key, open_last_check, queue_check, wait_check
-from .history import read_history
-from .inflight import claim, inflight_key, release
-from .main import RESULT_TTL_S, redis_settings
-from .progress import (
+from ..host.check import last_check_key, open_last_check, queue_check, wait_check
+from ..host.history import read_history
+from ..host.main import RESULT_TTL_S, redis_settings
+from ..host.progress import (
     check_stream_id,
     decode_entry,
     fold_progress,
     latest_update_key,
     progress_key,
 )
+from ..host.rollback import CutOffRollback, apply_to_summary, read_recovery
+from ..host.settings import Settings
+from ..host.summary import UpdateStatus, rejected_summary
+from .cancel import cancel_key, seal_cancel
+from .inflight import claim, inflight_key, release
 from .request import check_request_fields
-from .rollback import CutOffRollback, apply_to_summary, read_recovery
 from .serialization import RemoteJobError
-from .settings import Settings
 from .signing import JobRejected, client_codec, secret_key
-from .summary import UpdateStatus, rejected_summary
 from .untrusted import InvalidJobId, check_job_id, is_job_id, job_id_from, loggable
 
 # How often (s) `result` asks Redis whether the job finished: a few cheap commands per poll;

@@ -44,10 +44,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..host.settings import Settings
+from ..host.summary import rejected_summary
 from .request import InvalidRequest, check_check_fields, check_request_fields
 from .serialization import deserialize, serialize
-from .settings import Settings
-from .summary import rejected_summary
 from .untrusted import is_job_id, loggable
 
 security_log = logging.getLogger("update_executor.security")

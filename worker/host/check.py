@@ -23,6 +23,8 @@ from typing import Any
 
 from arq.jobs import Job, JobStatus, SerializationError
 
+from ..shared.request import InvalidRequest, check_check_fields, validate_check_services
+from ..shared.signing import CHECK_FUNCTION, JobCodec, JobRejected, secret_key
 from .compose import ComposeError, compose_config, run_command
 from .jobs import allowed_services
 from .registry import (
@@ -34,9 +36,7 @@ from .registry import (
     redact,
     registry_host,
 )
-from .request import InvalidRequest, check_check_fields, validate_check_services
 from .settings import Secret, Settings
-from .signing import CHECK_FUNCTION, JobCodec, JobRejected, secret_key
 
 logger = logging.getLogger("update_executor.check")
 

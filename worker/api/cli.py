@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .check import check_exit_status, format_check_table
-from .client import UpdateClient
+from ..host.check import check_exit_status, format_check_table
+from ..host.history import MAX_LIMIT, format_history_table, read_history_file
+from ..host.main import StartupError, create_worker
+from ..host.settings import ConfigError, Settings
+from ..shared.client import UpdateClient
+from ..shared.request import InvalidRequest
 from .follow import follow
-from .history import MAX_LIMIT, format_history_table, read_history_file
-from .main import StartupError, create_worker
-from .request import InvalidRequest
-from .settings import ConfigError, Settings
 
 logger = logging.getLogger("update_executor")
 

@@ -17,6 +17,13 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..shared.signing import (
+    CHECK_FUNCTION,
+    REJECTED_FUNCTION,
+    RESULT_TTL_S,
+    WorkerJobCodec,
+    worker_codec,
+)
 from .aftermath import recorded_check, recorded_rejected_job, start_reporting, stop_reporting
 from .arq_worker import CTX_MARK, UpdateWorker
 from .check import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S
@@ -26,13 +33,6 @@ from .recovery import recover_interrupted_job, remove_stale_job_dirs
 from .rollback import record_recovery, roll_back_cut_off_update, rollback_points, rollback_timeout
 from .runner import SECRET_ENV_VARS
 from .settings import Settings
-from .signing import (
-    CHECK_FUNCTION,
-    REJECTED_FUNCTION,
-    RESULT_TTL_S,
-    WorkerJobCodec,
-    worker_codec,
-)
 
 logger = logging.getLogger("update_executor.worker")
 

@@ -22,8 +22,8 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import ResponseError
 
-from .inflight import inflight_key
-from .untrusted import InvalidJobId, job_id_from
+from ..shared.inflight import inflight_key
+from ..shared.untrusted import InvalidJobId, job_id_from
 
 logger = logging.getLogger("update_executor.recovery")
 

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..shared.untrusted import ansible_unsafe, is_job_id, loggable
 from .runner import PlaybookRun, run_playbook_async
 from .settings import Settings
 from .summary import RunOutcome, StepResult, StepStatus, Summary, UpdateStatus
-from .untrusted import ansible_unsafe, is_job_id, loggable
 
 logger = logging.getLogger("update_executor.rollback")
 

@@ -24,10 +24,10 @@ from typing import Any
 import ansible_runner
 import ptyprocess  # type: ignore[import-untyped]
 
+from ..shared.untrusted import is_job_id, loggable
 from .recovery import ansible_processes_of, end_process_groups
 from .settings import ANSIBLE_CONFIG
 from .summary import RunOutcome, UpdateStatus
-from .untrusted import is_job_id, loggable
 
 logger = logging.getLogger("update_executor.runner")
 

@@ -28,9 +28,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from .request import UpdateRequest
+from ..shared.request import UpdateRequest
+from ..shared.signing import secret_key
+from ..shared.untrusted import loggable
 from .settings import Settings
-from .signing import secret_key
 from .summary import (
     NOT_REACHED,
     Step,
@@ -41,7 +42,6 @@ from .summary import (
     step_of_task,
     task_result,
 )
-from .untrusted import loggable
 
 logger = logging.getLogger("update_executor.progress")
 security_log = logging.getLogger("update_executor.security")

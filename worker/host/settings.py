@@ -17,14 +17,14 @@ DEFAULT_QUEUE_NAME = "update-executor:queue"
 ARQ_DEFAULT_QUEUE_NAME = "arq:queue"
 DEFAULT_LOG_FILE = "/var/log/update-executor.log"
 # The checkout this module sits in, when it runs from one (editable install, tests).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _ansible_content_root() -> Path:
     """Where ansible.cfg, playbooks/ and inventory/ are: inside the package when it was
     installed from a wheel (pyproject.toml maps them to worker/ansible_content/), else at the
     root of the checkout."""
-    packaged = Path(__file__).resolve().parent / "ansible_content"
+    packaged = Path(__file__).resolve().parent.parent / "ansible_content"
     return packaged if (packaged / "playbooks").is_dir() else PROJECT_ROOT
 
 
