@@ -23,8 +23,8 @@ from bench.procmon import MB, PeakSampler, load1, process_cpu_s, rss_bytes, tree
 from bench.result import WayResult
 from bench.timing import TimingFile, callback_env, rel
 from bench.ways import REPO_ROOT
-from worker.client import UpdateClient
-from worker.settings import Settings
+from worker.host.settings import Settings
+from worker.shared.client import UpdateClient
 
 logger = logging.getLogger("bench.queue")
 

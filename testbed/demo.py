@@ -27,8 +27,8 @@ from testbed import (
     write_sample_project,
 )
 from testbed.stack import Stack
-from worker.client import UpdateClient
-from worker.settings import Settings
+from worker.host.settings import Settings
+from worker.shared.client import UpdateClient
 
 PROJECT = "demo"
 APP_REPO = "acme/app"

@@ -30,10 +30,11 @@ from testbed import (
     running_image_ids,
     write_sample_project,
 )
+from testbed.wheelhouse import build_wheelhouse
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
-from worker.main import create_worker
-from worker.settings import Secret, Settings
+from worker.host.main import create_worker
+from worker.host.settings import Secret, Settings
+from worker.shared.client import UpdateClient
 
 APP_REPO = "acme/app"
 FRONTEND_REPO = "acme/frontend"
@@ -67,6 +68,14 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
 @pytest.fixture(scope="session")
 def stack(bed: TestBed) -> Stack:
     return bed.stack
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """update-executor's wheel and its dependencies' (testbed/wheelhouse.py), once a session."""
+    wheels = tmp_path_factory.mktemp("wheelhouse")
+    build_wheelhouse(wheels)
+    return wheels
 
 
 @dataclass

@@ -22,7 +22,7 @@ from testbed.faults import operator_run
 from testbed.real_shape import MIGRATION_COMMAND, RealShapedProject, write_real_shaped_project
 from testbed.stack import docker_binary
 from tests.integration.conftest import CLI
-from worker.settings import Settings
+from worker.host.settings import Settings
 
 _counter = itertools.count(1)
 # Labels that name the container a new one replaced: the only label that differs between two

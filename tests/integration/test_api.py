@@ -29,8 +29,8 @@ import pytest
 from tests.integration.api_app import ADMIN_NAME, ADMIN_TOKEN_ENV
 from tests.integration.conftest import Deployment
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
-from worker.inflight import inflight_key
+from worker.shared.client import UpdateClient
+from worker.shared.inflight import inflight_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -32,9 +32,9 @@ from testbed import (
 )
 from testbed.token_auth import SERVICE, TokenIssuer, TokenRegistry
 from tests.integration.conftest import Deployment, run_worker_burst
-from worker.check import LAST_CHECK_TTL_S, check_for_updates, last_check_key
-from worker.client import UpdateClient
-from worker.settings import Secret, Settings
+from worker.host.check import LAST_CHECK_TTL_S, check_for_updates, last_check_key
+from worker.host.settings import Secret, Settings
+from worker.shared.client import UpdateClient
 
 CLI = str(Path(sys.executable).parent / "update-executor")
 APP_SERVICES = ("init_db", "api", "worker")

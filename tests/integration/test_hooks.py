@@ -9,7 +9,7 @@ from typing import Any
 
 from testbed.faults import run_playbook
 from tests.integration.conftest import Deployment, update
-from worker.client import UpdateClient
+from worker.shared.client import UpdateClient
 
 # `$$` is compose's escape for `$`: the container's shell expands $(hostname), its short ID.
 RECORD_PRE = "sh -c 'echo \"pre $$(hostname)\" >> /data/hooks.log'"

@@ -50,7 +50,7 @@ from testbed.faults import (
 )
 from testbed.procs import pids_mentioning
 from testbed.stack import CommandError
-from worker.recovery import ansible_processes_of, end_process_groups
+from worker.host.recovery import ansible_processes_of, end_process_groups
 
 APP, FRONTEND = "pf/app", "pf/frontend"
 PROJECT = "uepf"

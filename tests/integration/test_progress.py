@@ -14,9 +14,9 @@ from typing import Any
 
 from tests.integration.conftest import CLI, Deployment, update, worker_process
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
-from worker.main import RESULT_TTL_S, create_worker
-from worker.progress import STREAM_MAXLEN, latest_update_key, progress_key
+from worker.host.main import RESULT_TTL_S, create_worker
+from worker.host.progress import STREAM_MAXLEN, latest_update_key, progress_key
+from worker.shared.client import UpdateClient
 
 PLANNED = ["preflight", "lock", "login", "snapshot", "pull", "recreate", "migrations", "report"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tests.integration.real_site import RealSite, real_site
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
+from worker.shared.client import UpdateClient
 
 __all__ = ["real_site"]  # the fixture
 

@@ -40,12 +40,12 @@ from testbed.procs import free_port, spawn, terminate, wait_until
 from testbed.registry import bcrypt_htpasswd_line
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
-from worker.cooldown import cooldown_key
-from worker.main import redis_settings
-from worker.serialization import serialize
-from worker.settings import Secret, Settings
-from worker.signing import JobCodec, client_codec
+from worker.host.cooldown import cooldown_key
+from worker.host.main import redis_settings
+from worker.host.settings import Secret, Settings
+from worker.shared.client import UpdateClient
+from worker.shared.serialization import serialize
+from worker.shared.signing import JobCodec, client_codec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNIT = REPO_ROOT / "deploy" / "systemd" / "update-executor.service"

@@ -15,7 +15,7 @@ import pytest
 from testbed.faults import operator_run
 from tests.integration.conftest import Deployment, update
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
+from worker.shared.client import UpdateClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNTOUCHED = ("db", "cache")

@@ -21,10 +21,10 @@ from testbed.faults import lock_path, run_playbook
 from testbed.stack import CommandError
 from tests.integration.conftest import Deployment, run_worker_burst, worker_process
 from tests.summary_schema import assert_valid_summary
-from worker.client import UpdateClient
-from worker.inflight import inflight_key
-from worker.main import create_worker
-from worker.recovery import ansible_processes_of
+from worker.host.main import create_worker
+from worker.host.recovery import ansible_processes_of
+from worker.shared.client import UpdateClient
+from worker.shared.inflight import inflight_key
 
 
 def compose_processes(project: str) -> list[str]:

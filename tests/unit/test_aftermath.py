@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.summary_schema import assert_valid_summary
-from worker.history import (
+from worker.host.history import (
     append_line,
     check_record,
     decode_record,
@@ -26,8 +26,8 @@ from worker.history import (
     read_history_file,
     update_record,
 )
-from worker.metrics import Metrics
-from worker.notify import (
+from worker.host.metrics import Metrics
+from worker.host.notify import (
     Message,
     NotificationStatus,
     build_message,
@@ -36,10 +36,10 @@ from worker.notify import (
     short_digest,
     split_urls,
 )
-from worker.outcome import Outcome, outcome_of, refusal_reason
-from worker.request import UpdateRequest
-from worker.settings import ConfigError, Secret, Settings
-from worker.summary import StepResult, StepStatus, Summary, UpdateStatus, rejected_summary
+from worker.host.settings import ConfigError, Secret, Settings
+from worker.host.summary import StepResult, StepStatus, Summary, UpdateStatus, rejected_summary
+from worker.shared.outcome import Outcome, outcome_of, refusal_reason
+from worker.shared.request import UpdateRequest
 
 T0 = datetime(2026, 11, 30, 3, 0, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 30, 3, 1, 5, tzinfo=UTC)

@@ -13,9 +13,9 @@ from arq.connections import ArqRedis
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.exceptions import RequestValidationError
 
-from worker.api import Cursor, build_router
-from worker.client import UpdateClient
-from worker.settings import Settings
+from worker.api.router import Cursor, build_router
+from worker.host.settings import Settings
+from worker.shared.client import UpdateClient
 
 TOKEN = {"X-Admin-Token": "s3cret"}
 

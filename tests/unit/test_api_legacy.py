@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from worker.api import image_repository, legacy_check_fields, legacy_status_fields, service_group
+from worker.api.router import (
+    image_repository,
+    legacy_check_fields,
+    legacy_status_fields,
+    service_group,
+)
 
 BACKEND = "ghcr.io/xzeggaedu/fica-academic-backend:latest"
 FRONTEND = "ghcr.io/xzeggaedu/fica-academic-frontend:latest"

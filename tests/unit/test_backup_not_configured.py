@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.jobs import NO_BACKUP_CONFIGURED, backup_not_configured, playbook_vars
-from worker.request import UpdateRequest
-from worker.settings import Settings
-from worker.summary import RunOutcome, UpdateStatus, build_summary
+from worker.host.jobs import NO_BACKUP_CONFIGURED, backup_not_configured, playbook_vars
+from worker.host.settings import Settings
+from worker.host.summary import RunOutcome, UpdateStatus, build_summary
+from worker.shared.request import UpdateRequest
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 SETTINGS = Settings(backup_command="")

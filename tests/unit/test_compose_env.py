@@ -1,5 +1,5 @@
 """The environment docker compose runs with (the role's module_utils/update_executor_env.py,
-used by the role's modules, worker.ansible_exec and the worker): an operator's shell, never the
+used by the role's modules, worker.host.ansible_exec and the worker): an operator's shell, never the
 worker's settings (issue 12)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import ansible_exec, compose, runner, settings
+from worker.host import ansible_exec, compose, runner, settings
 
 from .playbook_code import load
 
@@ -92,7 +92,7 @@ def test_compose_environment(
 
 
 def test_ansible_playbook_runs_with_the_compose_environment_plus_ansibles_own() -> None:
-    """The worker runs ansible-playbook through worker.ansible_exec: community.docker's modules
+    """The worker runs ansible-playbook through worker.host.ansible_exec: community.docker's modules
     hand compose ansible-playbook's environment, so the worker's settings are not in it."""
     runner_env = {
         **WORKER,
@@ -118,7 +118,7 @@ def test_ansible_playbook_runs_with_the_compose_environment_plus_ansibles_own() 
 def test_the_launcher_execs_ansible_playbook_with_that_environment(tmp_path: Path) -> None:
     launcher = runner.write_launcher(tmp_path)
     assert stat.S_IMODE(launcher.stat().st_mode) == 0o700
-    assert "from worker.ansible_exec import main" in launcher.read_text()
+    assert "from worker.host.ansible_exec import main" in launcher.read_text()
 
 
 def test_the_worker_and_the_playbooks_never_pass_the_same_secrets() -> None:

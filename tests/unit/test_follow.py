@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from worker.follow import ProgressPrinter, plain_line, render_bar
+from worker.api.follow import ProgressPrinter, plain_line, render_bar
 
 
 @pytest.mark.parametrize(

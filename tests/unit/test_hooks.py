@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.summary_schema import assert_valid_summary
-from worker.progress import planned_steps
-from worker.request import UpdateRequest
-from worker.summary import RunOutcome, UpdateStatus, build_summary
+from worker.host.progress import planned_steps
+from worker.host.summary import RunOutcome, UpdateStatus, build_summary
+from worker.shared.request import UpdateRequest
 
 from .playbook_code import load
 

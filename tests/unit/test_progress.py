@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from worker.progress import (
+from worker.host.progress import (
     INTERRUPTED,
     EntryKind,
     ProgressEntry,
@@ -31,9 +31,9 @@ from worker.progress import (
     planned_steps,
     step_entries,
 )
-from worker.request import UpdateRequest
-from worker.settings import Settings
-from worker.summary import NOT_REACHED, RunOutcome, UpdateStatus, build_summary
+from worker.host.settings import Settings
+from worker.host.summary import NOT_REACHED, RunOutcome, UpdateStatus, build_summary
+from worker.shared.request import UpdateRequest
 
 DATA = Path(__file__).resolve().parent / "data"
 T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from worker.recovery import remove_stale_job_dirs
+from worker.host.recovery import remove_stale_job_dirs
 
 
 def test_stale_job_dirs_are_removed_and_nothing_else(tmp_path: Path) -> None:

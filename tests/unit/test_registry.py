@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from worker.check import (
+from worker.host.check import (
     ServiceCheck,
     check_exit_status,
     check_outcome,
@@ -28,7 +28,7 @@ from worker.check import (
     short_digest,
     status_text,
 )
-from worker.registry import (
+from worker.host.registry import (
     ACCEPT,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -49,8 +49,8 @@ from worker.registry import (
     registry_host,
     sha256_digest,
 )
-from worker.request import InvalidRequest, validate_check_services
-from worker.settings import Secret, Settings
+from worker.host.settings import Secret, Settings
+from worker.shared.request import InvalidRequest, validate_check_services
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

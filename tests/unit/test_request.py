@@ -1,6 +1,6 @@
 import pytest
 
-from worker.request import InvalidRequest, registry_services, validate_request
+from worker.shared.request import InvalidRequest, registry_services, validate_request
 
 ALLOWED = ["api", "frontend", "worker"]
 

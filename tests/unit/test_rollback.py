@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from worker.rollback import (
+from worker.host.rollback import (
     CutOffRollback,
     apply_to_summary,
     rollback_points,
     rollback_result,
 )
-from worker.settings import Settings
-from worker.summary import RunOutcome, StepResult, StepStatus, Summary, UpdateStatus
+from worker.host.settings import Settings
+from worker.host.summary import RunOutcome, StepResult, StepStatus, Summary, UpdateStatus
 
 T0 = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
 

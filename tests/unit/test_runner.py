@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pexpect
 
-import worker.runner  # noqa: F401  (applies the tweak)
+import worker.host.runner  # noqa: F401  (applies the tweak)
 
 
 def test_the_pty_of_an_ended_process_is_closed_without_the_wait() -> None:

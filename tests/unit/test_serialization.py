@@ -3,7 +3,7 @@ import pickle
 
 import pytest
 
-from worker.serialization import RemoteJobError, deserialize, serialize
+from worker.shared.serialization import RemoteJobError, deserialize, serialize
 
 
 def test_jobs_round_trip_as_json() -> None:

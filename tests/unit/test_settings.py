@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import DEFAULT_QUEUE_NAME, ConfigError, Secret, Settings
+from worker.host.settings import DEFAULT_QUEUE_NAME, ConfigError, Secret, Settings
 
 
 def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_secret_equality_and_truth() -> None:
 
 
 def test_poll_delay_is_passed_to_arq() -> None:
-    from worker.main import worker_kwargs
+    from worker.host.main import worker_kwargs
 
     settings = Settings.from_env({"WORKER_POLL_DELAY": "0.2", "LOG_FILE": ""})
     assert settings.poll_delay == 0.2

@@ -15,12 +15,12 @@ import pytest
 from arq.jobs import deserialize_job_raw, serialize_job, serialize_result
 
 from tests.summary_schema import assert_valid_summary
-from worker import cooldown
-from worker.main import StartupError, check_job_signing, redis_settings, worker_kwargs
-from worker.request import REQUEST_FIELDS
-from worker.serialization import serialize
-from worker.settings import ConfigError, Secret, Settings
-from worker.signing import (
+from worker.host import cooldown
+from worker.host.main import StartupError, check_job_signing, redis_settings, worker_kwargs
+from worker.host.settings import ConfigError, Secret, Settings
+from worker.shared.request import REQUEST_FIELDS
+from worker.shared.serialization import serialize
+from worker.shared.signing import (
     CHECK_FUNCTION,
     MAX_JOB_BYTES,
     REJECTED_FUNCTION,

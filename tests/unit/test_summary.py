@@ -13,10 +13,7 @@ from typing import Any
 import pytest
 
 from tests.summary_schema import assert_valid_summary
-from worker.client import failure_summary
-from worker.request import UpdateRequest
-from worker.serialization import RemoteJobError
-from worker.summary import (
+from worker.host.summary import (
     HOOK_STEPS,
     NOT_REACHED,
     RunOutcome,
@@ -33,6 +30,9 @@ from worker.summary import (
     rejected_summary,
     step_of_task,
 )
+from worker.shared.client import failure_summary
+from worker.shared.request import UpdateRequest
+from worker.shared.serialization import RemoteJobError
 
 DATA = Path(__file__).resolve().parent / "data"
 T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from testbed import TestBed, build_app_image, write_sample_project
-from worker.jobs import job_work_dir, now, playbook_vars
-from worker.request import UpdateRequest
-from worker.runner import PlaybookRun, run_playbook
-from worker.settings import Settings
-from worker.summary import build_summary
+from worker.host.jobs import job_work_dir, now, playbook_vars
+from worker.host.runner import PlaybookRun, run_playbook
+from worker.host.settings import Settings
+from worker.host.summary import build_summary
+from worker.shared.request import UpdateRequest
 
 HERE = Path(__file__).resolve().parent
 KEEP_RES = ("changed", "msg", "stderr", "censored", "skip_reason", "rc")

@@ -62,7 +62,7 @@ EXAMPLES = r"""
     project_name: app
     service: db
     command: pg_dump -U app -Fc app
-    backup_dir: /var/backups/update-executor
+    backup_dir: /var/lib/update-executor/backups
 """
 
 RETURN = r"""

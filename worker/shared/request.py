@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
+from .untrusted import has_control_chars
+
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_REQUESTED_BY = 200
 MAX_SERVICES = 100
@@ -93,6 +95,9 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
         not isinstance(requested_by, str) or len(requested_by) > MAX_REQUESTED_BY
     ):
         raise InvalidRequest(f"requested_by must be a string of at most {MAX_REQUESTED_BY} chars")
+    if isinstance(requested_by, str) and has_control_chars(requested_by):
+        # It ends up in the lock file, the summary and log lines: one printable line only.
+        raise InvalidRequest("requested_by must not contain control characters (newlines, NUL)")
 
 
 def validate_request(

@@ -31,10 +31,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, model_validator
 from redis.exceptions import RedisError
 
-from .client import JobState, UpdateClient
-from .progress import STREAM_ID, EntryKind
-from .request import InvalidRequest, check_request_fields
-from .settings import Settings
+from ..host.progress import STREAM_ID, EntryKind
+from ..host.settings import Settings
+from ..shared.client import JobState, UpdateClient
+from ..shared.request import InvalidRequest, check_request_fields
 
 logger = logging.getLogger("update_executor.api")
 

@@ -14,11 +14,16 @@ run) playbook run, whatever its outcome: a failing update restarts services too.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from .settings import Settings
+
+logger = logging.getLogger("update_executor.cooldown")
 
 KEY_PREFIX = "update-executor:last-update:"
 # Allowed disagreement between this process' clock and a time read back from Redis.
@@ -35,10 +40,11 @@ def cooldown_key(settings: Settings) -> str:
 async def last_update(redis: Any, settings: Settings, now: float) -> float | None:
     key = cooldown_key(settings)
     last = _last_finished.get(key)
-    raw = await redis.get(key)
     try:
+        raw = await redis.get(key)
         stored = float(raw) if raw is not None else None
-    except ValueError:
+    except (ValueError, ResponseError):  # garbage, or a key of another type: a Redis writer's
+        logger.warning("ignoring %s: not a time", key)
         stored = None
     if stored is not None and stored <= now + CLOCK_SLACK_S:
         last = stored if last is None else max(last, stored)

@@ -15,8 +15,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 from prometheus_client.exposition import start_http_server
 
-from . import __version__
-from .outcome import Outcome, outcome_of, refusal_reason
+from .. import __version__
+from ..shared.outcome import Outcome, outcome_of, refusal_reason
 from .settings import Settings
 from .summary import UpdateStatus
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..shared.untrusted import ansible_unsafe, is_job_id, loggable
 from .runner import PlaybookRun, run_playbook_async
 from .settings import Settings
 from .summary import RunOutcome, StepResult, StepStatus, Summary, UpdateStatus
@@ -131,7 +132,7 @@ def rollback_vars(settings: Settings, job_id: str, requested_by: str = "") -> di
         "compose_update_lock_dir": str(settings.lock_dir),
         "compose_update_lock_max_age": settings.job_timeout,
         "compose_update_job_id": job_id,
-        "compose_update_requested_by": requested_by,
+        "compose_update_requested_by": ansible_unsafe(requested_by),
     }
 
 
@@ -154,6 +155,9 @@ async def roll_back_cut_off_update(
 ) -> CutOffRollback:
     """Run playbooks/rollback.yml for the configured project; never raises for a failure."""
     started = time.monotonic()
+    if not is_job_id(job_id):  # it becomes a playbook variable and ansible-runner's ident
+        logger.warning("rollback for invalid job id %s: run as unknown-job", loggable(job_id))
+        job_id = "unknown-job"
     logger.warning("job %s: rolling back what the cut-off update changed", job_id)
     outcome = await run_playbook_async(
         PlaybookRun(
@@ -180,7 +184,8 @@ async def record_recovery(
 ) -> None:
     """Keep what the start-up rollback did for an interrupted job, for its summary (signed like
     job results: `seal` is the worker codec's serialize)."""
-    await redis.set(recovery_key(settings.queue_name, job_id), seal(result.as_dict()), ex=ttl_s)
+    record = {**result.as_dict(), "id": job_id, "q": settings.queue_name}  # bound to the job
+    await redis.set(recovery_key(settings.queue_name, job_id), seal(record), ex=ttl_s)
 
 
 async def read_recovery(
@@ -193,6 +198,8 @@ async def read_recovery(
         return None
     try:
         data = open_(raw)
+        if data.get("id") != job_id or data.get("q") != queue_name:
+            raise ValueError("a record of another job")
         return CutOffRollback(**{k: v for k, v in data.items() if k in CUT_OFF_FIELDS})
     except Exception:  # a forged or unreadable record is worth nothing
         logger.warning("ignoring an unreadable recovery record for job %s", job_id)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..shared.signing import rejected_job
 from . import history
 from .metrics import Metrics, start_metrics
 from .notify import notify, split_urls
 from .settings import Settings
-from .signing import rejected_job
 
 logger = logging.getLogger("update_executor.aftermath")
 

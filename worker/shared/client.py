@@ -8,7 +8,6 @@ the worker could not run) comes back as a summary whose `status` is not `success
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -17,33 +16,39 @@ from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis, create_pool
-from arq.jobs import Job, JobStatus
+from arq.jobs import Job, JobStatus, SerializationError
+from redis.exceptions import ResponseError
 
-from .check import last_check_key, open_last_check, queue_check, wait_check
-from .history import read_history
-from .inflight import claim, inflight_key, release
-from .main import RESULT_TTL_S, redis_settings
-from .progress import (
+from ..host.check import last_check_key, open_last_check, queue_check, wait_check
+from ..host.history import read_history
+from ..host.main import RESULT_TTL_S, redis_settings
+from ..host.progress import (
     check_stream_id,
     decode_entry,
     fold_progress,
     latest_update_key,
     progress_key,
 )
+from ..host.rollback import CutOffRollback, apply_to_summary, read_recovery
+from ..host.settings import Settings
+from ..host.summary import UpdateStatus, rejected_summary
+from .cancel import cancel_key, seal_cancel
+from .inflight import claim, inflight_key, release
 from .request import check_request_fields
-from .rollback import CutOffRollback, apply_to_summary, read_recovery
 from .serialization import RemoteJobError
-from .settings import Settings
-from .signing import client_codec, secret_key
-from .summary import UpdateStatus, rejected_summary
+from .signing import JobRejected, client_codec, secret_key
+from .untrusted import InvalidJobId, check_job_id, is_job_id, job_id_from, loggable
 
 # How often (s) `result` asks Redis whether the job finished: a few cheap commands per poll;
 # half of it is, on average, added to every update's wall time as the client sees it.
 RESULT_POLL_S = 0.05
 
 logger = logging.getLogger("update_executor.client")
+security_log = logging.getLogger("update_executor.security")
 
 UPDATE_FUNCTION = "process_system_update"
+# A cancel request stays valid this long after a running job's JOB_TIMEOUT (s).
+CANCEL_MARGIN_S = 600
 # A claim younger than this is in flight even if its job is not visible in the queue yet.
 CLAIM_GRACE_S = 30
 
@@ -101,6 +106,19 @@ def failure_summary(
     if recovery is not None:
         apply_to_summary(summary, recovery)
     return summary.as_dict()
+
+
+def invalid_result_summary(job_id: str, reason: str) -> dict[str, Any]:
+    """What the API shows when the result in Redis cannot be trusted: failed, never the
+    result's own claim."""
+    now = datetime.now(UTC)
+    message = (
+        f"invalid result ({reason}): what Redis holds for this job cannot be trusted; "
+        "check the deployment and the worker's log"
+    )
+    return rejected_summary(
+        job_id=job_id, message=message, started_at=now, finished_at=now, step="result"
+    ).as_dict()
 
 
 class UpdateClient:
@@ -190,6 +208,10 @@ class UpdateClient:
             holder = await claim(self.redis, queue, job_id, ttl)
             if holder is None:
                 break
+            if not is_job_id(holder):  # never a client's: a Redis writer's
+                security_log.warning("releasing an in-flight claim of %s", loggable(holder))
+                await release(self.redis, queue, holder)
+                continue
             if not await self._is_stale(holder, ttl):
                 logger.info("update job %s already in flight; not queuing another", holder)
                 return Enqueued(holder, existing=True)
@@ -251,7 +273,12 @@ class UpdateClient:
         from an earlier answer) or from the start; each has its stream `id`. Entries that do
         not verify against the job secret are left out (and logged)."""
         start = "-" if since is None else "(" + check_stream_id(since)
-        raw = await self.redis.xrange(progress_key(self.settings.queue_name, job_id), start, "+")
+        stream = progress_key(self.settings.queue_name, job_id)
+        try:
+            raw = await self.redis.xrange(stream, start, "+")
+        except ResponseError as exc:  # not a stream: only a Redis writer puts that there
+            security_log.warning("ignoring %s: %s", loggable(stream), exc)
+            return []
         key = secret_key(self.settings)
         entries = (decode_entry(stream_id, fields, job_id, key) for stream_id, fields in raw)
         return [entry for entry in entries if entry is not None]
@@ -259,10 +286,16 @@ class UpdateClient:
     async def latest_update(self) -> dict[str, Any] | None:
         """The last update queued or started (by any client or worker of this queue), as
         `status()` returns it; None when there is none (or it expired)."""
-        raw = await self.redis.get(latest_update_key(self.settings.queue_name))
-        if raw is None:
+        key = latest_update_key(self.settings.queue_name)
+        try:
+            raw = await self.redis.get(key)
+            if raw is None:
+                return None
+            job_id = job_id_from(raw)
+        except (InvalidJobId, ResponseError) as exc:  # only a Redis writer puts that there
+            security_log.warning("ignoring %s: %s", key, loggable(exc))
             return None
-        return await self.status(raw.decode() if isinstance(raw, bytes) else str(raw))
+        return await self.status(job_id)
 
     async def result(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the job's summary (raise TimeoutError after `timeout` seconds)."""
@@ -280,13 +313,20 @@ class UpdateClient:
 
     async def abort(self, job_id: str, timeout: float = 60) -> bool:
         """Ask the worker to cancel the job; True once it ended canceled. The worker stops
-        ansible, rolls back what the update had changed, and returns a `canceled` summary."""
-        job = self._job(job_id)
-        if await job.abort(timeout=timeout):
-            return True  # canceled before it started (or by an older worker)
-        with contextlib.suppress(LookupError):
-            return bool((await self._summary(job)).get("status") == UpdateStatus.canceled.value)
-        return False
+        ansible, rolls back what the update had changed, and returns a `canceled` summary.
+
+        The request is signed and bound to the job and queue (worker/cancel.py): ARQ's own
+        abort set is ignored by the worker, since anyone who can write to Redis can fill it."""
+        check_job_id(job_id)
+        queue = self.settings.queue_name
+        ttl = self.settings.job_timeout + CANCEL_MARGIN_S
+        request = seal_cancel(client_codec(self.settings), queue, job_id, ttl)
+        await self.redis.set(cancel_key(queue, job_id), request, ex=ttl)
+        try:
+            summary = await self.result(job_id, timeout=timeout)
+        except (TimeoutError, LookupError):
+            return False
+        return bool(summary.get("status") == UpdateStatus.canceled.value)
 
     # Check for updates (worker/check.py, docs/check.md): the worker compares the running
     # images with the registry; the API needs no registry token.
@@ -296,7 +336,7 @@ class UpdateClient:
 
     async def check_result(self, job_id: str, timeout: float | None = 60) -> dict[str, Any]:
         """Wait for a check's result; TimeoutError after `timeout` s (the check goes on)."""
-        return await wait_check(self._job(job_id), timeout)
+        return await wait_check(self._job(job_id), timeout, self.settings.queue_name)
 
     async def check_for_updates(
         self, services: list[str] | None = None, timeout: float = 60
@@ -316,9 +356,23 @@ class UpdateClient:
         return await read_history(self.redis, self.settings, limit)
 
     async def _summary(self, job: Job) -> dict[str, Any]:
-        info = await job.result_info()
+        try:
+            info = await job.result_info()
+        except SerializationError as exc:  # does not verify, not a result, expired
+            reason = exc.__cause__.reason if isinstance(exc.__cause__, JobRejected) else exc
+            logger.warning("the result of job %s is invalid: %s", job.job_id, reason)
+            return invalid_result_summary(job.job_id, str(reason))
         if info is None:
             raise LookupError(f"no result for update job {job.job_id}")
+        if info.job_id != job.job_id or info.queue_name != self.settings.queue_name:
+            # A valid result copied over this job's (e.g. an old success over a failure).
+            security_log.warning(
+                "the result stored for job %s belongs to job %s of queue %s: ignored",
+                job.job_id,
+                loggable(info.job_id),
+                loggable(info.queue_name),
+            )
+            return invalid_result_summary(job.job_id, "it was signed for another job")
         if info.success and isinstance(info.result, dict) and "status" in info.result:
             summary: dict[str, Any] = info.result
             return summary

@@ -17,11 +17,12 @@ ARQ's own job dict plus three fields of ours:
 and a result's is ARQ's result dict with `"typ": "result"`, so a result cannot pass as a job.
 
 ARQ hands the serializer only that dict and the deserializer only the bytes: the job id (the
-Redis key) is in neither, so the MAC cannot cover it. Instead each signed job carries a nonce,
-and the worker accepts a nonce once (kept in memory until the job's expiry): a captured job
-copied under another id, or put back after it ran, is refused as a replay; after a worker
-restart the expiry (15 min by default) and the cool-down (worker/cooldown.py) bound what a
-replay can do.
+Redis key) is in neither, so the MAC cannot cover it (worker/arq_worker.py checks its
+grammar). Instead each signed job carries a nonce, and the worker accepts a nonce once: it is
+kept in memory and, by UpdateWorker before ARQ reads the job, in Redis until the job's expiry
+(`refuse_nonce` when Redis already had it), so a captured job copied under another id, or put
+back after it ran, is refused as a replay, also after a worker restart. A result names its
+job and queue (ARQ's `id`, `q`) and carries an expiry `exp`; the client checks them.
 
 When the worker refuses a job, the deserializer does not raise (ARQ would then store a bare
 `DeserializationError: unable to deserialize job` as the result). It returns a stand-in job
@@ -36,16 +37,18 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..host.settings import Settings
+from ..host.summary import rejected_summary
 from .request import InvalidRequest, check_check_fields, check_request_fields
 from .serialization import deserialize, serialize
-from .settings import Settings
-from .summary import rejected_summary
+from .untrusted import is_job_id, loggable
 
 security_log = logging.getLogger("update_executor.security")
 
@@ -57,7 +60,13 @@ CHECK_FUNCTION = "check_for_updates"
 REJECTED_FUNCTION = "rejected_job"
 # A real job is well under 10 KiB (100 service names of 63 characters, a 200-character name).
 MAX_JOB_BYTES = 64 * 1024
-MAX_NONCE_LENGTH = 64
+# A finished job's result stays readable in Redis this long (s); its `exp` says so too.
+RESULT_TTL_S = 7 * 24 * 3600
+NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A job enqueued this far in the future (ms) is refused: a secret holder could otherwise
+# pre-sign jobs that stay valid for ever. Allows for clocks of the API and host disagreeing.
+MAX_CLOCK_SKEW_MS = 60_000
+REPLAY_REASON = "this signed job was already accepted once: a replay"
 JOB_KEYS = frozenset({"t", "f", "a", "k", "et"})
 ENVELOPE_KEYS = frozenset({"ue", "p", "s"})
 
@@ -93,10 +102,18 @@ class JobCodec:
     before signing existed, and reads plain JSON or envelopes without checking them.
     """
 
-    def __init__(self, key: bytes | None, *, max_age_s: int = 900, clock: Clock = time.time):
+    def __init__(
+        self,
+        key: bytes | None,
+        *,
+        max_age_s: int = 900,
+        clock: Clock = time.time,
+        result_ttl_s: int = 7 * 24 * 3600,
+    ):
         self.key = key or None
         self.max_age_s = max_age_s
         self.clock = clock
+        self.result_ttl_s = result_ttl_s
 
     # ---------------------------------------------------------------- writing
     def serialize(self, data: dict[str, Any]) -> bytes:
@@ -112,7 +129,13 @@ class JobCodec:
                 "n": secrets.token_hex(16),
             }
         else:
-            payload = {"typ": "result", **data}
+            # ARQ's result dict names its job (`id`) and queue (`q`): the client checks both,
+            # so a result copied to another job's key is refused; `exp` bounds its life.
+            payload = {
+                "typ": "result",
+                **data,
+                "exp": now_ms(self.clock) + self.result_ttl_s * 1000,
+            }
         return self.seal(payload)
 
     def seal(self, payload: Mapping[str, Any]) -> bytes:
@@ -163,9 +186,15 @@ class JobCodec:
         return payload
 
     def deserialize(self, raw: bytes) -> dict[str, Any]:
-        """ARQ `job_deserializer` for readers of jobs and results (the client): raise on data
-        that does not verify; ARQ turns it into a DeserializationError."""
+        """ARQ `job_deserializer` for the client, which reads results only: raise on data that
+        does not verify, is not a result, or expired; ARQ turns it into a
+        DeserializationError. Whose result it is (`id`, `q`) the client checks itself."""
         payload = self.open(raw)
+        if self.key is not None and payload.get("typ") != "result":
+            raise JobRejected("the signed payload is not a result")
+        expires = payload.get("exp")
+        if isinstance(expires, int) and expires < now_ms(self.clock):
+            raise JobRejected("the result expired")
         for field in ("typ", "exp", "n"):
             payload.pop(field, None)
         return payload
@@ -182,11 +211,15 @@ class WorkerJobCodec(JobCodec):
         max_age_s: int = 900,
         clock: Clock = time.time,
         insecure: bool = False,
+        result_ttl_s: int = 7 * 24 * 3600,
     ) -> None:
-        super().__init__(key, max_age_s=max_age_s, clock=clock)
+        super().__init__(key, max_age_s=max_age_s, clock=clock, result_ttl_s=result_ttl_s)
         # Without a key and without --insecure-unsigned-jobs, every job is refused.
         self.insecure = insecure and self.key is None
         self._accepted: dict[str, int] = {}  # nonce -> the job's deadline (ms)
+        # nonce -> why it is refused: set by the worker once Redis says the nonce was used
+        # (worker/arq_worker.py records nonces there, so they outlive a restart).
+        self._refused: dict[str, tuple[int, str]] = {}
 
     def deserialize(self, raw: bytes) -> dict[str, Any]:
         try:
@@ -200,8 +233,30 @@ class WorkerJobCodec(JobCodec):
                 "et": now_ms(self.clock),
             }
 
+    def verified_nonce(self, raw: bytes) -> tuple[str, int] | None:
+        """(nonce, deadline in ms) of a job that passes every check but the replay check;
+        None when it is refused anyway or unsigned. The worker records the nonce in Redis
+        with it before ARQ deserializes the job."""
+        try:
+            _, nonce, deadline = self._checked(raw)
+        except JobRejected:
+            return None
+        return None if nonce is None else (nonce, deadline)
+
+    def refuse_nonce(self, nonce: str, deadline_ms: int, reason: str) -> None:
+        """Refuse the job carrying `nonce` (until `deadline_ms`) with `reason`."""
+        self._refused[nonce] = (deadline_ms, reason)
+
     def accept(self, raw: bytes) -> dict[str, Any]:
         """ARQ's job dict of a job the worker may run; raise JobRejected otherwise."""
+        job, nonce, deadline = self._checked(raw)
+        if nonce is not None:
+            self._check_replay(nonce, deadline)
+        return job
+
+    def _checked(self, raw: bytes) -> tuple[dict[str, Any], str | None, int]:
+        """Every check but the replay check: ARQ's job dict, the nonce (None when unsigned)
+        and the time (ms) the job must have started by; raise JobRejected otherwise."""
         if self.key is None and not self.insecure:
             raise JobRejected("the worker has no job secret (UPDATE_JOB_SECRET) to verify jobs")
         if len(raw) > MAX_JOB_BYTES:
@@ -229,9 +284,13 @@ class WorkerJobCodec(JobCodec):
             ARGUMENT_CHECKS[function](kwargs)
         except InvalidRequest as exc:
             raise JobRejected(str(exc)) from None
+        nonce = None
         if self.key is not None:
-            self._check_replay(payload.get("n"), enqueued)
-        return {"t": job_try, "f": function, "a": [], "k": kwargs, "et": enqueued}
+            nonce = payload.get("n")
+            if not isinstance(nonce, str) or not NONCE.fullmatch(nonce):
+                raise JobRejected("the job is malformed (no nonce)")
+        job = {"t": job_try, "f": function, "a": [], "k": kwargs, "et": enqueued}
+        return job, nonce, self._deadline(enqueued, payload.get("exp"))
 
     def _deadline(self, enqueued: int, expires: object) -> int:
         deadline = enqueued + self.max_age_s * 1000
@@ -243,20 +302,26 @@ class WorkerJobCodec(JobCodec):
 
     def _check_age(self, enqueued: int, expires: object) -> None:
         now = now_ms(self.clock)
+        if enqueued > now + MAX_CLOCK_SKEW_MS:
+            raise JobRejected(
+                f"the job's enqueue time lies {(enqueued - now) // 1000} s in the future (more "
+                f"than {MAX_CLOCK_SKEW_MS // 1000} s of clock skew): a job signed in advance"
+            )
         if now > self._deadline(enqueued, expires):
             raise JobRejected(
                 f"the job expired: it was enqueued {(now - enqueued) // 1000} s ago and a job "
                 f"must start within {self.max_age_s} s (UPDATE_JOB_MAX_AGE); enqueue a new one"
             )
 
-    def _check_replay(self, nonce: object, enqueued: int) -> None:
-        if not isinstance(nonce, str) or not 0 < len(nonce) <= MAX_NONCE_LENGTH:
-            raise JobRejected("the job is malformed (no nonce)")
+    def _check_replay(self, nonce: str, deadline: int) -> None:
         now = now_ms(self.clock)
         self._accepted = {n: d for n, d in self._accepted.items() if d >= now}
+        self._refused = {n: r for n, r in self._refused.items() if r[0] >= now}
+        if nonce in self._refused:
+            raise JobRejected(self._refused[nonce][1])
         if nonce in self._accepted:
-            raise JobRejected("this signed job was already accepted once: a replay")
-        self._accepted[nonce] = enqueued + self.max_age_s * 1000
+            raise JobRejected(REPLAY_REASON)
+        self._accepted[nonce] = deadline
 
 
 def secret_key(settings: Settings) -> bytes | None:
@@ -274,6 +339,7 @@ def worker_codec(settings: Settings) -> WorkerJobCodec:
         secret_key(settings),
         max_age_s=settings.job_max_age,
         insecure=settings.insecure_unsigned_jobs,
+        result_ttl_s=RESULT_TTL_S,
     )
 
 
@@ -281,7 +347,9 @@ async def rejected_job(ctx: dict[str, Any], *, reason: str) -> dict[str, Any]:
     """The job ARQ runs instead of a refused one: log it, and say why in the result."""
     job_id = str(ctx.get("job_id") or "unknown")
     reason = str(reason)[:500]
-    security_log.warning("job %s refused, nothing was run: %s", job_id, reason)
+    security_log.warning("job %s refused, nothing was run: %s", loggable(job_id), reason)
+    if not is_job_id(job_id):
+        job_id = "invalid"
     now = datetime.now(UTC)
     return rejected_summary(
         job_id=job_id, message=f"job refused: {reason}", started_at=now, finished_at=now

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 logger = logging.getLogger("update_executor.inflight")
 
 # Delete the key only if it still holds our job id (another update may have claimed it since).
@@ -36,15 +38,25 @@ async def claim(redis: Any, queue_name: str, job_id: str, ttl_s: int) -> str | N
         return (
             None if await redis.set(key, job_id, nx=True, ex=ttl_s) else await _holder(redis, key)
         )
-    return holder.decode() if isinstance(holder, bytes) else str(holder)
+    return _text(holder)
 
 
 async def _holder(redis: Any, key: str) -> str | None:
     value = await redis.get(key)
-    return value.decode() if isinstance(value, bytes) else value
+    return None if value is None else _text(value)
+
+
+def _text(value: object) -> str:
+    # Any bytes a Redis writer put there round-trip to `release` (surrogateescape).
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 async def release(redis: Any, queue_name: str, job_id: str) -> bool:
     """Release the slot if `job_id` holds it."""
-    released = await redis.eval(_RELEASE, 1, inflight_key(queue_name), job_id)
+    try:
+        holder = job_id.encode("utf-8", "surrogateescape")
+        released = await redis.eval(_RELEASE, 1, inflight_key(queue_name), holder)
+    except ResponseError as exc:  # a key of another type (a Redis writer): it is not ours
+        logger.warning("cannot release the in-flight slot: %s", exc)
+        return False
     return bool(released)

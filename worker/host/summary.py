@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .request import UpdateRequest
+from ..shared.request import UpdateRequest
 
 STATS_KEY = "update_executor"
 MAX_MESSAGE = 1000

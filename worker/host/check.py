@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from arq.jobs import Job, JobStatus
+from arq.jobs import Job, JobStatus, SerializationError
 
+from ..shared.request import InvalidRequest, check_check_fields, validate_check_services
+from ..shared.signing import CHECK_FUNCTION, JobCodec, JobRejected, secret_key
 from .compose import ComposeError, compose_config, run_command
 from .jobs import allowed_services
 from .registry import (
@@ -33,9 +36,7 @@ from .registry import (
     redact,
     registry_host,
 )
-from .request import InvalidRequest, check_check_fields, validate_check_services
 from .settings import Secret, Settings
-from .signing import CHECK_FUNCTION, JobCodec, JobRejected, secret_key
 
 logger = logging.getLogger("update_executor.check")
 
@@ -64,7 +65,9 @@ def pending_check_key(settings: Settings, services: Sequence[str] | None) -> str
 def seal_last_check(settings: Settings, data: Mapping[str, Any]) -> str:
     """The text stored at `last_check_key`: signed like results when there is a job secret,
     so a Redis writer cannot plant a fake "up to date" (plain JSON without a secret)."""
-    payload = {"typ": LAST_CHECK_TYPE, **data}
+    # Bound to its queue, with an expiry: a copy from another queue or an old one is refused.
+    expires = int((time.time() + LAST_CHECK_TTL_S) * 1000)
+    payload = {"typ": LAST_CHECK_TYPE, **data, "q": settings.queue_name, "exp": expires}
     key = secret_key(settings)
     if key is None:
         return json.dumps(payload)
@@ -82,6 +85,13 @@ def open_last_check(settings: Settings, raw: bytes | str | None) -> dict[str, An
         return None
     if payload.pop("typ", None) != LAST_CHECK_TYPE:
         logger.warning("ignoring the cached update check in Redis: not a check result")
+        return None
+    queue, expires = payload.pop("q", None), payload.pop("exp", None)
+    if queue != settings.queue_name or not isinstance(expires, int):
+        logger.warning("ignoring the cached update check in Redis: not one of this queue")
+        return None
+    if expires < time.time() * 1000:
+        logger.warning("ignoring the cached update check in Redis: it expired")
         return None
     return payload
 
@@ -255,7 +265,7 @@ async def queue_check(redis: Any, settings: Settings, services: list[str] | None
     return job_id
 
 
-async def wait_check(job: Job, timeout: float | None) -> dict[str, Any]:
+async def wait_check(job: Job, timeout: float | None, queue_name: str) -> dict[str, Any]:
     """The result of a check job once it finished; TimeoutError after `timeout` seconds (the
     check goes on, and its result is cached), LookupError for an unknown job."""
     loop = asyncio.get_running_loop()
@@ -263,9 +273,14 @@ async def wait_check(job: Job, timeout: float | None) -> dict[str, Any]:
     while True:
         status = await job.status()
         if status is JobStatus.complete:
-            info = await job.result_info()
+            try:
+                info = await job.result_info()
+            except SerializationError:  # does not verify, not a result, or expired
+                return failed_check(job.job_id, "invalid result: it does not verify")
             if info is None:
                 raise LookupError(f"no result for check job {job.job_id}")
+            if info.job_id != job.job_id or info.queue_name != queue_name:
+                return failed_check(job.job_id, "invalid result: it was signed for another job")
             return check_outcome(job.job_id, info.success, info.result)
         if status is JobStatus.not_found:
             raise LookupError(f"no check job {job.job_id} (unknown, or its result expired)")

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
+from redis.exceptions import ResponseError
 
-from .inflight import inflight_key
+from ..shared.inflight import inflight_key
+from ..shared.untrusted import InvalidJobId, job_id_from
 
 logger = logging.getLogger("update_executor.recovery")
 
@@ -98,10 +100,20 @@ def remove_stale_job_dirs(parent: Path | None = None) -> list[Path]:
 async def recover_interrupted_job(redis: Any, queue_name: str) -> str | None:
     """If the in-flight update was running when the previous worker died, end what is left of
     it and return its job id (ARQ then reports it failed: max_tries=1, never re-run)."""
-    holder = await redis.get(inflight_key(queue_name))
+    key = inflight_key(queue_name)
+    try:
+        holder = await redis.get(key)
+    except ResponseError as exc:  # a key of another type: only a Redis writer puts it there
+        logger.warning("ignoring %s: %s", key, exc)
+        return None
     if holder is None:
         return None
-    job_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+    try:
+        job_id = job_id_from(holder)
+    except InvalidJobId as exc:
+        # Never a job of ours; it would reach the rollback playbook and /proc matching.
+        logger.warning("ignoring %s: it holds an %s", key, exc)
+        return None
     if not await redis.exists(in_progress_key_prefix + job_id):
         return None  # only queued: the update never started, it runs normally
     logger.error(

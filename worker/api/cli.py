@@ -6,22 +6,26 @@ import argparse
 import asyncio
 import json
 import logging
+import logging.handlers
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .check import check_exit_status, format_check_table
-from .client import UpdateClient
+from ..host.check import check_exit_status, format_check_table
+from ..host.history import MAX_LIMIT, format_history_table, read_history_file
+from ..host.main import StartupError, create_worker
+from ..host.settings import ConfigError, Settings
+from ..shared.client import UpdateClient
+from ..shared.request import InvalidRequest
 from .follow import follow
-from .history import MAX_LIMIT, format_history_table, read_history_file
-from .main import StartupError, create_worker
-from .request import InvalidRequest
-from .settings import ConfigError, Settings
 
 logger = logging.getLogger("update_executor")
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# LOG_FILE is rotated at this size, keeping this many old files (LOG_FILE.1, ...).
+LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
 
 
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
@@ -29,7 +33,12 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file is not None:
         try:
-            handlers.append(logging.FileHandler(log_file))
+            # Rotated by size: a flood of refused jobs must not fill the disk.
+            handlers.append(
+                logging.handlers.RotatingFileHandler(
+                    log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS
+                )
+            )
         except OSError as exc:
             print(f"update-executor: cannot write LOG_FILE {log_file}: {exc}", file=sys.stderr)
     logging.basicConfig(

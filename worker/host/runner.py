@@ -25,7 +25,9 @@ from typing import Any
 import ansible_runner
 import ptyprocess  # type: ignore[import-untyped]
 
+from ..shared.untrusted import is_job_id, loggable
 from .recovery import ansible_processes_of, end_process_groups
+from .settings import ANSIBLE_CONFIG
 from .summary import RunOutcome, UpdateStatus
 
 logger = logging.getLogger("update_executor.runner")
@@ -98,7 +100,8 @@ class PlaybookRun:
 def ansible_env(extra: Mapping[str, str]) -> dict[str, str]:
     """Environment overrides for the ansible process.
 
-    ansible.cfg in the repository is used whatever the runner's working directory is, and
+    the project's ansible.cfg (the checkout's, or the copy the package carries) is used
+    whatever the runner's working directory is, and
     the secrets in our own environment are blanked (ansible-runner merges these over a copy
     of os.environ, so an empty value is how to remove one).
     """
@@ -106,7 +109,7 @@ def ansible_env(extra: Mapping[str, str]) -> dict[str, str]:
     env.update(
         # ansible-playbook from the worker's own virtualenv, whatever systemd's PATH is.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        ANSIBLE_CONFIG=str(Path(__file__).resolve().parent.parent / "ansible.cfg"),
+        ANSIBLE_CONFIG=str(ANSIBLE_CONFIG),
         # The playbooks' steps return facts that must not outlive the run (ansible.cfg says so
         # too; this holds when an ANSIBLE_CACHE_PLUGIN in our environment says otherwise).
         ANSIBLE_CACHE_PLUGIN="memory",
@@ -130,6 +133,13 @@ def run_playbook(
     writes the command line and environment there.
     """
     events: list[dict[str, Any]] = []
+    if (
+        not is_job_id(run.ident)
+        or run.extravars.get("compose_update_job_id", run.ident) != run.ident
+    ):
+        # The ident is a path under the private data dir, and the id a playbook variable.
+        logger.error("refusing to run a playbook for invalid job id %s", loggable(run.ident))
+        return RunOutcome(status=UpdateStatus.failed, events=events, error="invalid job id")
 
     def handle_event(event: dict[str, Any]) -> bool:
         events.append(event)
@@ -186,12 +196,13 @@ def run_playbook(
 
 
 def write_launcher(private_dir: Path) -> Path:
-    """ansible-runner's `binary` for this run: ansible-playbook under worker.ansible_exec, which
-    drops the worker's settings from its environment (compose must never see them). A script
-    in the run's private directory (0700), with this interpreter."""
+    """ansible-runner's `binary` for this run: ansible-playbook under worker.host.ansible_exec,
+    which drops the worker's settings from its environment (compose must never see them). A
+    script in the run's private directory (0700), with this interpreter."""
     launcher = private_dir / "ansible-playbook"
     launcher.write_text(
-        f"#!{sys.executable}\nfrom worker.ansible_exec import main\n\nmain()\n", encoding="utf-8"
+        f"#!{sys.executable}\nfrom worker.host.ansible_exec import main\n\nmain()\n",
+        encoding="utf-8",
     )
     launcher.chmod(0o700)
     return launcher

@@ -1,7 +1,7 @@
 """The ARQ worker: its settings, start-up checks, and the entry point systemd runs.
 
-`arq worker.arq_app.WorkerSettings` works too; `update-executor worker` is the same worker with
-friendlier start-up errors.
+`update-executor worker` runs it (UpdateWorker, worker/arq_worker.py); arq's own command line
+would build arq's Worker without those checks, and startup() refuses to serve then.
 """
 
 from __future__ import annotations
@@ -11,13 +11,21 @@ import os
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker, func
+from arq.worker import func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..shared.signing import (
+    CHECK_FUNCTION,
+    REJECTED_FUNCTION,
+    RESULT_TTL_S,
+    WorkerJobCodec,
+    worker_codec,
+)
 from .aftermath import recorded_check, recorded_rejected_job, start_reporting, stop_reporting
+from .arq_worker import CTX_MARK, UpdateWorker
 from .check import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S
 from .compose import check_host
 from .jobs import process_system_update
@@ -25,13 +33,11 @@ from .recovery import recover_interrupted_job, remove_stale_job_dirs
 from .rollback import record_recovery, roll_back_cut_off_update, rollback_points, rollback_timeout
 from .runner import SECRET_ENV_VARS
 from .settings import Settings
-from .signing import CHECK_FUNCTION, REJECTED_FUNCTION, worker_codec
 
 logger = logging.getLogger("update_executor.worker")
 
 REDIS_RETRIES = 12
-# A finished update's summary stays readable in Redis this long (seconds).
-RESULT_TTL_S = 7 * 24 * 3600
+__all__ = ["RESULT_TTL_S", "create_worker", "redis_settings", "worker_kwargs"]
 
 
 class StartupError(RuntimeError):
@@ -87,7 +93,11 @@ def scrub_secret_environ() -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     check_job_signing(settings)
-    problems = await check_host()
+    if not ctx.get(CTX_MARK):
+        # arq's own Worker (e.g. `arq worker.arq_app.WorkerSettings`) lacks the checks of
+        # worker/arq_worker.py: job ids, replay across restarts, signed cancel requests.
+        raise StartupError("run the worker with `update-executor worker` (UpdateWorker)")
+    problems = settings.missing_ansible_content() + await check_host()
     if problems:
         for problem in problems:
             logger.error("start-up check failed: %s", problem)
@@ -119,7 +129,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for arq's Worker: one update at a time, no retries, JSON only."""
-    codec = worker_codec(settings)
+    codec: WorkerJobCodec = worker_codec(settings)
     kwargs: dict[str, Any] = {
         "functions": [
             func(
@@ -149,7 +159,9 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "job_timeout": settings.job_timeout + rollback_timeout(settings),
         "max_tries": 1,
         "keep_result": RESULT_TTL_S,
-        "allow_abort_jobs": True,
+        # ARQ's abort is an unauthenticated sorted set: off; a job is canceled only on a
+        # signed cancel request (worker/cancel.py, worker/arq_worker.py).
+        "allow_abort_jobs": False,
         # SIGTERM (systemctl stop) lets a running update finish instead of cutting compose
         # off mid-recreate; it is canceled only after this grace period.
         "job_completion_wait": settings.stop_grace_period,
@@ -162,12 +174,15 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "on_startup": startup,
         "on_shutdown": stop_reporting,
         "ctx": {"settings": settings},
+        "codec": codec,
     }
     kwargs.update(overrides)
     return kwargs
 
 
-def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
+def create_worker(settings: Settings | None = None, **overrides: Any) -> UpdateWorker:
     settings = settings or Settings.from_env()
     scrub_secret_environ()
-    return Worker(**worker_kwargs(settings, **overrides))
+    kwargs = worker_kwargs(settings, **overrides)
+    codec = kwargs.pop("codec")
+    return UpdateWorker(codec=codec, **kwargs)

@@ -16,8 +16,20 @@ DEFAULT_QUEUE_NAME = "update-executor:queue"
 # ARQ's default queue, used by the application's own in-container workers: never ours.
 ARQ_DEFAULT_QUEUE_NAME = "arq:queue"
 DEFAULT_LOG_FILE = "/var/log/update-executor.log"
-# Where the repository's playbooks live when the package is installed from a checkout.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The checkout this module sits in, when it runs from one (editable install, tests).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _ansible_content_root() -> Path:
+    """Where ansible.cfg, playbooks/ and inventory/ are: inside the package when it was
+    installed from a wheel (pyproject.toml maps them to worker/ansible_content/), else at the
+    root of the checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "ansible_content"
+    return packaged if (packaged / "playbooks").is_dir() else PROJECT_ROOT
+
+
+ANSIBLE_CONTENT = _ansible_content_root()
+ANSIBLE_CONFIG = ANSIBLE_CONTENT / "ansible.cfg"
 
 # systemd's LoadCredential= puts credentials in $CREDENTIALS_DIRECTORY/<name>.
 CREDENTIAL_NAME = "github_token"
@@ -114,14 +126,14 @@ class Settings:
     # create_backup=true runs this (no shell) in backup_service; stdout goes to backup_dir.
     backup_command: str = ""
     backup_service: str = "db"
-    backup_dir: Path = Path("/var/backups/update-executor")
+    backup_dir: Path = Path("/var/lib/update-executor/backups")
     rollback_on_migration_failure: bool = True
     # Where the per-project update lock lives (shared with manual ansible-playbook runs).
     lock_dir: Path = Path("/run/update-executor")
     # Set by `update-executor worker --insecure-unsigned-jobs` only, never from the environment.
     insecure_unsigned_jobs: bool = False
-    playbook: Path = PROJECT_ROOT / "playbooks" / "update.yml"
-    inventory: Path = PROJECT_ROOT / "inventory" / "localhost"
+    playbook: Path = ANSIBLE_CONTENT / "playbooks" / "update.yml"
+    inventory: Path = ANSIBLE_CONTENT / "inventory" / "localhost"
     # Notifications (worker/notify.py): Apprise URLs, which carry tokens, so a Secret.
     notify_urls: Secret = field(default_factory=lambda: Secret(""))
     notify_on: str = "failure"
@@ -133,6 +145,25 @@ class Settings:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_textfile: Path | None = None
+
+    @property
+    def rollback_playbook(self) -> Path:
+        return self.playbook.parent / "rollback.yml"
+
+    def missing_ansible_content(self) -> list[str]:
+        """The playbooks, inventory and ansible.cfg the worker runs, when one is not there."""
+        wanted = {
+            "playbook (UPDATE_PLAYBOOK)": self.playbook,
+            "rollback playbook (next to UPDATE_PLAYBOOK)": self.rollback_playbook,
+            "inventory (UPDATE_INVENTORY)": self.inventory,
+            "ansible.cfg": ANSIBLE_CONFIG,
+        }
+        return [
+            f"the {what} {path} does not exist: reinstall update-executor (the wheel carries "
+            "them in worker/ansible_content/) or run it from a checkout"
+            for what, path in wanted.items()
+            if not path.is_file()
+        ]
 
     @property
     def has_registry_token(self) -> bool:
@@ -283,7 +314,7 @@ class Settings:
             min_interval=integer("UPDATE_MIN_INTERVAL", 60, 0, 86400),
             backup_command=text("BACKUP_COMMAND", ""),
             backup_service=text("BACKUP_SERVICE", "db"),
-            backup_dir=Path(text("BACKUP_DIR", "/var/backups/update-executor")).absolute(),
+            backup_dir=Path(text("BACKUP_DIR", str(cls.backup_dir))).absolute(),
             rollback_on_migration_failure=text("ROLLBACK_ON_MIGRATION_FAILURE", "true").lower()
             not in ("false", "0", "no", "off"),
             lock_dir=Path(text("UPDATE_LOCK_DIR", "/run/update-executor")).absolute(),

@@ -26,9 +26,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .outcome import Outcome, outcome_of
+from ..shared.outcome import Outcome, outcome_of
+from ..shared.signing import secret_key
 from .settings import Settings
-from .signing import secret_key
 
 logger = logging.getLogger("update_executor.history")
 security_log = logging.getLogger("update_executor.security")

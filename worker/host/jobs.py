@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..shared.inflight import release
+from ..shared.request import InvalidRequest, UpdateRequest, registry_services, validate_request
+from ..shared.untrusted import ansible_unsafe, is_job_id, loggable
 from .aftermath import after_job
 from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
-from .inflight import release
 from .progress import ProgressReporter
 from .recovery import JOB_DIR_PREFIX
-from .request import InvalidRequest, UpdateRequest, registry_services, validate_request
 from .rollback import CutOffRollback, apply_to_summary, roll_back_cut_off_update
 from .runner import PlaybookCanceled, PlaybookRun, run_playbook_async
 from .settings import Settings
@@ -81,7 +82,8 @@ def playbook_vars(
         "compose_update_migration_command": settings.migration_command,
         "compose_update_health_timeout": settings.health_timeout,
         "compose_update_job_id": job_id,
-        "compose_update_requested_by": request.requested_by or "",
+        # Free text from a user: marked unsafe, Ansible never templates it (worker/untrusted.py).
+        "compose_update_requested_by": ansible_unsafe(request.requested_by or ""),
         "compose_update_work_dir": str(work_dir),
         # Without a BACKUP_COMMAND a backup cannot be made: the update runs without one and
         # says so (the application's UI always asks for one; see backup_not_configured).
@@ -112,6 +114,16 @@ async def process_system_update(
     settings: Settings = ctx["settings"]
     job_id: str = ctx.get("job_id") or "local"
     redis = ctx.get("redis")
+    if not is_job_id(job_id):
+        # UpdateWorker refuses such ids before they get here (worker/arq_worker.py); the id
+        # would become a playbook variable and a path, so check again.
+        logger.warning("job %s refused: invalid job id", loggable(job_id))
+        return rejected_summary(
+            job_id="invalid",
+            message="job refused: invalid job id",
+            started_at=now(),
+            finished_at=now(),
+        ).as_dict()
     try:
         # Cool-down (UPDATE_MIN_INTERVAL, worker/cooldown.py); a dry run restarts nothing.
         refusal = (

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .outcome import Outcome, is_failure, outcome_of
+from ..shared.outcome import Outcome, is_failure, outcome_of
 from .settings import Settings
 
 logger = logging.getLogger("update_executor.notify")

@@ -28,9 +28,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from .request import UpdateRequest
+from ..shared.request import UpdateRequest
+from ..shared.signing import secret_key
+from ..shared.untrusted import loggable
 from .settings import Settings
-from .signing import secret_key
 from .summary import (
     NOT_REACHED,
     Step,
@@ -407,32 +408,38 @@ def encode_entry(entry: ProgressEntry, job_id: str, key: bytes | None) -> dict[s
     return {"p": payload, "s": _mac(key, payload) if key else ""}
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _text(value: object, errors: str = "strict") -> str:
+    return value.decode("utf-8", errors) if isinstance(value, bytes) else str(value)
 
 
 def decode_entry(
     stream_id: object, fields: Mapping[Any, Any], job_id: str, key: bytes | None
 ) -> dict[str, Any] | None:
     """An entry as a dict with its stream `id`, or None (logged) when it does not verify."""
-    raw = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        raw = {_text(k): _text(v) for k, v in fields.items()}
+    except UnicodeDecodeError:  # never written by the worker: only a Redis writer does that
+        security_log.warning(
+            "progress entry %s of job %s ignored: not UTF-8", loggable(stream_id), job_id
+        )
+        return None
     payload, signature = raw.get("p", ""), raw.get("s", "")
     if key is not None and not hmac.compare_digest(_mac(key, payload), signature):
         security_log.warning(
             "progress entry %s of job %s ignored: its signature does not verify",
-            _text(stream_id),
+            loggable(stream_id),
             job_id,
         )
         return None
     try:
         data = json.loads(payload)
     except ValueError:
-        logger.warning("progress entry %s of job %s is not JSON", _text(stream_id), job_id)
+        logger.warning("progress entry %s of job %s is not JSON", loggable(stream_id), job_id)
         return None
     if not isinstance(data, dict) or data.pop("job", None) != job_id:
-        logger.warning("progress entry %s is not one of job %s", _text(stream_id), job_id)
+        logger.warning("progress entry %s is not one of job %s", loggable(stream_id), job_id)
         return None
-    return {"id": _text(stream_id), **data}
+    return {"id": _text(stream_id, "replace"), **data}
 
 
 def check_stream_id(since: str) -> str:

@@ -1,0 +1,130 @@
+"""The package as a user installs it (issue 14): the wheel, non-editable, in a fresh virtualenv,
+the worker started from a directory that has nothing to do with the checkout, one update end
+to end through the queue. The Ansible content must come from the installed package."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.integration.conftest import Deployment
+from tests.summary_schema import assert_valid_summary
+from worker.shared.client import UpdateClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTENT_PROBE = "from worker.settings import ANSIBLE_CONTENT; print(ANSIBLE_CONTENT)"
+
+
+def fresh_venv(path: Path, wheelhouse: Path) -> Path:
+    """`python3 -m venv` + `pip install update-executor` from the wheelhouse only."""
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    subprocess.run([str(base_python), "-m", "venv", str(path)], check=True, timeout=120)
+    pip = [str(path / "bin" / "pip"), "install", "--quiet", "--no-index"]
+    subprocess.run(
+        [*pip, "--find-links", str(wheelhouse), "update-executor"], check=True, timeout=600
+    )
+    return path
+
+
+def env_without_checkout(deployment: Deployment) -> dict[str, str]:
+    """The worker's environment, minus every trace of this checkout and its venv."""
+    env = deployment.worker_env()
+    env.pop("PYTHONPATH", None)
+    env["PATH"] = os.pathsep.join(
+        part for part in env["PATH"].split(os.pathsep) if not part.startswith(str(REPO_ROOT))
+    )
+    return env
+
+
+def installed_content(venv: Path, cwd: Path, env: dict[str, str]) -> Path:
+    """Where the installed worker finds its playbooks, inventory and ansible.cfg."""
+    probe = [str(venv / "bin" / "python"), "-c", CONTENT_PROBE]
+    done = subprocess.run(probe, cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip())
+
+
+@contextlib.contextmanager
+def installed_worker(venv: Path, cwd: Path, env: dict[str, str]) -> Iterator[list[str]]:
+    """`update-executor worker` from the venv; yields a list that receives its output."""
+    output: list[str] = []
+    worker = subprocess.Popen(
+        [str(venv / "bin" / "update-executor"), "worker"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield output
+    finally:
+        worker.terminate()
+        output.append(worker.communicate(timeout=60)[0])
+        print(f"--- worker output ---\n{output[-1][-4000:]}")
+
+
+def dry_run_by_hand(venv: Path, content: Path, env: dict[str, str]) -> None:
+    """`ansible-playbook` from the installed package's content dir (docs/operations.md)."""
+    playbook = [str(venv / "bin" / "ansible-playbook"), "-i", "inventory/localhost"]
+    args = ["playbooks/update.yml", "--check", "-e", "run_migrations=false"]
+    done = subprocess.run(
+        [*playbook, *args],
+        cwd=content,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "failed=0" in done.stdout
+
+
+async def test_the_wheel_in_a_fresh_venv_updates_from_an_unrelated_directory(
+    deployment: Deployment, client: UpdateClient, wheelhouse: Path, tmp_path: Path
+) -> None:
+    venv = fresh_venv(tmp_path / "venv", wheelhouse)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = env_without_checkout(deployment)
+    content = installed_content(venv, elsewhere, env)
+    # The playbooks are the package's own copy, real files (the action plugins are links in
+    # the repository).
+    assert content.is_relative_to(venv), content
+    plugin = content / "playbooks" / "action_plugins" / "update_lock.py"
+    assert plugin.is_file() and not plugin.is_symlink()
+
+    new_app = deployment.publish(deployment.app_repo, "2")
+    job_id = await client.enqueue_update(services=["api", "worker"], requested_by="wheel")
+    with installed_worker(venv, elsewhere, env) as output:
+        summary = assert_valid_summary(await client.result(job_id, timeout=200))
+    assert summary["status"] == "successful", summary["error"]
+    assert deployment.image_ids()["api"] == new_app
+    assert str(REPO_ROOT) not in output[0]
+
+    dry_run_by_hand(venv, content, env)
+
+
+def test_start_up_names_missing_ansible_content(deployment: Deployment, tmp_path: Path) -> None:
+    """A broken install (or a wrong UPDATE_PLAYBOOK) stops the worker at start, naming what
+    is missing, before it takes a job."""
+    env = {**deployment.worker_env(), "UPDATE_PLAYBOOK": str(tmp_path / "nowhere" / "update.yml")}
+    cli = Path(sys.executable).parent / "update-executor"
+    done = subprocess.run(
+        [str(cli), "worker", "--burst"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert f"the playbook (UPDATE_PLAYBOOK) {tmp_path}/nowhere/update.yml does not exist" in (
+        done.stderr
+    )
+    assert "the rollback playbook" in done.stderr
