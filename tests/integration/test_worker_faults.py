@@ -192,7 +192,9 @@ async def test_a_killed_worker_reports_the_job_interrupted_and_serves_the_next(
     job_id, new_app = await slow_update(deployment, client)
     with worker_process(deployment) as first:
         await wait_for_state(client, job_id, "running", 60)
-        await asyncio.sleep(12)  # into the migration
+        # Into the migration (two minutes long): the new api runs (a condition, not a fixed
+        # time: the update's speed depends on the machine).
+        await wait_for_recreate(deployment, new_app, timeout=120)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     assert ansible_processes_of(job_id), "ansible outlives a SIGKILLed worker (own session)"
