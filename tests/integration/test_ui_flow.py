@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from testbed.stack import CommandError
 from tests.integration.real_site import RealSite, real_site
 from tests.integration.test_api import ApiServer
 from tests.integration.ui_app import ADMIN_TOKEN_ENV
@@ -182,6 +183,14 @@ async def test_the_ui_sequence_check_trigger_poll(real_site: RealSite, tmp_path:
     }
 
 
+def current_api(site: RealSite, old_api: str) -> str:
+    """The api container's id; `old_api` while compose recreates it (a container may go away
+    between docker's list and inspect)."""
+    with contextlib.suppress(CommandError):
+        return site.container_ids().get("api") or old_api
+    return old_api
+
+
 async def test_the_poll_sees_the_update_through_the_api_restart(
     real_site: RealSite, tmp_path: Path
 ) -> None:
@@ -200,7 +209,7 @@ async def test_the_poll_sees_the_update_through_the_api_restart(
             poller = asyncio.create_task(poll(http, seen, retry=True))
             # The api container is recreated: the API process goes with it ...
             deadline = time.monotonic() + 240
-            while site.container_ids().get("api") == old_api:
+            while current_api(site, old_api) == old_api:
                 assert time.monotonic() < deadline and not poller.done(), seen
                 await asyncio.sleep(0.2)
             api.kill()
