@@ -33,8 +33,9 @@ from testbed import (
 from testbed.wheelhouse import build_wheelhouse
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
-from worker.host.settings import Secret, Settings
+from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.settings import Secret
 
 APP_REPO = "acme/app"
 FRONTEND_REPO = "acme/frontend"
@@ -143,7 +144,7 @@ def deployment(
     token_file = tmp_path / "registry-token"
     token_file.write_text(stack.registry_password)
     token_file.chmod(0o600)
-    # The job secret the client signs with and the worker verifies with (worker/signing.py);
+    # The job secret the client signs with and the worker verifies with (worker/shared/signing.py);
     # worker processes started from os.environ (worker_env) find it through the file. Tests
     # run updates back to back: no cool-down (test_security.py tests it).
     job_secret_file = tmp_path / "job-secret"

@@ -41,8 +41,9 @@ from testbed.stack import docker_binary
 from testbed.systemd import Mount, SystemdHost, rootfs_tarball
 from testbed.wheelhouse import complete_for_python
 from tests.summary_schema import assert_valid_summary
-from worker.host.settings import Secret, Settings
+from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.settings import Secret
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -70,7 +71,7 @@ ExecStart=/bin/true
 [Install]
 WantedBy=multi-user.target
 """
-READY = "worker ready: queue"  # worker/main.py logs it once start-up is done
+READY = "worker ready: queue"  # worker/host/main.py logs it once start-up is done
 _versions = itertools.count(2)
 
 

@@ -35,14 +35,13 @@ from testbed.faults import rollback_point_path
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.api import build_router
-from worker.host.arq_worker import UpdateWorker, nonce_key
+from worker.host.arq_worker import UpdateWorker
 from worker.host.cooldown import cooldown_key
 from worker.host.main import create_worker
-from worker.host.progress import latest_update_key, progress_key
 from worker.host.settings import Settings
-from worker.shared.cancel import cancel_key, seal_cancel
+from worker.shared.cancel import seal_cancel
 from worker.shared.client import UpdateClient
-from worker.shared.inflight import inflight_key
+from worker.shared.keys import cancel_key, inflight_key, latest_update_key, nonce_key, progress_key
 from worker.shared.signing import JobCodec, client_codec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
 from worker.host.recovery import ansible_processes_of
 from worker.shared.client import UpdateClient
-from worker.shared.inflight import inflight_key
+from worker.shared.keys import inflight_key
 
 
 def compose_processes(project: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""`enqueue --wait` output (worker/follow.py): the bar on a terminal, plain lines otherwise."""
+"""`enqueue --wait` output (worker/api/follow.py): the bar on a terminal, plain lines otherwise."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Signed jobs and results (worker/signing.py), the settings behind them, the start-up check and
-the cool-down (worker/cooldown.py). Fast: no Redis, no Docker."""
+"""Signed jobs and results (worker/shared/signing.py), the settings behind them, the start-up
+check and the cool-down (worker/host/cooldown.py). Fast: no Redis, no Docker."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from arq.jobs import deserialize_job_raw, serialize_job, serialize_result
 
 from tests.summary_schema import assert_valid_summary
 from worker.host import cooldown
-from worker.host.main import StartupError, check_job_signing, redis_settings, worker_kwargs
-from worker.host.settings import ConfigError, Secret, Settings
+from worker.host.main import StartupError, check_job_signing, worker_kwargs
+from worker.host.settings import Settings
+from worker.shared.connection import redis_settings
 from worker.shared.request import REQUEST_FIELDS
 from worker.shared.serialization import serialize
+from worker.shared.settings import ConfigError, Secret
 from worker.shared.signing import (
     CHECK_FUNCTION,
     MAX_JOB_BYTES,

@@ -15,22 +15,24 @@ import pytest
 from tests.summary_schema import assert_valid_summary
 from worker.host.summary import (
     HOOK_STEPS,
-    NOT_REACHED,
     RunOutcome,
-    Step,
-    StepResult,
-    StepStatus,
-    UpdateStatus,
     accumulate_steps,
     ansible_stats,
     build_summary,
     failure_message,
     pull_changed_by_images,
-    rejected_summary,
     step_of_task,
 )
 from worker.shared.client import failure_summary
 from worker.shared.request import UpdateRequest
+from worker.shared.result import (
+    NOT_REACHED,
+    Step,
+    StepResult,
+    StepStatus,
+    UpdateStatus,
+    rejected_summary,
+)
 from worker.shared.serialization import RemoteJobError
 
 DATA = Path(__file__).resolve().parent / "data"

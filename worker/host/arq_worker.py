@@ -6,13 +6,13 @@ arq:abort x`, the queue as a string, a job as a hash) raises out of its poll loo
 worker exits, over and over under `Restart=always`; any id in `arq:abort` cancels that job.
 This subclass:
 
-- refuses queue entries that are not job ids (JOB_ID, worker/untrusted.py), logged escaped;
+- refuses queue entries that are not job ids (JOB_ID, worker/shared/untrusted.py), logged escaped;
 - logs and skips Redis errors about one job or key (ResponseError: wrong type, not an
   integer) instead of dying, and keeps its heart beat;
 - records each signed job's nonce in Redis (SET NX, until the job's expiry) before the job is
-  deserialized, so a replay is refused after a restart too (worker/signing.py);
+  deserialized, so a replay is refused after a restart too (worker/shared/signing.py);
 - runs with ARQ's abort turned off and cancels a job only on a signed cancel request
-  (worker/cancel.py).
+  (worker/shared/cancel.py).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..shared.cancel import cancel_key, verify_cancel
 from ..shared.inflight import release
+from ..shared.keys import nonce_key
 from ..shared.signing import REPLAY_REASON, WorkerJobCodec, now_ms
 from ..shared.untrusted import InvalidJobId, job_id_from, loggable
 
@@ -40,10 +41,6 @@ security_log = logging.getLogger("update_executor.security")
 # The same complaint (a bad key read at every poll) is logged at most this often (s).
 REPEAT_LOG_S = 60.0
 CTX_MARK = "update_worker"
-
-
-def nonce_key(queue_name: str, nonce: str) -> str:
-    return f"{queue_name}:nonce:{nonce}"
 
 
 class UpdateWorker(Worker):
