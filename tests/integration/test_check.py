@@ -285,7 +285,7 @@ async def wait_until_queued(client: UpdateClient, timeout: float = 30) -> None:
 async def redis_dump(client: UpdateClient) -> str:
     """Every key and value of the bed's Redis, as text (to look for secrets)."""
     parts = []
-    redis = client.redis
+    redis: Any = client.redis  # redis-py types its commands Awaitable[T] | T
     for key in await redis.keys("*"):
         kind = (await redis.type(key)).decode()
         if kind == "string":

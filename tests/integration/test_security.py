@@ -284,7 +284,8 @@ def walk_files(top: Path) -> Iterator[Path]:
 
 async def redis_dump(stack: Stack) -> bytes:
     """Every key and value of the test bed's Redis, as one blob."""
-    client = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    # Any: redis-py types its commands Awaitable[T] | T.
+    client: Any = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
     parts: list[bytes] = []
     try:
         async for key in client.scan_iter(count=1000):

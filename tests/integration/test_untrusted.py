@@ -327,7 +327,7 @@ async def test_the_worker_outlives_bad_redis_state(
     settings = replace(deployment.settings, min_interval=60)
     queue = settings.queue_name
     codec = client_codec(settings)
-    r = client.redis
+    r: Any = client.redis  # redis-py types its commands Awaitable[T] | T
     outcomes: dict[str, str] = {}
 
     async def dry_job(**extra: Any) -> str:
@@ -394,10 +394,10 @@ async def test_the_worker_outlives_bad_redis_state(
     assert outcomes["arq:abort is a string"] == "successful"
     assert outcomes["progress key is a string"] == "successful"
     assert outcomes["retry key is not a number"] == "successful"
-    logged = [m.getMessage() for m in caplog.records]
-    assert any(m.startswith(f"ignoring {inflight_key(queue)}: WRONGTYPE") for m in logged)
-    assert any("cannot release the in-flight slot: " in m for m in logged)
-    assert any(m == f"ignoring {cooldown_key(settings)}: not a time" for m in logged)
+    messages = [m.getMessage() for m in caplog.records]
+    assert any(m.startswith(f"ignoring {inflight_key(queue)}: WRONGTYPE") for m in messages)
+    assert any("cannot release the in-flight slot: " in m for m in messages)
+    assert any(m == f"ignoring {cooldown_key(settings)}: not a time" for m in messages)
     outcomes["in-flight key is a hash (start-up, release)"] = "ignored, logged"
     report = "\n".join(f"  {k}: {v}" for k, v in outcomes.items())
     print(f"\nbad Redis state and the worker:\n{report}")

@@ -481,7 +481,12 @@ async def test_an_unreachable_redis_never_stops_the_update() -> None:
     started = time.monotonic()
     await reporter.start()
     events = load(DATA / "full_update.events.json")["events"]
-    thread = threading.Thread(target=lambda: [reporter.on_event(e) for e in events])
+
+    def feed() -> None:
+        for event in events:
+            reporter.on_event(event)
+
+    thread = threading.Thread(target=feed)
     thread.start()
     await asyncio.to_thread(thread.join)
     await reporter.step("rollback", "ok")

@@ -9,7 +9,7 @@ import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from arq.jobs import deserialize_job_raw, serialize_job, serialize_result
@@ -65,9 +65,20 @@ def job(
     return serialize_job(function, args, kwargs, None, enqueued_ms, serializer=serializer)
 
 
+# A keyword argument no Python call could spell.
+ODD_NAME: dict[str, Any] = {"$(id)": 1}
+
+
 def signed_payload(**payload: Any) -> bytes:
     """An envelope around any payload, signed with the right key."""
-    base = {"typ": "job", "t": None, "f": UPDATE_FUNCTION, "a": [], "k": {}, "et": NOW_MS}
+    base: dict[str, Any] = {
+        "typ": "job",
+        "t": None,
+        "f": UPDATE_FUNCTION,
+        "a": [],
+        "k": {},
+        "et": NOW_MS,
+    }
     base.update(exp=NOW_MS + 900_000, n="nonce-1")
     base.update(payload)
     return client().seal({k: v for k, v in base.items() if v is not ...})
@@ -94,7 +105,7 @@ def outcome(raw: bytes, codec: WorkerJobCodec | None = None) -> tuple[str, dict[
     function, args, kwargs, _, _ = deserialize_job_raw(
         raw, deserializer=(codec or worker()).deserialize
     )
-    assert args == []
+    assert not args
     return function, kwargs
 
 
@@ -110,7 +121,12 @@ def test_a_signed_job_reaches_the_update_function_unchanged() -> None:
     function, args, kwargs, job_try, enqueued = deserialize_job_raw(
         raw, deserializer=worker().deserialize
     )
-    assert (function, args, job_try, enqueued) == (UPDATE_FUNCTION, [], None, NOW_MS)
+    assert (function, list(args), cast(object, job_try), enqueued) == (
+        UPDATE_FUNCTION,
+        [],
+        None,
+        NOW_MS,
+    )
     assert kwargs == {
         "services": ["api", "worker"],
         "run_migrations": False,
@@ -119,7 +135,7 @@ def test_a_signed_job_reaches_the_update_function_unchanged() -> None:
 
 
 def test_every_request_field_is_accepted() -> None:
-    values = {
+    values: dict[str, Any] = {
         "services": ["api"],
         "run_migrations": True,
         "create_backup": False,
@@ -236,7 +252,7 @@ BAD_JOBS: list[tuple[str, Callable[[], bytes], str]] = [
         lambda: job(compose_file="/tmp/evil.yml"),
         "unexpected argument compose_file",
     ),
-    ("extra-argument-odd-name", lambda: job(**{"$(id)": 1}), "unexpected argument (invalid name)"),
+    ("extra-argument-odd-name", lambda: job(**ODD_NAME), "unexpected argument (invalid name)"),
     ("run_migrations-yes", lambda: job(run_migrations="yes"), "run_migrations must be true or"),
     ("dry_run-1", lambda: job(dry_run=1), "dry_run must be true or false"),
     ("create_backup-null", lambda: job(create_backup=None), "create_backup must be true or false"),
@@ -300,7 +316,7 @@ BAD_CHECK_JOBS: list[tuple[str, Callable[[], bytes], str]] = [
         lambda: job(CHECK_FUNCTION, compose_file="/tmp/x.yml"),
         "unexpected argument compose_file",
     ),
-    ("odd-name", lambda: job(CHECK_FUNCTION, **{"$(id)": 1}), "unexpected argument (invalid name)"),
+    ("odd-name", lambda: job(CHECK_FUNCTION, **ODD_NAME), "unexpected argument (invalid name)"),
     ("positional", lambda: job(CHECK_FUNCTION, ["api"]), "positional arguments"),
     ("services-string", lambda: job(CHECK_FUNCTION, services="api"), "non-empty list"),
     ("services-empty", lambda: job(CHECK_FUNCTION, services=[]), "non-empty list"),

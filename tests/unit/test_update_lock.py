@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,9 @@ def fake_process(
     (entry / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
 
 
-def holder(pid: int = 4242, *, host: str = HOST, start: int | None = 100, age: float = 10) -> dict:
+def holder(
+    pid: int = 4242, *, host: str = HOST, start: int | None = 100, age: float = 10
+) -> dict[str, Any]:
     return {
         "id": "update-executor job 7",
         "job_id": "7",
@@ -96,7 +99,7 @@ def test_a_live_holder_is_not_stale(proc: Path) -> None:
         ("live", holder(age=1801), "older than 1800 s (taken 1801 s ago)"),
     ],
 )
-def test_stale_locks(proc: Path, setup: str, entry: dict, reason: str) -> None:
+def test_stale_locks(proc: Path, setup: str, entry: dict[str, Any], reason: str) -> None:
     if setup == "zombie":
         fake_process(proc, 4242, state="Z")
     elif setup == "reused":
