@@ -40,6 +40,18 @@ from worker.shared.settings import Secret
 APP_REPO = "acme/app"
 FRONTEND_REPO = "acme/frontend"
 _counter = itertools.count(1)
+# Compose project names (and so queue names and registry repositories) carry this session's
+# tag: two sessions on one machine (another checkout's `make test`) never share a name.
+SESSION_TAG = secrets.token_hex(3)
+
+
+@pytest.fixture(scope="session")
+def lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This session's UPDATE_LOCK_DIR (the update lock and rollback points), instead of the
+    host-wide default /run/update-executor that other sessions would share."""
+    path = tmp_path_factory.mktemp("locks")
+    path.chmod(0o700)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +127,7 @@ class Deployment:
             "UPDATE_QUEUE_NAME": settings.queue_name,
             "COMPOSE_FILE_PATH": str(settings.compose_file),
             "COMPOSE_PROJECT_NAME": self.project,
+            "UPDATE_LOCK_DIR": str(settings.lock_dir),
             "REGISTRY_URL": settings.registry_url,
             "REGISTRY_USERNAME": settings.registry_username,
             "GITHUB_TOKEN_FILE": str(settings.registry_token_file),
@@ -130,11 +143,11 @@ class Deployment:
 
 @pytest.fixture
 def deployment(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, tmp_path: Path, lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Deployment]:
     n = next(_counter)
-    project = f"ue{n}"
-    app_repo, frontend_repo = f"t{n}/app", f"t{n}/frontend"
+    project = f"ue{SESSION_TAG}n{n}"
+    app_repo, frontend_repo = f"t{SESSION_TAG}n{n}/app", f"t{SESSION_TAG}n{n}/frontend"
     build_app_image(stack, app_repo, "1")
     build_app_image(stack, frontend_repo, "1")
     compose_file = write_sample_project(
@@ -168,6 +181,7 @@ def deployment(
         job_timeout=240,
         job_secret=Secret(job_secret_file.read_text()),
         min_interval=0,
+        lock_dir=lock_dir,
     )
     yield Deployment(stack, project, compose_file, app_repo, frontend_repo, settings)
     stack.compose(compose_file, project, "down", "--volumes", "--timeout", "1", check=False)

@@ -40,6 +40,29 @@ async def wait_for_state(client: UpdateClient, job_id: str, state: str, timeout:
         await asyncio.sleep(0.2)
 
 
+async def wait_for_step(
+    client: UpdateClient, job_id: str, step: str | None = None, timeout: float = 90
+) -> None:
+    """Until the job's progress stream says `step` runs now (any step when None): a condition
+    the worker reports, instead of a guess at how long the steps before it take."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = (await client.status(job_id))["current_step"]
+        if current is not None and step in (None, current):
+            return
+        assert time.monotonic() < deadline, f"job {job_id} never reached step {step}"
+        await asyncio.sleep(0.1)
+
+
+async def wait_until_polling(client: UpdateClient, queue_name: str, timeout: float = 60) -> None:
+    """Until the worker has started and polls the queue: ARQ writes its health-check key in
+    its first poll (worker/host/main.py sets the key's interval)."""
+    deadline = time.monotonic() + timeout
+    while not await client.redis.exists(f"{queue_name}:health-check"):
+        assert time.monotonic() < deadline, "the worker never started polling"
+        await asyncio.sleep(0.1)
+
+
 def assert_nothing_left(deployment: Deployment, job_id: str) -> None:
     left = ansible_processes_of(job_id)
     if left:
@@ -80,12 +103,9 @@ async def slow_update(deployment: Deployment, client: UpdateClient) -> tuple[str
     return job_id, new_app
 
 
-LOCK_DIR = Path("/run/update-executor")  # the default UPDATE_LOCK_DIR: worker_env leaves it
-
-
 def lock_files(deployment: Deployment) -> list[Path]:
     """The project's lock and rollback point, when present (none may outlive an update)."""
-    lock = lock_path(deployment.stack, LOCK_DIR, deployment.project)
+    lock = lock_path(deployment.stack, deployment.settings.lock_dir, deployment.project)
     point = lock.with_name(lock.name.removesuffix(".lock") + ".rollback.json")
     return [path for path in (lock, point) if path.exists()]
 
@@ -136,7 +156,7 @@ async def test_an_abort_mid_recreate_is_canceled_and_rolled_back(
     worker_task = asyncio.create_task(worker.main())
     try:
         await wait_for_recreate(deployment, new_app)
-        await asyncio.sleep(2)
+        await wait_for_step(client, job_id, "recreate")  # compose waits for health now
 
         # An operator's ansible-playbook meanwhile is refused at once, naming the worker's job.
         manual = run_playbook(deployment.worker_env(), timeout=120)
@@ -192,7 +212,7 @@ async def test_a_killed_worker_reports_the_job_interrupted_and_serves_the_next(
     job_id, new_app = await slow_update(deployment, client)
     with worker_process(deployment) as first:
         await wait_for_state(client, job_id, "running", 60)
-        await asyncio.sleep(12)  # into the migration
+        await wait_for_step(client, job_id, "migrations")  # `sleep 120` runs now
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     assert ansible_processes_of(job_id), "ansible outlives a SIGKILLed worker (own session)"
@@ -225,8 +245,7 @@ async def test_sigterm_lets_the_running_update_finish(
     new_app = deployment.publish(deployment.app_repo, "2")
     job_id = await client.enqueue_update(services=["api", "worker"], run_migrations=False)
     with worker_process(deployment) as worker:
-        await wait_for_state(client, job_id, "running", 60)
-        await asyncio.sleep(2)
+        await wait_for_step(client, job_id, timeout=60)  # the playbook runs
         worker.send_signal(signal.SIGTERM)  # systemctl stop
         assert worker.wait(timeout=120) == 0
     summary = assert_valid_summary((await client.status(job_id))["summary"])
@@ -239,9 +258,8 @@ async def test_redis_restarts_do_not_lose_the_worker_or_the_result(
     deployment: Deployment, client: UpdateClient, bed: TestBed
 ) -> None:
     with worker_process(deployment) as worker:
-        await asyncio.sleep(2)
+        await wait_until_polling(client, deployment.settings.queue_name)
         bed.restart_redis()  # while idle (the test bed's Redis keeps no data)
-        await asyncio.sleep(1)
         new_app = deployment.publish(deployment.app_repo, "2")
         job_id = await client.enqueue_update(services=["api"], run_migrations=False)
         await wait_for_state(client, job_id, "running", 60)
