@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 
 from worker.host.settings import Settings
+from worker.shared.client import CANCEL_MARGIN_S, CLAIM_TTL_S
+from worker.shared.keys import MAX_JOB_TIMEOUT_S
 from worker.shared.settings import DEFAULT_QUEUE_NAME, ClientSettings, ConfigError, Secret
 
 
@@ -149,3 +151,15 @@ def test_the_api_side_reads_only_its_own_variables() -> None:
     }
     with pytest.raises(ConfigError, match="REDIS_QUEUE_SSL must be true or false, got 'flase'"):
         ClientSettings.from_env({"REDIS_QUEUE_SSL": "flase"})
+
+
+def test_the_api_s_safety_ttls_cover_any_job_timeout_a_worker_accepts() -> None:
+    """The API does not read JOB_TIMEOUT, so its claim and cancel TTLs must outlast the
+    longest one a worker can be configured with (docs/operations.md, 'No duplicate jobs')."""
+    with pytest.raises(
+        ConfigError, match=f"JOB_TIMEOUT must be between 60 and {MAX_JOB_TIMEOUT_S}"
+    ):
+        Settings.from_env({"JOB_TIMEOUT": str(MAX_JOB_TIMEOUT_S + 1), "LOG_FILE": ""})
+    longest = Settings.from_env({"JOB_TIMEOUT": str(MAX_JOB_TIMEOUT_S), "LOG_FILE": ""})
+    assert longest.job_timeout < CLAIM_TTL_S
+    assert longest.job_timeout < MAX_JOB_TIMEOUT_S + CANCEL_MARGIN_S
