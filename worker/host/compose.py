@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-from .settings import PROJECT_ROOT, Settings
+from .settings import ANSIBLE_CONTENT, Settings
 
 logger = logging.getLogger("update_executor.compose")
 
@@ -36,8 +36,9 @@ class CommandResult:
     stderr: str
 
 
-# The one definition of the environment docker and compose run with, shared with the playbooks.
-ENV_MODULE = PROJECT_ROOT / "playbooks" / "module_utils" / "update_executor_env.py"
+# The one definition of the environment docker and compose run with, shared with the playbooks
+# (in the package when installed from a wheel: not under PROJECT_ROOT then).
+ENV_MODULE = ANSIBLE_CONTENT / "playbooks" / "module_utils" / "update_executor_env.py"
 
 
 @cache
