@@ -7,6 +7,7 @@ errors, in CI and everywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -14,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -240,3 +242,15 @@ def worker_process(deployment: Deployment, **env: str) -> Iterator[subprocess.Po
             process.kill()
             output = process.communicate(timeout=30)[0]
         print(f"--- worker output ---\n{output[-4000:]}")
+
+
+async def wait_for_step(client: UpdateClient, job_id: str, step: str, timeout: float = 180) -> None:
+    """Poll the job's progress (as a UI does) until `step` is the one running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await client.status(job_id)
+        if status["current_step"] == step:
+            return
+        assert status["state"] != "finished", f"job ended before {step}: {status['summary']}"
+        assert time.monotonic() < deadline, f"job {job_id} never reached {step}: {status}"
+        await asyncio.sleep(0.2)

@@ -19,7 +19,12 @@ import pytest
 from testbed import TestBed, containers
 from testbed.faults import lock_path, run_playbook
 from testbed.stack import CommandError
-from tests.integration.conftest import Deployment, run_worker_burst, worker_process
+from tests.integration.conftest import (
+    Deployment,
+    run_worker_burst,
+    wait_for_step,
+    worker_process,
+)
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
 from worker.host.recovery import ansible_processes_of
@@ -252,6 +257,53 @@ async def test_sigterm_lets_the_running_update_finish(
     assert summary["status"] == "successful", summary["error"]
     assert deployment.image_ids()["api"] == new_app
     assert_nothing_left(deployment, job_id)
+
+
+async def wait_until_serving(client: UpdateClient, deployment: Deployment, timeout: float) -> None:
+    """Until the worker's first poll: its health check key is written after its start-up
+    (recovery included)."""
+    key = f"{deployment.settings.queue_name}:health-check"
+    deadline = time.monotonic() + timeout
+    while not await client.redis.exists(key):
+        assert time.monotonic() < deadline, "the worker never started serving"
+        await asyncio.sleep(0.2)
+
+
+async def test_sigterm_past_the_grace_period_stores_the_canceled_summary(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """systemctl stop with an update that outlasts STOP_GRACE_PERIOD: the update is canceled
+    and rolled back, and its `canceled` summary is the job's result (not re-queued, not
+    reported "interrupted" by the next start)."""
+    deployment.settings = replace(deployment.settings, job_timeout=300)
+    old_app = deployment.image_ids()["api"]
+    job_id, new_app = await slow_update(deployment, client)
+    queue = deployment.settings.queue_name
+    with worker_process(deployment, STOP_GRACE_PERIOD="2") as worker:
+        await wait_for_step(client, job_id, "migrations", timeout=120)
+        assert deployment.image_ids()["api"] == new_app  # recreated: there is something to undo
+        worker.send_signal(signal.SIGTERM)  # systemctl stop
+        assert worker.wait(timeout=180) == 0
+
+    status = await client.status(job_id)
+    assert status["state"] == "finished", status
+    summary = assert_valid_summary(status["summary"])
+    assert summary["status"] == "canceled", summary
+    assert summary["error"]["step"] == "migrations"
+    assert_rolled_back_to(deployment, summary, old_app)
+    assert_nothing_left(deployment, job_id)
+    # Nothing left for a next start: not queued, not in progress, the slot released.
+    assert await client.redis.zcard(queue) == 0
+    assert not await client.redis.exists(f"arq:in-progress:{job_id}", f"arq:job:{job_id}")
+    assert await client.redis.get(inflight_key(queue)) is None
+
+    with worker_process(deployment) as second:
+        await wait_until_serving(client, deployment, timeout=60)
+        second.send_signal(signal.SIGTERM)
+        output = second.communicate(timeout=60)[0]
+    assert job_id not in output, output  # neither recovered nor run again
+    assert (await client.status(job_id))["summary"] == status["summary"]
+    assert deployment.image_ids()["api"] == old_app
 
 
 async def test_redis_restarts_do_not_lose_the_worker_or_the_result(

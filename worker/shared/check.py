@@ -75,7 +75,7 @@ def check_outcome(job_id: str, success: bool, result: object) -> dict[str, Any]:
     if success and isinstance(result, dict) and "services" in result:
         return result
     if isinstance(result, dict) and isinstance(result.get("error"), dict):
-        # The worker refused the job (worker/signing.py): a summary that says why.
+        # The worker refused the job (worker/shared/signing.py): a summary that says why.
         return failed_check(job_id, str(result["error"].get("message") or "job refused"))
     if isinstance(result, TimeoutError):
         return failed_check(job_id, f"the check exceeded its time limit ({CHECK_TIMEOUT_S} s)")
