@@ -45,20 +45,6 @@ async def wait_for_state(client: UpdateClient, job_id: str, state: str, timeout:
         await asyncio.sleep(0.2)
 
 
-async def wait_for_step(
-    client: UpdateClient, job_id: str, step: str | None = None, timeout: float = 90
-) -> None:
-    """Until the job's progress stream says `step` runs now (any step when None): a condition
-    the worker reports, instead of a guess at how long the steps before it take."""
-    deadline = time.monotonic() + timeout
-    while True:
-        current = (await client.status(job_id))["current_step"]
-        if current is not None and step in (None, current):
-            return
-        assert time.monotonic() < deadline, f"job {job_id} never reached step {step}"
-        await asyncio.sleep(0.1)
-
-
 async def wait_until_polling(client: UpdateClient, queue_name: str, timeout: float = 60) -> None:
     """Until the worker has started and polls the queue: ARQ writes its health-check key in
     its first poll (worker/host/main.py sets the key's interval)."""
