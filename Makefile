@@ -18,7 +18,7 @@ lint: setup
 	$(BIN)/ruff format --check worker tests testbed bench
 	$(BIN)/mypy
 	$(BIN)/yamllint -s playbooks inventory collections
-	$(BIN)/ansible-lint --profile production playbooks/update.yml playbooks/rollback.yml
+	$(BIN)/ansible-lint --profile production playbooks/update.yml playbooks/rollback.yml playbooks/roles/compose_update
 
 # Lint, then every test: unit tests and the integration tests, which start their own dockerd,
 # registry and Redis (see tests/conftest.py) and stop them at the end, also on failure. The

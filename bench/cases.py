@@ -17,13 +17,20 @@ class Case:
     @property
     def stack_key(self) -> str:
         """Cases with the same key share one deployment (and one worker)."""
-        return f"s{self.shape.total}x{self.shape.targets}"
+        kind = "real" if self.shape.real else "s"
+        return f"{kind}{self.shape.total}x{self.shape.targets}"
 
 
 CASES: dict[int, Case] = {
     1: Case(1, "5 services, 3 get new images", StackShape(5, 3), changes=True),
     2: Case(2, "5 services, nothing new", StackShape(5, 3), changes=False),
     3: Case(3, "20 services, 10 get new images", StackShape(20, 10), changes=True),
+    4: Case(
+        4,
+        "real application: api, worker, one-shot init new; db, redis, frontend",
+        StackShape(6, 3, real=True),
+        changes=True,
+    ),
 }
 
 WAYS = ("A", "B", "C", "D")

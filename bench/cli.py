@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"development run: {QUICK_ROUNDS} rounds, {QUICK_SOAK_JOBS} soak jobs; writes "
         "bench/results/quick.json (raw: bench/results/raw/), leaves docs/performance.md alone",
     )
-    parser.add_argument("--cases", default="1,2,3", help="comma list of cases (default 1,2,3)")
+    parser.add_argument("--cases", default="1,2,3,4", help="comma list of cases (default 1,2,3,4)")
     parser.add_argument(
         "--soak-jobs", type=int, help="consecutive jobs for latency and RSS growth (default 50)"
     )

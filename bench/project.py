@@ -38,10 +38,14 @@ class Service:
     local_image: str = ""  # "db" or "cache" for local services
     worker: bool = False  # runs /app/work instead of the web server
     depends_on: str | None = None  # a database-like service it waits for (healthy)
+    oneshot: bool = False  # restart "no", runs the migration and exits (the real app's init)
+    waits_for: str | None = None  # a one-shot service it waits for (completed successfully)
 
     @property
     def healthcheck(self) -> bool:
-        return self.local_image == "db" or (self.repo is not None and not self.worker)
+        return self.local_image == "db" or (
+            self.repo is not None and not self.worker and not self.oneshot
+        )
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,28 @@ class StackShape:
 
     total: int
     targets: int
+    # Shaped like the real application (issue 13): db, redis and frontend (local), and on the
+    # registry image `api` (healthcheck), `worker` and the one-shot `init` both wait for.
+    real: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.targets < self.total:
             raise ValueError("a stack needs at least one local and one registry service")
+        if self.real and (self.total, self.targets) != (6, 3):
+            raise ValueError("the real application's shape has 6 services, 3 of them targets")
 
     def services(self, namespace: str) -> list[Service]:
         """The services; registry repositories are `{namespace}/app`, `{namespace}/svcN`."""
+        if self.real:
+            app = f"{namespace}/app"
+            return [
+                Service("db", None, "db"),
+                Service("redis", None, "cache"),
+                Service("frontend", None, "cache"),
+                Service(MIGRATION_SERVICE, app, depends_on="db", waits_for="init"),
+                Service("worker", app, worker=True, depends_on="db", waits_for="init"),
+                Service("init", app, oneshot=True, depends_on="db"),
+            ]
         locals_ = self.total - self.targets
         n_db = (locals_ + 1) // 2
         dbs = [f"db{i}" if n_db > 1 else "db" for i in range(1, n_db + 1)]
@@ -90,15 +109,19 @@ def _service_yaml(stack: Stack, service: Service, local_refs: dict[str, str]) ->
     lines = [f"  {service.name}:", f"    image: {image}", "    init: true"]
     if service.worker:
         lines.append('    command: ["/app/work"]')
-    if service.name == MIGRATION_SERVICE:
+    if service.oneshot:
+        lines += ['    restart: "no"', '    command: ["/app/migrate"]']
+    if service.name == MIGRATION_SERVICE or service.oneshot:
         lines += ["    volumes:", "      - app-data:/data"]
     text = "\n".join(lines) + "\n"
     if service.healthcheck:
         text += HEALTHCHECK
+    if service.depends_on or service.waits_for:
+        text += "    depends_on:\n"
     if service.depends_on:
-        text += (
-            f"    depends_on:\n      {service.depends_on}:\n        condition: service_healthy\n"
-        )
+        text += f"      {service.depends_on}:\n        condition: service_healthy\n"
+    if service.waits_for:
+        text += f"      {service.waits_for}:\n        condition: service_completed_successfully\n"
     return text
 
 

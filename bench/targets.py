@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# D / A on the median wall time, per case.
-RATIO_TARGETS = {1: 1.5, 2: 2.0, 3: 1.3}
+# D / A on the median wall time, per case: issue 13's budget for cases 1, 2 and 4 (the
+# community.docker role); case 3 keeps issue 6's target.
+RATIO_TARGETS = {1: 2.0, 2: 3.0, 3: 1.3, 4: 2.0}
 LATENCY_P50_MS = 50.0
 IDLE_RSS_MB = 80.0
 # "No growth over 50 consecutive updates": allocator noise aside. Our tolerance.

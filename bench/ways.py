@@ -153,23 +153,22 @@ def way_b(dep: Deployment, case: int, rnd: int) -> WayResult:
 
 
 def playbook_command(dep: Deployment, playbook: Path) -> list[str]:
-    """`ansible-playbook` as an operator runs it (README), every setting as an extra var."""
+    """`ansible-playbook` as an operator runs it (README), every setting as an extra var (the
+    role's variables; one JSON -e so that lists stay lists)."""
     extra = {
-        "compose_file": str(dep.compose_file),
-        "compose_project_name": dep.project,
-        "registry_url": dep.stack.registry,
-        "registry_username": dep.stack.registry_username,
-        "registry_token_file": str(dep.token_file),
-        "migration_service": dep.migration_service,
-        "migration_command": dep.migration_command,
-        "health_timeout": "60",
-        "update_services": ",".join(dep.targets),
+        "compose_update_compose_files": [str(dep.compose_file)],
+        "compose_update_project_name": dep.project,
+        "compose_update_registry_url": dep.stack.registry,
+        "compose_update_registry_username": dep.stack.registry_username,
+        "compose_update_registry_token_file": str(dep.token_file),
+        "compose_update_migration_service": dep.migration_service,
+        "compose_update_migration_command": dep.migration_command,
+        "compose_update_health_timeout": 60,
+        "compose_update_services": list(dep.targets),
     }
     args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY)]
     args.append(str(playbook))
-    for key, value in extra.items():
-        args += ["-e", f"{key}={value}"]
-    return args
+    return [*args, "-e", json.dumps(extra)]
 
 
 def way_c(

@@ -1,7 +1,11 @@
 """Helpers for fault tests of the playbook: run `ansible-playbook` and read its report, and forge
 update locks (held by a live process, or left by a dead one).
 
-The lock file format is the one of `playbooks/library/update_lock.py` (docs/internals.md):
+A manual run is configured as operators configure it: an inventory whose group_vars hold the
+role's variables (`operator_inventory`), not settings in the shell's environment.
+
+The lock file format is the one of `playbooks/roles/compose_update/library/update_lock.py`
+(docs/internals.md):
 `<lock_dir>/<project>.<daemon key>.lock`, a JSON holder with `pid`, `pid_start`, `host`,
 `started_epoch` and a `token`.
 """
@@ -14,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +60,74 @@ def _results(host_result: dict[str, Any]) -> list[dict[str, Any]]:
     return [host_result]
 
 
+# The worker's settings (its environment file) and the role variable each one becomes.
+SETTING_VARIABLES = {
+    "COMPOSE_FILE_PATH": "compose_update_compose_files",
+    "COMPOSE_PROJECT_NAME": "compose_update_project_name",
+    "UPDATE_SERVICES": "compose_update_services",
+    "REGISTRY_URL": "compose_update_registry_url",
+    "REGISTRY_USERNAME": "compose_update_registry_username",
+    "GITHUB_TOKEN_FILE": "compose_update_registry_token_file",
+    "GITHUB_TOKEN": "compose_update_registry_token",
+    "MIGRATION_SERVICE": "compose_update_migration_service",
+    "MIGRATION_COMMAND": "compose_update_migration_command",
+    "HEALTH_TIMEOUT": "compose_update_health_timeout",
+    "HOOK_TIMEOUT": "compose_update_hook_timeout",
+    "JOB_TIMEOUT": "compose_update_lock_max_age",
+    "UPDATE_LOCK_DIR": "compose_update_lock_dir",
+    "BACKUP_COMMAND": "compose_update_backup_command",
+    "BACKUP_SERVICE": "compose_update_backup_service",
+    "BACKUP_DIR": "compose_update_backup_dir",
+    "ROLLBACK_ON_MIGRATION_FAILURE": "compose_update_rollback_on_migration_failure",
+}
+# Settings of the worker's environment file that are no variable of the role.
+WORKER_ONLY = (
+    "REDIS_QUEUE_HOST", "REDIS_QUEUE_PORT", "REDIS_QUEUE_PASSWORD", "UPDATE_QUEUE_NAME",
+    "UPDATE_JOB_SECRET", "UPDATE_JOB_SECRET_FILE", "LOG_FILE",
+)  # fmt: skip
+INTEGER_VARIABLES = (
+    "compose_update_health_timeout",
+    "compose_update_hook_timeout",
+    "compose_update_lock_max_age",
+)
+
+
+def operator_inventory(settings: dict[str, str], directory: Path | None = None) -> Path:
+    """An inventory as an operator writes it for the role: localhost, and group_vars/all.yml
+    with the role's variables for the given worker settings (names of its environment file)."""
+    base = Path(tempfile.mkdtemp(prefix="ue-inventory-", dir=directory))
+    (base / "hosts").write_text(
+        "[local]\nlocalhost ansible_connection=local "
+        'ansible_python_interpreter="{{ ansible_playbook_python }}"\n'
+    )
+    variables: dict[str, Any] = {}
+    for name, variable in SETTING_VARIABLES.items():
+        value = settings.get(name)
+        if value is None:
+            continue
+        if variable == "compose_update_compose_files":
+            variables[variable] = [value]
+        elif variable == "compose_update_services":
+            variables[variable] = [part.strip() for part in value.split(",") if part.strip()]
+        elif variable in INTEGER_VARIABLES:
+            variables[variable] = int(value)
+        elif variable == "compose_update_rollback_on_migration_failure":
+            variables[variable] = value.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            variables[variable] = value
+    (base / "group_vars").mkdir()
+    (base / "group_vars" / "all.yml").write_text("---\n" + json.dumps(variables, indent=1) + "\n")
+    return base
+
+
+def operator_run(env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """(inventory, environment) of a manual run for what used to be a sourced environment file:
+    the settings go into the inventory's group_vars, the shell keeps none of them."""
+    inventory = operator_inventory(env)
+    shell = {k: v for k, v in env.items() if k not in SETTING_VARIABLES and k not in WORKER_ONLY}
+    return inventory, shell
+
+
 def run_playbook(
     env: dict[str, str],
     *args: str,
@@ -63,10 +136,12 @@ def run_playbook(
     playbook: str = "playbooks/update.yml",
     report_key: str = "update_executor",
 ) -> PlaybookRun:
-    """Run a playbook by hand (as an operator would) with `env` as its environment; `report_key`
-    is the set_stats key of its report (update_executor_rollback for rollback.yml)."""
+    """Run a playbook by hand (as an operator would) with the worker settings in `env` as the
+    inventory's group_vars (operator_run); `report_key` is the set_stats key of its report
+    (update_executor_rollback for rollback.yml)."""
+    inventory, shell = operator_run(env)
     run_env = {
-        **env,
+        **shell,
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_SHOW_CUSTOM_STATS": "true",
         "ANSIBLE_JSON_INDENT": "0",
@@ -76,7 +151,7 @@ def run_playbook(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
-            "inventory/localhost",
+            str(inventory),
             playbook,
             *args,
         ],
@@ -99,7 +174,8 @@ def run_playbook(
     warnings: list[str] = []
     for play in output.get("plays", []):
         for task in play.get("tasks", []):
-            name = str(task.get("task", {}).get("name", ""))
+            # The JSON callback names a role's task "<role> : <name>"; the step is in <name>.
+            name = str(task.get("task", {}).get("name", "")).split(" : ", 1)[-1]
             for host_result in task.get("hosts", {}).values():
                 for result in _results(host_result):
                     warnings.extend(str(w) for w in result.get("warnings", []) or [])

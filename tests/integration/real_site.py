@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from testbed import Stack, build_app_image, container_ids, registry_image_id, running_image_ids
+from testbed.faults import operator_run
 from testbed.real_shape import MIGRATION_COMMAND, RealShapedProject, write_real_shaped_project
 from testbed.stack import docker_binary
 from tests.integration.conftest import CLI
@@ -122,13 +123,15 @@ class RealSite:
         assert {k: v for k, v in self.container_ids().items() if k not in services} == others
 
     def ansible_playbook(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        """A manual run, as an operator with the worker's environment file sourced."""
+        """A manual run, as an operator configures it: the worker's settings as the role's
+        variables in the inventory's group_vars, none of them in the shell's environment."""
         repo_root = Path(__file__).resolve().parents[2]
         playbook = str(Path(CLI).parent / "ansible-playbook")
+        inventory, shell = operator_run(self.env)
         return subprocess.run(
-            [playbook, "-i", "inventory/localhost", "playbooks/update.yml", *extra],
+            [playbook, "-i", str(inventory), "playbooks/update.yml", *extra],
             cwd=repo_root,
-            env=self.env,
+            env=shell,
             capture_output=True,
             text=True,
             timeout=300,

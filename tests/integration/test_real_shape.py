@@ -68,10 +68,10 @@ async def test_updates_and_rollbacks_change_images_only(real_site: RealSite) -> 
         assert_the_dotenv_decided(site)
         site.assert_configuration_is_the_operators(["api", "worker"])
 
-    # 3. By hand, with the worker's environment file sourced in the operator's shell.
+    # 3. By hand, configured as operators configure the role: the settings in group_vars.
     before = site.container_ids()
     newest = site.publish(site.backend_repo, "4")
-    done = site.ansible_playbook("-e", "update_services=api,worker")
+    done = site.ansible_playbook("-e", "compose_update_services=api,worker")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert site.image_ids()["api"] == newest
     ids = site.container_ids()

@@ -31,7 +31,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from arq.jobs import serialize_job
 from fastapi import FastAPI
 
-from testbed.faults import rollback_point_path
+from testbed.faults import operator_run, rollback_point_path
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.api import build_router
@@ -229,18 +229,20 @@ async def test_hostile_strings_in_every_job_field_and_key_are_never_templated(
 def test_the_manual_playbook_still_takes_requested_by_as_a_plain_extra_var(
     deployment: Deployment, marked: tuple[Settings, Path]
 ) -> None:
-    """The operator's `ansible-playbook -e update_requested_by=...` path keeps working."""
+    """The operator's `ansible-playbook -e compose_update_requested_by=...` path keeps working."""
     settings, _ = marked
-    env = {**deployment.worker_env(), "UPDATE_LOCK_DIR": str(settings.lock_dir)}
+    inventory, env = operator_run(
+        {**deployment.worker_env(), "UPDATE_LOCK_DIR": str(settings.lock_dir)}
+    )
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
-            "inventory/localhost",
+            str(inventory),
             "playbooks/update.yml",
             "--check",
             "-e",
-            "update_requested_by=operator update_job_id=manual-1",
+            "compose_update_requested_by=operator compose_update_job_id=manual-1",
         ],
         cwd=REPO_ROOT,
         env=env,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from testbed.faults import operator_run
 from tests.integration.conftest import Deployment, update
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
@@ -153,15 +154,15 @@ async def test_dry_run_changes_nothing(deployment: Deployment, client: UpdateCli
 
 def test_the_playbook_runs_by_hand_with_ansible_playbook(deployment: Deployment) -> None:
     new_app = deployment.publish(deployment.app_repo, "2")
-    env = deployment.worker_env()
+    inventory, env = operator_run(deployment.worker_env())
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
-            "inventory/localhost",
+            str(inventory),
             "playbooks/update.yml",
             "-e",
-            "update_services=api,worker",
+            "compose_update_services=api,worker",
         ],
         cwd=REPO_ROOT,
         env=env,

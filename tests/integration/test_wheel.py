@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from testbed.faults import operator_run
 from tests.integration.conftest import Deployment
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
@@ -76,12 +77,13 @@ def installed_worker(venv: Path, cwd: Path, env: dict[str, str]) -> Iterator[lis
 
 def dry_run_by_hand(venv: Path, content: Path, env: dict[str, str]) -> None:
     """`ansible-playbook` from the installed package's content dir (docs/operations.md)."""
-    playbook = [str(venv / "bin" / "ansible-playbook"), "-i", "inventory/localhost"]
-    args = ["playbooks/update.yml", "--check", "-e", "run_migrations=false"]
+    inventory, shell = operator_run(env)  # the settings as the role's group_vars
+    playbook = [str(venv / "bin" / "ansible-playbook"), "-i", str(inventory)]
+    args = ["playbooks/update.yml", "--check", "-e", "compose_update_run_migrations=false"]
     done = subprocess.run(
         [*playbook, *args],
         cwd=content,
-        env=env,
+        env=shell,
         capture_output=True,
         text=True,
         timeout=240,
@@ -100,11 +102,11 @@ async def test_the_wheel_in_a_fresh_venv_updates_from_an_unrelated_directory(
     elsewhere.mkdir()
     env = env_without_checkout(deployment)
     content = installed_content(venv, elsewhere, env)
-    # The playbooks are the package's own copy, real files (the action plugins are links in
-    # the repository).
+    # The playbooks are the package's own copy, real files, with the role (issue 13: the
+    # action plugins that were links in the repository are gone).
     assert content.is_relative_to(venv), content
-    plugin = content / "playbooks" / "action_plugins" / "update_lock.py"
-    assert plugin.is_file() and not plugin.is_symlink()
+    module = content / "playbooks" / "roles" / "compose_update" / "library" / "update_lock.py"
+    assert module.is_file() and not module.is_symlink()
 
     new_app = deployment.publish(deployment.app_repo, "2")
     job_id = await client.enqueue_update(services=["api", "worker"], requested_by="wheel")

@@ -1,5 +1,5 @@
-"""Load the playbooks' Python (playbooks/library/ modules, playbooks/filter_plugins/,
-playbooks/module_utils/) for unit tests: they are files next to the playbooks, not a package."""
+"""Load the Python of the role compose_update (playbooks/roles/compose_update/: library/ modules,
+filter_plugins/, module_utils/) for unit tests: they are files of the role, not a package."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks" / "roles" / "compose_update"
 
 
 def _load_path(name: str, path: Path) -> ModuleType:

@@ -46,7 +46,8 @@ def test_backup_without_a_command(
 ) -> None:
     settings = replace(SETTINGS, backup_command=command)
     request = UpdateRequest(services=("api",), create_backup=asked)
-    assert playbook_vars(settings, request, "j", tmp_path, None)["create_backup"] is playbook_backup
+    variables = playbook_vars(settings, request, "j", tmp_path, None)
+    assert variables["compose_update_create_backup"] is playbook_backup
     result = summary_for(request, settings)
     assert result["backup_message"] == message
     assert result["create_backup"] is asked  # the request as asked stays in the summary

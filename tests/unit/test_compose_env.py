@@ -1,19 +1,19 @@
-"""The environment docker compose runs with (playbooks/module_utils/update_executor_env.py,
-used by the playbooks' steps, the dry run's filter and the worker): an operator's shell, never
-the worker's settings (issue 12)."""
+"""The environment docker compose runs with (the role's module_utils/update_executor_env.py,
+used by the role's modules, worker.host.ansible_exec and the worker): an operator's shell, never the
+worker's settings (issue 12)."""
 
 from __future__ import annotations
 
-import shlex
+import stat
+from pathlib import Path
 
 import pytest
 
-from worker.host import compose, settings
+from worker.host import ansible_exec, compose, runner, settings
 
 from .playbook_code import load
 
 env_module = load("module_utils/update_executor_env")
-env_filter = load("filter_plugins/update_env")
 
 WORKER = {
     "PATH": "/usr/bin:/bin",
@@ -91,11 +91,34 @@ def test_compose_environment(
     assert compose.compose_environment(environ, extra) == expected
 
 
-def test_the_dry_runs_prefix_gives_the_same_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.environ", dict(WORKER))
-    words = shlex.split(env_filter.compose_env_prefix())
-    assert words[:2] == ["env", "-i"]
-    assert dict(word.split("=", 1) for word in words[2:]) == BASE
+def test_ansible_playbook_runs_with_the_compose_environment_plus_ansibles_own() -> None:
+    """The worker runs ansible-playbook through worker.host.ansible_exec: community.docker's modules
+    hand compose ansible-playbook's environment, so the worker's settings are not in it."""
+    runner_env = {
+        **WORKER,
+        "ANSIBLE_CONFIG": "/opt/ue/ansible.cfg",
+        "ANSIBLE_CALLBACK_PLUGINS": "/x/callbacks",
+        "RUNNER_OMIT_EVENTS": "False",
+        "AWX_ISOLATED_DATA_DIR": "/x/artifacts",
+        "PYTHONPATH": "/x/lib",
+    }
+    env = ansible_exec.playbook_environment(runner_env)
+    assert env == {
+        **BASE,
+        "ANSIBLE_CONFIG": "/opt/ue/ansible.cfg",
+        "ANSIBLE_CALLBACK_PLUGINS": "/x/callbacks",
+        "RUNNER_OMIT_EVENTS": "False",
+        "AWX_ISOLATED_DATA_DIR": "/x/artifacts",
+        "PYTHONPATH": "/x/lib",
+    }
+    for name in ("REDIS_QUEUE_HOST", "COMPOSE_FILE_PATH", "REGISTRY_URL", "GITHUB_TOKEN"):
+        assert name not in env
+
+
+def test_the_launcher_execs_ansible_playbook_with_that_environment(tmp_path: Path) -> None:
+    launcher = runner.write_launcher(tmp_path)
+    assert stat.S_IMODE(launcher.stat().st_mode) == 0o700
+    assert "from worker.host.ansible_exec import main" in launcher.read_text()
 
 
 def test_the_worker_and_the_playbooks_never_pass_the_same_secrets() -> None:

@@ -19,6 +19,7 @@ from worker.host.summary import (
     accumulate_steps,
     ansible_stats,
     build_summary,
+    did_bookkeeping,
     failure_message,
     pull_changed_by_images,
     step_of_task,
@@ -292,3 +293,19 @@ def test_the_pull_step_says_changed_when_a_target_got_a_new_image(
     pull_changed_by_images(steps, services)
     assert steps[0].status is expected
     assert steps[1].status is StepStatus.ok
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        ({"changed": False, "acquired": True}, True),  # the lock taken
+        ({"changed": False, "acquired": False, "released": True}, True),  # the lock released
+        ({"changed": False, "login_result": {"Status": "Login Succeeded"}}, True),
+        ({"changed": False, "acquired": False}, False),  # check mode: the lock only checked
+        ({"changed": False}, False),
+    ],
+)
+def test_the_runs_bookkeeping_shows_as_its_steps_work(result: dict, expected: bool) -> None:
+    """Issue 13: the role reports the lock and the login as no change of the host (a no-op
+    update has changed=0); the summary still shows them as the step's work."""
+    assert did_bookkeeping(result) is expected

@@ -37,7 +37,7 @@ def fake_process(
 
 
 def holder(
-    pid: int = 4242, *, host: str = HOST, start: int | None = 100, age: float = 10
+    pid: int | None = 4242, *, host: str = HOST, start: int | None = 100, age: float = 10
 ) -> dict[str, Any]:
     return {
         "id": "update-executor job 7",
@@ -82,12 +82,28 @@ def test_the_controller_is_the_outermost_ansible_playbook(proc: Path) -> None:
     fake_process(proc, 70, ppid=60, argv=playbook)  # its task worker (a fork)
     fake_process(proc, 80, ppid=70, argv=("/bin/sh", "-c", "python"))  # the module's shell
     assert lock.controller_pid(80, str(proc)) == 60
-    assert lock.controller_pid(50, str(proc)) == 50  # no ansible-playbook above: itself
+    # No ansible-playbook above (the module runs on a remote host): no pid to judge it by.
+    assert lock.controller_pid(50, str(proc)) is None
 
 
 def test_a_live_holder_is_not_stale(proc: Path) -> None:
     fake_process(proc, 4242, start=100)
     assert lock.stale_reason(holder(), NOW, 1800, HOST, str(proc)) is None
+
+
+def test_a_live_holder_keeps_the_lock_whatever_its_age(proc: Path) -> None:
+    """Issue 13: a run longer than lock_max_age whose process is alive keeps its lock."""
+    fake_process(proc, 4242, start=100)
+    assert lock.stale_reason(holder(age=100_000), NOW, 1800, HOST, str(proc)) is None
+
+
+def test_a_holder_from_before_a_reboot_is_stale(proc: Path) -> None:
+    fake_process(proc, 4242, start=100)  # the pid lives again after the reboot: another process
+    entry = dict(holder(), boot_id="boot-1")
+    assert lock.stale_reason(entry, NOW, 1800, HOST, str(proc), boot_id="boot-2") == (
+        "taken on host-a before it rebooted"
+    )
+    assert lock.stale_reason(entry, NOW, 1800, HOST, str(proc), boot_id="boot-1") is None
 
 
 @pytest.mark.parametrize(
@@ -96,7 +112,7 @@ def test_a_live_holder_is_not_stale(proc: Path) -> None:
         ("none", holder(), "pid 4242 is not running on host-a"),
         ("zombie", holder(), "pid 4242 is not running on host-a"),
         ("reused", holder(), "pid 4242 on host-a is another process now"),
-        ("live", holder(age=1801), "older than 1800 s (taken 1801 s ago)"),
+        ("live", holder(pid=None, age=1801), "older than 1800 s (taken 1801 s ago)"),
     ],
 )
 def test_stale_locks(proc: Path, setup: str, entry: dict[str, Any], reason: str) -> None:

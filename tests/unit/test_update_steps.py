@@ -1,5 +1,5 @@
-"""The logic of the playbook's one-task steps (playbooks/library/): update_preflight (Preflight),
-compose_snapshot (Snapshot and the after-snapshot), registry_login (Login). The pure parts,
+"""The logic of the role's own modules (playbooks/roles/compose_update/library/): update_preflight
+(Preflight), compose_snapshot (Snapshot and the after-snapshot). The pure parts,
 table-driven; the Docker side is covered by tests/integration (test_update, test_playbook_faults).
 """
 
@@ -17,7 +17,6 @@ from .playbook_code import load
 
 preflight = load("library/update_preflight")
 snapshot = load("library/compose_snapshot")
-login = load("library/registry_login")
 
 
 # ---------------------------------------------------------------- update_preflight
@@ -189,14 +188,14 @@ def test_good_settings_become_facts(tmp_path: Path) -> None:
         facts,
     )
     assert facts == {
-        "ue_requested": ["api", "worker"],
-        "ue_health_timeout": 60,
-        "ue_run_migrations": False,
-        "ue_rollback_on_migration_failure": True,
-        "ue_create_backup": False,
-        "ue_backup_dir": f"{tmp_path}/backups",
-        "ue_lock_dir": f"{tmp_path}/locks",
-        "ue_lock_max_age": 1800,
+        "_compose_update_requested": ["api", "worker"],
+        "_compose_update_health_timeout": 60,
+        "_compose_update_run_migrations": False,
+        "_compose_update_rollback_on_migration_failure": True,
+        "_compose_update_create_backup": False,
+        "_compose_update_backup_dir": f"{tmp_path}/backups",
+        "_compose_update_lock_dir": f"{tmp_path}/locks",
+        "_compose_update_lock_max_age": 1800,
     }
 
 
@@ -204,7 +203,7 @@ def test_good_settings_become_facts(tmp_path: Path) -> None:
     ("values", "message"),
     [
         (
-            {"ue_requested": ["api", "nope"]},
+            {"_compose_update_requested": ["api", "nope"]},
             "Unknown service(s) nope in project 'shop'; known services: api, db, migrate, web.",
         ),
         (
@@ -212,7 +211,7 @@ def test_good_settings_become_facts(tmp_path: Path) -> None:
             "Migration service 'worker' is not in project 'shop'; known services:",
         ),
         (
-            {"ue_requested": ["web"]},
+            {"_compose_update_requested": ["web"]},
             "Nothing to update in project 'shop': every requested service was skipped (web).",
         ),
         (
@@ -220,7 +219,7 @@ def test_good_settings_become_facts(tmp_path: Path) -> None:
             "Nothing to update in project 'shop': no service image starts with quay.io/ (set",
         ),
         (
-            {"ue_create_backup": True, "backup_service": "cache"},
+            {"_compose_update_create_backup": True, "backup_service": "cache"},
             "Backup service \"cache\" is not in project 'shop'",
         ),
     ],
@@ -230,15 +229,19 @@ def test_unknown_or_missing_services_fail_with_the_known_ones(
 ) -> None:
     project, names, image, _restart, _deps = preflight.service_table(CONFIG)
     facts: dict[str, Any] = {
-        "ue_project": project,
-        "ue_service_names": names,
-        "ue_service_image": image,
-        "ue_requested": [],
-        "ue_run_migrations": True,
-        "ue_create_backup": False,
+        "_compose_update_project": project,
+        "_compose_update_service_names": names,
+        "_compose_update_service_image": image,
+        "_compose_update_requested": [],
+        "_compose_update_run_migrations": True,
+        "_compose_update_create_backup": False,
     }
-    facts.update({key: value for key, value in values.items() if key.startswith("ue_")})
-    params = settings(**{key: value for key, value in values.items() if not key.startswith("ue_")})
+    facts.update(
+        {key: value for key, value in values.items() if key.startswith("_compose_update_")}
+    )
+    params = settings(
+        **{key: value for key, value in values.items() if not key.startswith("_compose_update_")}
+    )
     with pytest.raises(preflight.PreflightFailed) as failure:
         preflight.choose_targets(params, facts)
     assert message in str(failure.value)
@@ -283,14 +286,14 @@ def test_a_preflight_that_passes_sets_every_fact(
     result = preflight.run_task(params)
     facts = result["ansible_facts"]
     assert result["changed"] is False
-    assert facts["ue_preflight_error"] is None
+    assert facts["_compose_update_preflight_error"] is None
     assert (
-        facts["ue_project"] == "shop"
-        and facts["ue_targets"] == ["api", "db"]
-        and facts["ue_skipped"] == {}
+        facts["_compose_update_project"] == "shop"
+        and facts["_compose_update_targets"] == ["api", "db"]
+        and facts["_compose_update_skipped"] == {}
     )
-    assert preflight.daemon_info(facts["ue_docker_info_text"])["ID"] == "abc"
-    assert facts["ue_compose_version_text"] == "2.40.3"
+    assert preflight.daemon_info(facts["_compose_update_docker_info_text"])["ID"] == "abc"
+    assert facts["_compose_update_compose_version_text"] == "2.40.3"
     # Nothing of the configuration but the project, the images, restart policies and dependencies.
     assert "condition" not in json.dumps(facts)
 
@@ -303,8 +306,10 @@ def test_a_failed_check_keeps_the_facts_found_before_it(
         settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="nope")
     )
     facts = result["ansible_facts"]
-    assert facts["ue_preflight_error"].startswith("Unknown service(s) nope in project 'shop'")
-    assert facts["ue_project"] == "shop" and "ue_targets" not in facts
+    assert facts["_compose_update_preflight_error"].startswith(
+        "Unknown service(s) nope in project 'shop'"
+    )
+    assert facts["_compose_update_project"] == "shop" and "_compose_update_targets" not in facts
 
 
 def test_a_daemon_that_does_not_answer_fails_first(
@@ -314,7 +319,7 @@ def test_a_daemon_that_does_not_answer_fails_first(
     result = preflight.run_task(
         settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="-bad")
     )
-    assert result["ansible_facts"]["ue_preflight_error"] == (
+    assert result["ansible_facts"]["_compose_update_preflight_error"] == (
         "The Docker daemon does not answer: Cannot connect to the Docker daemon at unix:///d.sock."
     )
 
@@ -400,98 +405,6 @@ def test_the_rollback_point_is_0600_whole_and_holds_the_snapshot(tmp_path: Path)
     assert [entry.name for entry in tmp_path.iterdir()] == [path.name]  # no .partial left
 
 
-# ---------------------------------------------------------------- registry_login
-def test_the_token_comes_from_the_file_trimmed_or_from_the_value(tmp_path: Path) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text("  s3cret\n")
-    assert login.read_token(str(token_file), "ignored") == "s3cret"
-    assert login.read_token(None, " value ") == "value"
-    with pytest.raises(
-        login.LoginFailed,
-        match=r"Registry token file '.*/missing' does not exist or is not a file\.$",
-    ):
-        login.read_token(str(tmp_path / "missing"), None)
-
-
-def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_status: int) -> None:
-    """A `docker` on PATH that records its arguments, DOCKER_CONFIG and stdin, then exits."""
-    put_docker_on_path(
-        tmp_path,
-        monkeypatch,
-        "#!/bin/sh\n"
-        f"printf '%s\\n' \"$*\" > {tmp_path}/argv\n"
-        f"printf '%s' \"$DOCKER_CONFIG\" > {tmp_path}/config\n"
-        f"cat > {tmp_path}/stdin\n"
-        "echo 'Error response from daemon: denied for s3cret' >&2\n"
-        f"exit {exit_status}\n",
-    )
-
-
-def login_params(tmp_path: Path, **values: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        name: spec.get("default") for name, spec in login.ARGUMENT_SPEC.items()
-    }
-    params.update(
-        registry="localhost:5000",
-        username="ci",
-        token="s3cret",
-        parent_dir=str(tmp_path / "work"),
-        name="job/42",
-        plugin_dir=str(tmp_path / "plugins"),
-    )
-    params.update(values)
-    (tmp_path / "work").mkdir(exist_ok=True)
-    return params
-
-
-def test_a_login_writes_the_token_to_stdin_only_and_keeps_a_private_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake_docker(tmp_path, monkeypatch, 0)
-    (tmp_path / "plugins").mkdir()
-    result = login.run_task(login_params(tmp_path))
-    config = Path(result["ansible_facts"]["ue_docker_config"]["path"])
-    assert result["changed"] is True and "failed" not in result
-    assert config.parent == tmp_path / "work" and config.name.startswith("update-executor-job_42-")
-    assert stat.S_IMODE(config.stat().st_mode) == 0o700
-    assert (config / "cli-plugins").resolve() == tmp_path / "plugins"
-    assert (tmp_path / "config").read_text() == str(config)
-    assert (tmp_path / "stdin").read_text() == "s3cret"
-    assert (tmp_path / "argv").read_text().split() == [
-        "login",
-        "--username",
-        "ci",
-        "--password-stdin",
-        "localhost:5000",
-    ]
-    assert "s3cret" not in json.dumps(result)
-
-
-def test_a_refused_login_removes_the_config_and_masks_the_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake_docker(tmp_path, monkeypatch, 1)
-    result = login.run_task(login_params(tmp_path))
-    assert result["failed"] is True and "ansible_facts" not in result
-    assert result["msg"] == (
-        "Login to localhost:5000 as ci failed: docker login failed (exit status 1): "
-        "Error response from daemon: denied for ********"
-    )
-    assert list((tmp_path / "work").iterdir()) == []
-
-
-@pytest.mark.parametrize(("token", "username"), [("", "ci"), ("  ", "ci"), ("s3cret", "")])
-def test_an_empty_token_or_user_fails_before_anything_is_created(
-    tmp_path: Path, token: str, username: str
-) -> None:
-    result = login.run_task(login_params(tmp_path, token=token, username=username))
-    assert (
-        result["msg"]
-        == "A registry token is configured but it is empty or registry_username is not set."
-    )
-    assert list((tmp_path / "work").iterdir()) == []
-
-
 # ---------------------------------------------------------------- the summary's services (Report)
 report = load("filter_plugins/update_report")
 ENTRY = {"container_id": "c1", "image_id": "sha256:1", "digest": None, "state": "running"}
@@ -543,8 +456,14 @@ def test_an_unchanged_deployment_reuses_the_earlier_snapshot_without_docker(
         project="shop", targets=["api"], service_image={}, keep_as="after", unchanged_since=earlier
     )
     facts = snapshot.run_task(params)["ansible_facts"]
-    assert facts["ue_snapshot"] == facts["ue_after"] == earlier["snapshot"]
-    assert facts["ue_snapshot_states"] == facts["ue_after_states"] == earlier["states"]
+    assert (
+        facts["_compose_update_snapshot"] == facts["_compose_update_after"] == earlier["snapshot"]
+    )
+    assert (
+        facts["_compose_update_snapshot_states"]
+        == facts["_compose_update_after_states"]
+        == earlier["states"]
+    )
 
 
 @pytest.mark.parametrize(

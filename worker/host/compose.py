@@ -36,9 +36,16 @@ class CommandResult:
     stderr: str
 
 
-# The one definition of the environment docker and compose run with, shared with the playbooks
+# The one definition of the environment docker and compose run with, shared with the role
 # (the installed package's copy from a wheel: PROJECT_ROOT is site-packages there).
-ENV_MODULE = ANSIBLE_CONTENT / "playbooks" / "module_utils" / "update_executor_env.py"
+ENV_MODULE = (
+    ANSIBLE_CONTENT
+    / "playbooks"
+    / "roles"
+    / "compose_update"
+    / "module_utils"
+    / "update_executor_env.py"
+)
 
 
 @cache
@@ -57,7 +64,7 @@ def compose_environment(
     """What an operator's shell gives docker compose for the project: PATH, HOME, the Docker
     connection and locale variables, the COMPOSE_ENV_PASSTHROUGH names; never the worker's own
     settings, which compose would interpolate into the deployment's configuration (see
-    playbooks/module_utils/update_executor_env.py)."""
+    playbooks/roles/compose_update/module_utils/update_executor_env.py)."""
     return _environment_builder()(os.environ if environ is None else environ, extra)
 
 

@@ -66,34 +66,37 @@ def job_work_dir(settings: Settings) -> Iterator[tuple[Path, Path | None]]:
 def playbook_vars(
     settings: Settings, request: UpdateRequest, job_id: str, work_dir: Path, token_file: Path | None
 ) -> dict[str, Any]:
-    """Every playbook variable, explicitly (see docs/internals.md). Never the token itself."""
+    """Every variable of the role compose_update, explicitly (see docs/internals.md). Never the
+    token itself: the role reads the token file on the controller (this host)."""
     return {
-        "compose_file": str(settings.compose_file),
-        "compose_project_name": settings.compose_project_name,
-        "update_services": list(request.services),
-        "registry_url": settings.registry_url,
-        "registry_username": settings.registry_username,
-        "registry_token_file": str(token_file) if token_file else "",
-        "registry_token": "",
-        "run_migrations": request.run_migrations,
-        "migration_service": settings.migration_service,
-        "migration_command": settings.migration_command,
-        "health_timeout": settings.health_timeout,
-        "update_job_id": job_id,
+        "compose_update_project_src": "",
+        "compose_update_compose_files": [str(settings.compose_file)],
+        "compose_update_project_name": settings.compose_project_name,
+        "compose_update_services": list(request.services),
+        "compose_update_registry_url": settings.registry_url,
+        "compose_update_registry_username": settings.registry_username,
+        "compose_update_registry_token_file": str(token_file) if token_file else "",
+        "compose_update_registry_token": "",
+        "compose_update_run_migrations": request.run_migrations,
+        "compose_update_migration_service": settings.migration_service,
+        "compose_update_migration_command": settings.migration_command,
+        "compose_update_health_timeout": settings.health_timeout,
+        "compose_update_job_id": job_id,
         # Free text from a user: marked unsafe, Ansible never templates it (worker/untrusted.py).
-        "update_requested_by": ansible_unsafe(request.requested_by or ""),
-        "update_work_dir": str(work_dir),
+        "compose_update_requested_by": ansible_unsafe(request.requested_by or ""),
+        "compose_update_work_dir": str(work_dir),
         # Without a BACKUP_COMMAND a backup cannot be made: the update runs without one and
         # says so (the application's UI always asks for one; see backup_not_configured).
-        "create_backup": request.create_backup and bool(settings.backup_command),
-        "backup_command": settings.backup_command,
-        "backup_service": settings.backup_service,
-        "backup_dir": str(settings.backup_dir),
-        "rollback_on_migration_failure": settings.rollback_on_migration_failure,
-        "lock_dir": str(settings.lock_dir),
-        "lock_max_age": settings.job_timeout,
+        "compose_update_create_backup": request.create_backup and bool(settings.backup_command),
+        "compose_update_backup_command": settings.backup_command,
+        "compose_update_backup_service": settings.backup_service,
+        "compose_update_backup_dir": str(settings.backup_dir),
+        "compose_update_rollback_on_migration_failure": settings.rollback_on_migration_failure,
+        "compose_update_lock_dir": str(settings.lock_dir),
+        "compose_update_lock_max_age": settings.job_timeout,
+        "compose_update_hook_timeout": settings.hook_timeout,
         # The worker reads the summary from set_stats; the printed copy is for people.
-        "update_show_summary": False,
+        "compose_update_show_summary": False,
     }
 
 

@@ -32,8 +32,8 @@ TERM_GRACE_S = 10.0
 
 def ansible_processes_of(job_id: str) -> list[int]:
     """PIDs of ansible-playbook processes started for `job_id` (its id is in their -e vars)."""
-    marker = f'"update_job_id":"{job_id}"'.encode()
-    marker_spaced = f'"update_job_id": "{job_id}"'.encode()
+    marker = f'"compose_update_job_id":"{job_id}"'.encode()
+    marker_spaced = f'"compose_update_job_id": "{job_id}"'.encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

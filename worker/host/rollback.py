@@ -69,14 +69,15 @@ def _failed_task_message(outcome: RunOutcome) -> str:
 
 
 def rollback_vars(settings: Settings, job_id: str, requested_by: str = "") -> dict[str, Any]:
-    """The rollback playbook's variables (a subset of update.yml's, same meaning)."""
+    """The rollback playbook's variables (the role's `rollback` entry point; a subset)."""
     return {
-        "compose_file": str(settings.compose_file),
-        "compose_project_name": settings.compose_project_name,
-        "lock_dir": str(settings.lock_dir),
-        "lock_max_age": settings.job_timeout,
-        "update_job_id": job_id,
-        "update_requested_by": ansible_unsafe(requested_by),
+        "compose_update_project_src": "",
+        "compose_update_compose_files": [str(settings.compose_file)],
+        "compose_update_project_name": settings.compose_project_name,
+        "compose_update_lock_dir": str(settings.lock_dir),
+        "compose_update_lock_max_age": settings.job_timeout,
+        "compose_update_job_id": job_id,
+        "compose_update_requested_by": ansible_unsafe(requested_by),
     }
 
 

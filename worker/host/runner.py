@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -88,7 +89,9 @@ class PlaybookRun:
     playbook: Path
     inventory: Path
     extravars: Mapping[str, Any]
-    ident: str  # the job id; also passed as `update_job_id`, which finds the run's processes
+    ident: (
+        str  # the job id; also passed as `compose_update_job_id`, which finds the run's processes
+    )
     check_mode: bool = False
     timeout_s: int | None = None
     envvars: Mapping[str, str] = field(default_factory=dict)
@@ -130,7 +133,10 @@ def run_playbook(
     writes the command line and environment there.
     """
     events: list[dict[str, Any]] = []
-    if not is_job_id(run.ident) or run.extravars.get("update_job_id", run.ident) != run.ident:
+    if (
+        not is_job_id(run.ident)
+        or run.extravars.get("compose_update_job_id", run.ident) != run.ident
+    ):
         # The ident is a path under the private data dir, and the id a playbook variable.
         logger.error("refusing to run a playbook for invalid job id %s", loggable(run.ident))
         return RunOutcome(status=UpdateStatus.failed, events=events, error="invalid job id")
@@ -151,13 +157,17 @@ def run_playbook(
         # when that file is missing). Nothing secret in it.
         (private_dir / "env").mkdir(mode=0o700)
         (private_dir / "env" / "settings").write_text(json.dumps(RUNNER_SETTINGS))
+        binary = write_launcher(private_dir)
         runner = ansible_runner.run(
             private_data_dir=str(private_dir),
             playbook=str(run.playbook),
             inventory=str(run.inventory),
             extravars=dict(run.extravars),
             envvars=ansible_env(run.envvars),
-            cmdline="--check" if run.check_mode else None,
+            # With `binary`, ansible-runner runs the command as given (its "raw" mode): the
+            # playbook goes on the command line.
+            cmdline=shlex.join((["--check"] if run.check_mode else []) + [str(run.playbook)]),
+            binary=str(binary),
             ident=run.ident,
             quiet=True,
             suppress_env_files=True,
@@ -183,6 +193,19 @@ def run_playbook(
         return RunOutcome(status=UpdateStatus.failed, events=events, error=f"runner error: {exc}")
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def write_launcher(private_dir: Path) -> Path:
+    """ansible-runner's `binary` for this run: ansible-playbook under worker.host.ansible_exec,
+    which drops the worker's settings from its environment (compose must never see them). A
+    script in the run's private directory (0700), with this interpreter."""
+    launcher = private_dir / "ansible-playbook"
+    launcher.write_text(
+        f"#!{sys.executable}\nfrom worker.host.ansible_exec import main\n\nmain()\n",
+        encoding="utf-8",
+    )
+    launcher.chmod(0o700)
+    return launcher
 
 
 def _error_output(events: list[dict[str, Any]]) -> str:

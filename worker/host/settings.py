@@ -60,7 +60,7 @@ class Settings(ClientSettings):
     compose_file: Path = Path("./docker-compose.prod.yml")
     compose_project_name: str = ""
     # Variables of the worker's environment docker compose gets besides an operator shell's
-    # base (COMPOSE_ENV_PASSTHROUGH; read by playbooks/module_utils/update_executor_env.py).
+    # base (COMPOSE_ENV_PASSTHROUGH; read by the role's module_utils/update_executor_env.py).
     compose_env_passthrough: tuple[str, ...] = ()
     registry_url: str = "ghcr.io"
     registry_username: str = ""
@@ -73,6 +73,8 @@ class Settings(ClientSettings):
     migration_service: str = "api"
     migration_command: str = "alembic upgrade head"
     health_timeout: int = 300
+    # Seconds a lifecycle hook may run when its service has no update-executor.timeout label.
+    hook_timeout: int = 300
     job_timeout: int = 1800
     # On SIGTERM a running update may finish for this long before it is canceled; keep it
     # below the systemd unit's TimeoutStopSec.
@@ -173,6 +175,7 @@ class Settings(ClientSettings):
             migration_service=text("MIGRATION_SERVICE", "api"),
             migration_command=text("MIGRATION_COMMAND", "alembic upgrade head"),
             health_timeout=health_timeout,
+            hook_timeout=integer("HOOK_TIMEOUT", 300, 1, 86400),
             job_timeout=job_timeout,
             stop_grace_period=integer("STOP_GRACE_PERIOD", 110, 0, 86400),
             poll_delay=decimal("WORKER_POLL_DELAY", 0.05, 0.005, 5.0),

@@ -112,6 +112,18 @@ def task_result(event: Mapping[str, Any]) -> tuple[Step, str, Mapping[str, Any]]
     return None if step is None else (step, kind, data)
 
 
+def did_bookkeeping(result: Mapping[str, Any]) -> bool:
+    """The run's own bookkeeping, which the role reports as no change of the host (so that a
+    no-op update reports changed=0, issue 13) but the summary shows as its step's work, as
+    before: the lock taken (`acquired`) or released (`released`), the registry login
+    (community.docker's `login_result`)."""
+    return (
+        result.get("acquired") is True
+        or result.get("released") is True
+        or bool(result.get("login_result"))
+    )
+
+
 def add_task_result(acc: StepAccumulator, kind: str, data: Mapping[str, Any]) -> None:
     """Count one task result (see `task_result`) into its step's accumulator."""
     acc.tasks += 1
@@ -127,7 +139,7 @@ def add_task_result(acc: StepAccumulator, kind: str, data: Mapping[str, Any]) ->
         reason = str(result.get("skip_reason") or "")
         if reason:
             acc.skip_reasons.append(reason)
-    elif result.get("changed"):
+    elif result.get("changed") or did_bookkeeping(result):
         acc.changed += 1
     else:
         acc.ok += 1

@@ -43,7 +43,7 @@ options:
     required: true
   keep_as:
     description:
-      - Also return the snapshot as C(ue_<keep_as>) and the states as C(ue_<keep_as>_states)
+      - Also return the snapshot as C(_compose_update_<keep_as>) and the states as C(_compose_update_<keep_as>_states)
         (the playbook keeps the states before and after the update as V(before) and V(after)).
     type: str
   unchanged_since:
@@ -79,9 +79,9 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description:
-    - C(ue_snapshot) = {service - {container_id, image_id, digest, state} or null}; state is
+    - C(_compose_update_snapshot) = {service - {container_id, image_id, digest, state} or null}; state is
       docker's (running, exited, created...).
-    - C(ue_snapshot_states) = {service - {status, running, health, exit_code}} for the targets that
+    - C(_compose_update_snapshot_states) = {service - {status, running, health, exit_code}} for the targets that
       have a container; health is healthy, unhealthy or starting, or empty without a healthcheck.
   returned: success
   type: dict
@@ -334,21 +334,15 @@ def run_task(params, check_mode=False):
         except OSError as err:
             return dict(failed=True, changed=False, msg="Could not write the rollback point %s: %s"
                         % (params["rollback_point"], err))
-    facts = {"ue_snapshot": snapshot, "ue_snapshot_states": states}
+    facts = {"_compose_update_snapshot": snapshot, "_compose_update_snapshot_states": states}
     if params["keep_as"]:
-        facts["ue_%s" % params["keep_as"]] = snapshot
-        facts["ue_%s_states" % params["keep_as"]] = states
+        facts["_compose_update_%s" % params["keep_as"]] = snapshot
+        facts["_compose_update_%s_states" % params["keep_as"]] = states
     return dict(changed=False, ansible_facts=facts)
 
 
-def run_in_controller(params, check_mode):
-    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py)."""
-    return run_task(params, check_mode)
-
-
 def main():
-    # The playbooks run this logic inside ansible-playbook through the action plugin of the same
-    # name (playbooks/action_plugins/compose_snapshot.py); this entry point serves other callers.
+    # Runs on the inventory host; read-only (it writes the rollback point only outside check mode).
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     result = run_task(module.params, module.check_mode)
     if result.pop("failed", False):

@@ -15,13 +15,12 @@ description:
     config --format json)), checks that the requested services (and the migration and backup
     services) exist and works out the target services (build-only services are skipped with a
     reason).
-  - It never fails. What it found is returned as facts (the C(ue_*) variables the rest of the
-    playbook uses), and the first check that failed as C(ue_preflight_error), which the next
+  - It never fails. What it found is returned as facts (the C(_compose_update_*) variables the rest of the
+    playbook uses), and the first check that failed as C(_compose_update_preflight_error), which the next
     task turns into the failure; facts are only kept from results that did not fail, and the
     report needs those found before the failed check (the project name, for one).
-  - The playbook runs it through the action plugin of the same name
-    (playbooks/action_plugins/update_preflight.py), inside ansible-playbook, one task instead of
-    twelve (a task costs 30-50 ms, see docs/performance.md).
+  - An ordinary module of the role compose_update, run on the inventory host: the collection
+    community.docker has nothing that reads a compose configuration's services.
   - The full compose configuration holds interpolated secrets (environment, env_file); only
     the project name and each service's image, restart policy and dependencies are returned, and
     its lifecycle hook labels (C(update-executor.pre-update), C(update-executor.post-update),
@@ -57,6 +56,16 @@ options:
     description: Whether the migrations will run (checked with ansible's bool rules).
     type: raw
     default: true
+  profiles:
+    description: Compose profiles to enable (C(--profile)).
+    type: list
+    elements: str
+    default: []
+  env_files:
+    description: Env files for compose's interpolation (C(--env-file)), relative to O(project_dir).
+    type: list
+    elements: str
+    default: []
   migration_service:
     description: Service whose container runs the migration command.
     type: str
@@ -118,11 +127,12 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description:
-    - C(ue_docker_info_text), C(ue_compose_version_text), C(ue_requested), C(ue_health_timeout),
-      C(ue_run_migrations), C(ue_rollback_on_migration_failure), C(ue_create_backup),
-      C(ue_backup_dir), C(ue_lock_dir), C(ue_lock_max_age), C(ue_project), C(ue_service_names),
-      C(ue_service_image), C(ue_service_restart), C(ue_service_deps), C(ue_service_hooks), C(ue_targets),
-      C(ue_skipped), as far as the checks got; C(ue_preflight_error) is the message of the first
+    - C(_compose_update_docker_info_text), C(_compose_update_compose_version_text), C(_compose_update_requested), C(_compose_update_health_timeout),
+      C(_compose_update_run_migrations), C(_compose_update_rollback_on_migration_failure), C(_compose_update_create_backup),
+      C(_compose_update_backup_dir), C(_compose_update_lock_dir), C(_compose_update_lock_max_age), C(_compose_update_project), C(_compose_update_service_names),
+      C(_compose_update_service_image), C(_compose_update_service_restart), C(_compose_update_service_deps), C(_compose_update_service_hooks), C(_compose_update_targets),
+      C(_compose_update_skipped), as far as the checks got; C(_compose_update_daemon_host), the
+      C(DOCKER_HOST) the module ran with; C(_compose_update_preflight_error) is the message of the first
       check that failed, or null.
   returned: always
   type: dict
@@ -141,6 +151,8 @@ ARGUMENT_SPEC = {
     "compose_file": {"type": "str", "required": True},
     "project_dir": {"type": "str", "required": True},
     "compose_files": {"type": "list", "elements": "str", "required": True},
+    "profiles": {"type": "list", "elements": "str", "default": []},
+    "env_files": {"type": "list", "elements": "str", "default": []},
     "project_name": {"type": "str", "default": ""},
     "services": {"type": "raw"},
     "registry_host": {"type": "str", "required": True},
@@ -267,6 +279,20 @@ def service_table(config):
     return config.get("name"), names, image, restart, deps
 
 
+def completion_waits(config):
+    """Per service, the services it waits to complete (depends_on condition
+    service_completed_successfully): compose starts those first in the same `up --wait`."""
+    waits = {}
+    for name, service in (config.get("services") or {}).items():
+        depends = (service or {}).get("depends_on") or {}
+        if isinstance(depends, dict):
+            waits[name] = [dep for dep, how in depends.items()
+                           if isinstance(how, dict) and how.get("condition") == "service_completed_successfully"]
+        else:
+            waits[name] = []
+    return waits
+
+
 HOOK_LABELS = {"pre": "update-executor.pre-update", "post": "update-executor.post-update"}
 HOOK_TIMEOUT_LABEL = "update-executor.timeout"
 
@@ -309,40 +335,40 @@ def check_docker(facts, info, version_query):
     """The daemon's ID and data root and Compose's version (both queries started by the caller);
     fail when either is missing."""
     rc, out, err = finish_command(info)
-    facts["ue_docker_info_text"] = (out + err).rstrip("\n") if rc is not None else err
+    facts["_compose_update_docker_info_text"] = (out + err).rstrip("\n") if rc is not None else err
     rc, out, err = finish_command(version_query)
-    facts["ue_compose_version_text"] = (out + err).strip()
-    if not daemon_info(facts["ue_docker_info_text"]).get("ID"):
-        raise PreflightFailed("The Docker daemon does not answer: " + facts["ue_docker_info_text"].strip())
-    version = compose_version(facts["ue_compose_version_text"])
+    facts["_compose_update_compose_version_text"] = (out + err).strip()
+    if not daemon_info(facts["_compose_update_docker_info_text"]).get("ID"):
+        raise PreflightFailed("The Docker daemon does not answer: " + facts["_compose_update_docker_info_text"].strip())
+    version = compose_version(facts["_compose_update_compose_version_text"])
     if version is None or version < MINIMUM_COMPOSE:
         raise PreflightFailed(
             "Docker Compose v2 is missing or too old (`docker compose version --short`: %s): the playbooks need "
-            "2.18.0 or later." % json.dumps(facts["ue_compose_version_text"]))
+            "2.18.0 or later." % json.dumps(facts["_compose_update_compose_version_text"]))
 
 
 def check_settings(params, facts):
     """Normalise the request and the settings into facts; fail on a bad name, setting or compose file."""
     cwd = params["cwd"]
     facts.update(
-        ue_requested=normalise_request(params["services"]),
-        ue_health_timeout=to_int(params["health_timeout"]),
-        ue_run_migrations=to_bool(params["run_migrations"]),
-        ue_rollback_on_migration_failure=to_bool(params["rollback_on_migration_failure"]),
-        ue_create_backup=to_bool(params["create_backup"]),
-        ue_backup_dir=absolute(params["backup_dir"] or "", cwd),
-        ue_lock_dir=re.sub("/+$", "", absolute(params["lock_dir"] or "", cwd)),
-        ue_lock_max_age=to_int(params["lock_max_age"]),
+        _compose_update_requested=normalise_request(params["services"]),
+        _compose_update_health_timeout=to_int(params["health_timeout"]),
+        _compose_update_run_migrations=to_bool(params["run_migrations"]),
+        _compose_update_rollback_on_migration_failure=to_bool(params["rollback_on_migration_failure"]),
+        _compose_update_create_backup=to_bool(params["create_backup"]),
+        _compose_update_backup_dir=absolute(params["backup_dir"] or "", cwd),
+        _compose_update_lock_dir=re.sub("/+$", "", absolute(params["lock_dir"] or "", cwd)),
+        _compose_update_lock_max_age=to_int(params["lock_max_age"]),
     )
-    bad_names = [name for name in facts["ue_requested"] if not valid_name(name)]
+    bad_names = [name for name in facts["_compose_update_requested"] if not valid_name(name)]
     if bad_names:
         raise PreflightFailed("Invalid service name(s) %s: names must match %s."
                               % (", ".join(json.dumps(name) for name in bad_names), NAME_RULE))
-    project_name, migrations = params["project_name"] or "", facts["ue_run_migrations"]
+    project_name, migrations = params["project_name"] or "", facts["_compose_update_run_migrations"]
     settings_ok = ((not project_name or valid_name(project_name))
                    and (not migrations or valid_name(params["migration_service"]))
                    and (not migrations or (params["migration_command"] or "").strip() != "")
-                   and facts["ue_health_timeout"] > 0 and facts["ue_lock_max_age"] > 0
+                   and facts["_compose_update_health_timeout"] > 0 and facts["_compose_update_lock_max_age"] > 0
                    and bool(params["lock_dir"]))
     if not settings_ok:
         raise PreflightFailed(
@@ -354,7 +380,7 @@ def check_settings(params, facts):
     if not os.path.isfile(absolute(params["compose_file"], cwd)):
         raise PreflightFailed("Compose file '%s' (from %s) does not exist or is not a file."
                               % (params["compose_file"], cwd))
-    if facts["ue_create_backup"] and not (params["backup_command"] or "").strip():
+    if facts["_compose_update_create_backup"] and not (params["backup_command"] or "").strip():
         raise PreflightFailed(
             "create_backup is true but no backup command is configured: set BACKUP_COMMAND in the worker's "
             "environment (or -e backup_command=...) to a command that writes the backup to its standard output, "
@@ -367,7 +393,13 @@ def start_compose_config(params):
     is not a valid name (it is not put on a command line: the settings check fails first)."""
     if params["project_name"] and not valid_name(params["project_name"]):
         return None
-    argv = ["docker", "compose", "--project-directory", params["project_dir"], "--file", params["compose_files"][0]]
+    argv = ["docker", "compose", "--project-directory", params["project_dir"]]
+    for name in params["compose_files"]:
+        argv += ["--file", name]
+    for name in params.get("env_files") or []:
+        argv += ["--env-file", name]
+    for name in params.get("profiles") or []:
+        argv += ["--profile", name]
     if params["project_name"]:
         argv += ["--project-name", params["project_name"]]
     if not os.path.isdir(params["project_dir"]):
@@ -386,31 +418,32 @@ def read_compose_config(params, facts, config_query):
     except ValueError as error:
         raise PreflightFailed("docker compose config for '%s' printed no JSON: %s" % (params["compose_file"], error))
     project, names, image, restart, deps = service_table(config)
-    facts.update(ue_project=project, ue_service_names=names, ue_service_image=image, ue_service_restart=restart,
-                 ue_service_deps=deps, ue_service_hooks=service_hooks(config))
+    facts.update(_compose_update_project=project, _compose_update_service_names=names, _compose_update_service_image=image, _compose_update_service_restart=restart,
+                 _compose_update_service_deps=deps, _compose_update_service_hooks=service_hooks(config),
+                 _compose_update_service_waits=completion_waits(config))
 
 
 def choose_targets(params, facts):
     """Check that the requested, migration and backup services exist and work out the targets."""
-    project, names = facts["ue_project"], facts["ue_service_names"]
+    project, names = facts["_compose_update_project"], facts["_compose_update_service_names"]
     known = ", ".join(names)
-    unknown = [name for name in facts["ue_requested"] if name not in names]
+    unknown = [name for name in facts["_compose_update_requested"] if name not in names]
     if unknown:
         raise PreflightFailed("Unknown service(s) %s in project '%s'; known services: %s."
                               % (", ".join(unknown), project, known))
-    if facts["ue_run_migrations"] and params["migration_service"] not in names:
+    if facts["_compose_update_run_migrations"] and params["migration_service"] not in names:
         raise PreflightFailed("Migration service '%s' is not in project '%s'; known services: %s."
                               % (params["migration_service"], project, known))
-    targets, skipped = work_out_targets(facts["ue_requested"], names, facts["ue_service_image"],
+    targets, skipped = work_out_targets(facts["_compose_update_requested"], names, facts["_compose_update_service_image"],
                                         params["registry_host"])
-    facts.update(ue_targets=targets, ue_skipped=skipped)
+    facts.update(_compose_update_targets=targets, _compose_update_skipped=skipped)
     if not targets:
-        why = ("every requested service was skipped (%s)" % ", ".join(skipped) if facts["ue_requested"]
+        why = ("every requested service was skipped (%s)" % ", ".join(skipped) if facts["_compose_update_requested"]
                else "no service image starts with %s/ (set update_services to choose services)"
                % params["registry_host"])
         raise PreflightFailed("Nothing to update in project '%s': %s." % (project, why))
     backup_service = params["backup_service"]
-    if facts["ue_create_backup"] and not (valid_name(backup_service) and backup_service in names):
+    if facts["_compose_update_create_backup"] and not (valid_name(backup_service) and backup_service in names):
         raise PreflightFailed("Backup service %s is not in project '%s'; known services: %s."
                               % (json.dumps(backup_service), project, known))
 
@@ -435,19 +468,15 @@ def run_task(params):
         for started in (info, version_query, config_query):
             if started is not None:
                 drop_command(started)
-    facts["ue_preflight_error"] = error
+    facts["_compose_update_preflight_error"] = error
+    # The daemon the steps reach (the task's DOCKER_HOST: compose_update_docker_host or the host's own),
+    # for the commands an operator runs by hand when a rollback fails.
+    facts["_compose_update_daemon_host"] = os.environ.get("DOCKER_HOST", "")
     return dict(changed=False, ansible_facts=facts)
 
 
-def run_in_controller(params, check_mode):
-    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py);
-    read-only, the same in check mode."""
-    return run_task(params)
-
-
 def main():
-    # The playbook runs this logic inside ansible-playbook through the action plugin of the same
-    # name (playbooks/action_plugins/update_preflight.py); this entry point serves other callers.
+    # Runs on the inventory host; read-only, the same in check mode.
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     module.exit_json(**run_task(module.params))
 

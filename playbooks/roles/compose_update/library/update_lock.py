@@ -95,13 +95,13 @@ EXAMPLES = r"""
     project: app
     job_id: "{{ update_job_id }}"
     max_age: 1800
-  register: ue_lock
+  register: _compose_update_lock
 
 - name: Report | Release the update lock
   update_lock:
     path: /run/update-executor/app.lock
     state: absent
-    token: "{{ ue_lock.token }}"
+    token: "{{ _compose_update_lock.token }}"
 """
 
 RETURN = r"""
@@ -193,7 +193,8 @@ def is_ansible_playbook(argv):
 
 def controller_pid(start_pid, proc_root="/proc"):
     """The outermost `ansible-playbook` process above `start_pid` (its task workers are forks
-    with the same command line), or `start_pid` itself when there is none."""
+    with the same command line), or None when there is none (the module runs on a remote host:
+    no process there lives as long as the run, and the lock is then judged by its age)."""
     found = None
     pid = start_pid
     seen = set()
@@ -207,7 +208,7 @@ def controller_pid(start_pid, proc_root="/proc"):
         if stat is None:
             break
         pid = stat[1]
-    return found if found is not None else start_pid
+    return found
 
 
 def holder_id(job_id, requested_by, user, sudo_user):
@@ -222,7 +223,7 @@ def holder_id(job_id, requested_by, user, sudo_user):
 def make_holder(project, job_id, requested_by, pid, now, proc_root="/proc", user=None, host=None, sudo_user=None):
     """The JSON document written into the lock file."""
     user = user or getpass.getuser()
-    stat = read_proc_stat(pid, proc_root)
+    stat = read_proc_stat(pid, proc_root) if pid else None
     return {
         "version": 1,
         "project": project,
@@ -232,6 +233,7 @@ def make_holder(project, job_id, requested_by, pid, now, proc_root="/proc", user
         "host": host or socket.gethostname(),
         "pid": pid,
         "pid_start": stat[2] if stat else None,
+        "boot_id": read_boot_id(proc_root),
         "started_at": datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "started_epoch": now,
         "token": uuid.uuid4().hex,
@@ -258,18 +260,32 @@ def describe(holder, now):
     )
 
 
-def stale_reason(holder, now, max_age, hostname, proc_root="/proc"):
+def read_boot_id(proc_root="/proc"):
+    """This boot's id (/proc/sys/kernel/random/boot_id), or None when unreadable."""
+    try:
+        with open(os.path.join(proc_root, "sys", "kernel", "random", "boot_id"), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def stale_reason(holder, now, max_age, hostname, proc_root="/proc", boot_id=None):
     """Why the lock held by `holder` is stale, or None when its holder may still be running.
 
-    Stale: older than `max_age` seconds; or taken on this host by a pid that is not running
-    (missing or zombie) or that is another process now (its start time differs). A lock
-    taken on another host is judged by its age only."""
+    A holder on this host keeps the lock as long as its process lives, whatever its age. Stale:
+    taken on this host before it rebooted (another boot id), or by a pid that is not running
+    (missing or zombie) or that is another process now (its start time differs). A lock whose
+    holder cannot be checked (taken on another host, or a file that is not ours) is judged by
+    its age: older than `max_age` seconds."""
     started = holder.get("started_epoch")
-    if isinstance(started, (int, float)) and now - started > max_age:
-        return "older than %d s (taken %d s ago)" % (max_age, now - started)
     pid = holder.get("pid")
     if holder.get("host") != hostname or not isinstance(pid, int) or pid <= 0:
+        if isinstance(started, (int, float)) and now - started > max_age:
+            return "older than %d s (taken %d s ago)" % (max_age, now - started)
         return None
+    boot_id = boot_id if boot_id is not None else read_boot_id(proc_root)
+    if holder.get("boot_id") and boot_id and holder.get("boot_id") != boot_id:
+        return "taken on %s before it rebooted" % hostname
     stat = read_proc_stat(pid, proc_root)
     if stat is None or stat[0] in ("Z", "X"):
         return "pid %d is not running on %s" % (pid, hostname)
@@ -439,7 +455,27 @@ def remove_paths(paths):
     return removed
 
 
-def run_task(params, pid, warn, sudo_user=None):
+def check_only(params, path, now, hostname):
+    """Check mode: take nothing, write nothing; fail as a real run would (a live holder, or the
+    rollback point of a cut-off update), else say the lock is free."""
+    current = read_lock(path)
+    if current is not None and stale_reason(current[0], now, params["max_age"], hostname) is None:
+        return dict(
+            failed=True, changed=False,
+            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
+            % (params["project"], describe(current[0], now), path),
+            path=path, acquired=False, released=False, holder=public(current[0]), broke_stale=None,
+            rollback_point=None,
+        )
+    point = read_rollback_point(params["rollback_point"])
+    if point is not None and not params["allow_rollback_point"]:
+        return dict(failed=True, changed=False, msg=interrupted_message(params["project"], point, params["rollback_point"]),
+                    path=path, acquired=False, released=False, holder=None, broke_stale=None, rollback_point=point)
+    return dict(changed=False, acquired=False, released=False, path=path, holder=None, broke_stale=None,
+                rollback_point=point)
+
+
+def run_task(params, pid, warn, sudo_user=None, check_mode=False):
     """The task: take or release the lock as `params` (validated against ARGUMENT_SPEC) say.
 
     `pid` is a process of this run (the module's parent, or the action plugin's own process on
@@ -459,6 +495,8 @@ def run_task(params, pid, warn, sudo_user=None):
             return dict(changed=released or bool(removed), released=released, removed=removed, acquired=False, path=path,
                         holder=public(seen), broke_stale=None, rollback_point=None)
         hostname = socket.gethostname()
+        if check_mode:
+            return check_only(params, path, now, hostname)
         holder = make_holder(
             params["project"], params["job_id"], params["requested_by"],
             controller_pid(pid), now, sudo_user=sudo_user, host=hostname,
@@ -492,22 +530,11 @@ def run_task(params, pid, warn, sudo_user=None):
                 token=holder["token"], broke_stale=broke, rollback_point=point)
 
 
-def run_in_controller(params, check_mode):
-    """The task run inside ansible-playbook (playbooks/action_plugins/controller_step.py). This
-    process is a fork of ansible-playbook: the lock records the outermost one above it. Check
-    mode takes the lock too (the tasks say check_mode: false)."""
-    warnings = []
-    result = run_task(params, os.getpid(), warnings.append, sudo_user=os.environ.get("SUDO_USER"))
-    if warnings:
-        result["warnings"] = result.get("warnings", []) + warnings
-    return result
-
-
 def main():
-    # The playbooks run this logic in the controller process through the action plugin of the
-    # same name (playbooks/action_plugins/update_lock.py); this entry point serves other callers.
+    # Runs on the inventory host. Check mode takes nothing and writes nothing (check_only).
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True)
-    result = run_task(module.params, os.getppid(), module.warn, sudo_user=os.environ.get("SUDO_USER"))
+    result = run_task(module.params, os.getppid(), module.warn, sudo_user=os.environ.get("SUDO_USER"),
+                      check_mode=module.check_mode)
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

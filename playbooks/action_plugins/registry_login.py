@@ -1,1 +1,0 @@
-controller_step.py
