@@ -305,7 +305,9 @@ def test_the_pull_step_says_changed_when_a_target_got_a_new_image(
         ({"changed": False}, False),
     ],
 )
-def test_the_runs_bookkeeping_shows_as_its_steps_work(result: dict, expected: bool) -> None:
+def test_the_runs_bookkeeping_shows_as_its_steps_work(
+    result: dict[str, object], expected: bool
+) -> None:
     """Issue 13: the role reports the lock and the login as no change of the host (a no-op
     update has changed=0); the summary still shows them as the step's work."""
     assert did_bookkeeping(result) is expected
