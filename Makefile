@@ -21,9 +21,12 @@ lint: setup
 	$(BIN)/ansible-lint --profile production playbooks/update.yml playbooks/rollback.yml playbooks/roles/compose_update
 
 # Lint, then every test: unit tests and the integration tests, which start their own dockerd,
-# registry and Redis (see tests/conftest.py) and stop them at the end, also on failure.
+# registry and Redis (see tests/conftest.py) and stop them at the end, also on failure. The
+# coverage of worker/ is measured in this process (workers started as subprocesses are not
+# counted) and printed at the end; no threshold fails the run.
+COV_ARGS ?= --cov=worker --cov-report=term:skip-covered
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(COV_ARGS) $(PYTEST_ARGS)
 
 unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

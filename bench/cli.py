@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.cases import CASES
 from bench.levers import load_levers, render_levers
 from bench.markdown import render
-from bench.report import aggregate, write_json
+from bench.report import aggregate, stored, write_json
 from bench.runner import Options, Variant, run_bench
 from bench.ways import PLAYBOOK, REPO_ROOT
 
@@ -20,6 +20,8 @@ logger = logging.getLogger("bench")
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 LEVERS_DIR = RESULTS_DIR / "levers"
+# Every run's raw measurements and per-lever page (not committed: .gitignore).
+RAW_DIR = RESULTS_DIR / "raw"
 DOCS_PAGE = REPO_ROOT / "docs" / "performance.md"
 BUDGET_S = 15 * 60
 QUICK_ROUNDS = 2
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help=f"development run: {QUICK_ROUNDS} rounds, {QUICK_SOAK_JOBS} soak jobs; writes "
-        "bench/results/quick.{json,md}, leaves docs/performance.md alone",
+        "bench/results/quick.json (raw: bench/results/raw/), leaves docs/performance.md alone",
     )
     parser.add_argument("--cases", default="1,2,3,4", help="comma list of cases (default 1,2,3,4)")
     parser.add_argument(
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     lever = parser.add_argument_group(
         "levers",
         "measure a change without touching the product; needs --label, results in "
-        "bench/results/levers/LABEL.{json,md} (summarised on docs/performance.md)",
+        "bench/results/levers/LABEL.json (summarised on docs/performance.md)",
     )
     lever.add_argument(
         "--variant-playbook",
@@ -148,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = aggregate(results)
     summary["options"].update(label=label, note=args.note)
     json_path = out_dir / f"{label}.json"
-    write_json(summary, json_path)
+    write_json(summary, RAW_DIR / f"{label}.json")
+    write_json(stored(summary, full_cases=not args.label), json_path)
     if label == "latest":
         render_page()
         md_path: Path = DOCS_PAGE
     else:
-        md_path = out_dir / f"{label}.md"
+        md_path = RAW_DIR / f"{label}.md"
         md_path.write_text(render(summary) + "\n")
     elapsed = time.perf_counter() - began
     logger.info("wrote %s and %s in %.1f min", json_path, md_path, elapsed / 60)

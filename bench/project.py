@@ -1,11 +1,12 @@
 """Compose stacks for the benchmark: N services, some from the registry, the rest local.
 
-Modelled on `testbed.project`: local images (database-like with a healthcheck, cache-like
-without) are never pulled; registry images are built with `testbed.build_app_image`, and each
-registry image runs two services, a web service with a healthcheck and a worker without one,
-like the sample project's `api` and `worker` sharing one image. Every long-running service
-has `init: true`; healthchecks run inside the container every second (containers of a bed
-cannot reach each other here, so nothing depends on container-to-container traffic).
+Built on `testbed.project` (its healthcheck, compose file name and local images): local
+images (database-like with a healthcheck, cache-like without) are never pulled; registry
+images are built with `testbed.build_app_image`, and each registry image runs two services,
+a web service with a healthcheck and a worker without one, like the sample project's `api`
+and `worker` sharing one image. Every long-running service has `init: true`; healthchecks
+run inside the container every second (containers of a bed cannot reach each other here, so
+nothing depends on container-to-container traffic).
 """
 
 from __future__ import annotations
@@ -13,21 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import build_local_image, image_id_of
-from testbed.containers import APP_PORT
+from testbed.project import COMPOSE_FILE_NAME, HEALTHCHECK, local_image
 from testbed.stack import Stack
 
-COMPOSE_FILE_NAME = "docker-compose.prod.yml"
+__all__ = [
+    "COMPOSE_FILE_NAME",
+    "MIGRATION_COMMAND",
+    "MIGRATION_SERVICE",
+    "StackShape",
+    "write_stack",
+]
+
 MIGRATION_SERVICE = "api"
 MIGRATION_COMMAND = "/app/migrate"
-
-_HEALTHCHECK = f"""\
-    healthcheck:
-      test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:{APP_PORT}/health"]
-      interval: 1s
-      timeout: 2s
-      retries: 3
-"""
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ def _service_yaml(stack: Stack, service: Service, local_refs: dict[str, str]) ->
         lines += ["    volumes:", "      - app-data:/data"]
     text = "\n".join(lines) + "\n"
     if service.healthcheck:
-        text += _HEALTHCHECK
+        text += HEALTHCHECK
     if service.depends_on or service.waits_for:
         text += "    depends_on:\n"
     if service.depends_on:
@@ -133,7 +132,7 @@ def write_stack(stack: Stack, directory: Path, project: str, shape: StackShape) 
     `bench.deployment`).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    local_refs = {name: _local_image(stack, name) for name in ("db", "cache")}
+    local_refs = {name: local_image(stack, name) for name in ("db", "cache")}
     body = "".join(_service_yaml(stack, s, local_refs) for s in shape.services(project))
     text = (
         f"# Written by bench.project: {shape.total} services, {shape.targets} from the registry.\n"
@@ -142,10 +141,3 @@ def write_stack(stack: Stack, directory: Path, project: str, shape: StackShape) 
     compose_file = directory / COMPOSE_FILE_NAME
     compose_file.write_text(text)
     return compose_file
-
-
-def _local_image(stack: Stack, name: str) -> str:
-    ref = f"127.0.0.1:9/local/{name}:1"
-    if image_id_of(stack, ref) is None:
-        ref = build_local_image(stack, name, "1")
-    return ref

@@ -181,6 +181,26 @@ def _diff(a: object, b: object, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"[:300]]
 
 
+# What bench/results keeps of each way in a lever's or an old run's cases: the figures
+# docs/performance.md compares (the raw runs and the per-task detail stay in results/raw/).
+KEPT_PER_WAY = ("wall_s", "cpu_s", "ratio_to_a", "cpu_ratio_to_a", "load1", "peak_pss_mb")
+
+
+def stored(summary: dict[str, Any], *, full_cases: bool = True) -> dict[str, Any]:
+    """What bench/results keeps (committed, a few KB): the aggregate without the raw runs;
+    for a lever (`full_cases=False`) only the figures per way that the page compares."""
+    kept = {key: item for key, item in summary.items() if key != "runs"}
+    if not full_cases:
+        kept["cases"] = {
+            number: {
+                way: {key: entry[key] for key in KEPT_PER_WAY if key in entry}
+                for way, entry in entries.items()
+            }
+            for number, entries in summary["cases"].items()
+        }
+    return kept
+
+
 def write_json(summary: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from worker.api.cli import setup_logging
 from worker.host.main import StartupError, create_worker
 from worker.host.settings import Settings
+from worker.shared.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ LOCAL_SERVICES = ("db", "cache")
 
 # Fast for tests; no start_interval (needs Engine 25+, this is 20.10). `wget -T` is avoided on
 # purpose: Debian's static busybox 1.35 wget segfaults with it; compose's timeout bounds it.
-_HEALTHCHECK = f"""\
+HEALTHCHECK = f"""\
     healthcheck:
       test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:{APP_PORT}/health"]
       interval: 1s
@@ -114,10 +114,10 @@ def write_sample_project(
     The file has `name: <project>`, so compose finds the project without `-p` too.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    db_image = _local_image(stack, "db")
-    cache_image = _local_image(stack, "cache")
+    db_image = local_image(stack, "db")
+    cache_image = local_image(stack, "cache")
     text = (
-        _TEMPLATE.replace("@HEALTHCHECK@", _HEALTHCHECK)
+        _TEMPLATE.replace("@HEALTHCHECK@", HEALTHCHECK)
         .replace("@RESTART@", f"\n    restart: {restart}" if restart else "")
         .replace("@PROJECT@", project)
         .replace("@DB_IMAGE@", db_image)
@@ -135,7 +135,8 @@ def write_sample_project(
     return compose_file
 
 
-def _local_image(stack: Stack, name: str) -> str:
+def local_image(stack: Stack, name: str) -> str:
+    """The local (never pulled) image `name` (db, cache), built when missing."""
     ref = f"127.0.0.1:9/local/{name}:1"
     if image_id_of(stack, ref) is None:
         ref = build_local_image(stack, name, "1")

@@ -1,9 +1,10 @@
 """The project as users install it: its wheel and the wheels of its dependencies.
 
 `build_wheelhouse(dest)` builds update-executor's wheel from a copy of the distribution's
-files (nothing is written into the checkout) and fetches the wheels of its dependencies, so
-that `pip install --no-index --find-links DEST update-executor` works where PyPI cannot be
-reached (the systemd container) and does not depend on the checkout (a fresh venv).
+files (nothing is written into the checkout) and fetches the wheels of its dependencies and
+of its `worker` and `api` extras, so that `pip install --no-index --find-links DEST
+'update-executor[worker]'` (or `[api]`) works where PyPI cannot be reached (the systemd
+container) and does not depend on the checkout (a fresh venv).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ DIST_FILES = (
     "collections",
 )
 WHEEL_GLOB = "update_executor-*.whl"
+# The wheelhouse holds what both installs need: the host's `[worker]`, an app image's `[api]`.
+EXTRAS = "worker,api"
 
 
 def _copy_sources(dest: Path) -> None:
@@ -78,7 +81,7 @@ def build_wheelhouse(dest: Path) -> Path:
             str(dest),
             "--find-links",
             str(dest),
-            str(wheels[0]),
+            f"{wheels[0]}[{EXTRAS}]",
             timeout=1200,
         )
     return wheels[0]
@@ -95,7 +98,7 @@ def complete_for_python(dest: Path, python: Path = Path("/usr/bin/python3")) -> 
         subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=300)
         pip = [str(venv / "bin" / "pip"), "wheel", "--quiet", "--wheel-dir", str(dest)]
         done = subprocess.run(
-            [*pip, "--find-links", str(dest), str(wheels[-1])],
+            [*pip, "--find-links", str(dest), f"{wheels[-1]}[worker]"],
             capture_output=True,
             text=True,
             timeout=1200,

@@ -7,6 +7,7 @@ errors, in CI and everywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -14,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,12 +35,25 @@ from testbed import (
 from testbed.wheelhouse import build_wheelhouse
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
-from worker.host.settings import Secret, Settings
+from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.settings import Secret
 
 APP_REPO = "acme/app"
 FRONTEND_REPO = "acme/frontend"
 _counter = itertools.count(1)
+# Compose project names (and so queue names and registry repositories) carry this session's
+# tag: two sessions on one machine (another checkout's `make test`) never share a name.
+SESSION_TAG = secrets.token_hex(3)
+
+
+@pytest.fixture(scope="session")
+def lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This session's UPDATE_LOCK_DIR (the update lock and rollback points), instead of the
+    host-wide default /run/update-executor that other sessions would share."""
+    path = tmp_path_factory.mktemp("locks")
+    path.chmod(0o700)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +129,7 @@ class Deployment:
             "UPDATE_QUEUE_NAME": settings.queue_name,
             "COMPOSE_FILE_PATH": str(settings.compose_file),
             "COMPOSE_PROJECT_NAME": self.project,
+            "UPDATE_LOCK_DIR": str(settings.lock_dir),
             "REGISTRY_URL": settings.registry_url,
             "REGISTRY_USERNAME": settings.registry_username,
             "GITHUB_TOKEN_FILE": str(settings.registry_token_file),
@@ -129,11 +145,11 @@ class Deployment:
 
 @pytest.fixture
 def deployment(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, tmp_path: Path, lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Deployment]:
     n = next(_counter)
-    project = f"ue{n}"
-    app_repo, frontend_repo = f"t{n}/app", f"t{n}/frontend"
+    project = f"ue{SESSION_TAG}n{n}"
+    app_repo, frontend_repo = f"t{SESSION_TAG}n{n}/app", f"t{SESSION_TAG}n{n}/frontend"
     build_app_image(stack, app_repo, "1")
     build_app_image(stack, frontend_repo, "1")
     compose_file = write_sample_project(
@@ -143,7 +159,7 @@ def deployment(
     token_file = tmp_path / "registry-token"
     token_file.write_text(stack.registry_password)
     token_file.chmod(0o600)
-    # The job secret the client signs with and the worker verifies with (worker/signing.py);
+    # The job secret the client signs with and the worker verifies with (worker/shared/signing.py);
     # worker processes started from os.environ (worker_env) find it through the file. Tests
     # run updates back to back: no cool-down (test_security.py tests it).
     job_secret_file = tmp_path / "job-secret"
@@ -167,6 +183,7 @@ def deployment(
         job_timeout=240,
         job_secret=Secret(job_secret_file.read_text()),
         min_interval=0,
+        lock_dir=lock_dir,
     )
     yield Deployment(stack, project, compose_file, app_repo, frontend_repo, settings)
     stack.compose(compose_file, project, "down", "--volumes", "--timeout", "1", check=False)
@@ -225,3 +242,19 @@ def worker_process(deployment: Deployment, **env: str) -> Iterator[subprocess.Po
             process.kill()
             output = process.communicate(timeout=30)[0]
         print(f"--- worker output ---\n{output[-4000:]}")
+
+
+async def wait_for_step(
+    client: UpdateClient, job_id: str, step: str | None = None, timeout: float = 180
+) -> None:
+    """Poll the job's progress (as a UI does) until `step` is the one running (any step when
+    None): a condition the worker reports, not a guess at how long the steps before it take."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await client.status(job_id)
+        current = status["current_step"]
+        if current is not None and step in (None, current):
+            return
+        assert status["state"] != "finished", f"job ended before {step}: {status['summary']}"
+        assert time.monotonic() < deadline, f"job {job_id} never reached {step}: {status}"
+        await asyncio.sleep(0.1)

@@ -31,10 +31,10 @@ from testbed.procs import free_port
 from tests.integration.conftest import CLI, Deployment, update, worker_process
 from tests.summary_schema import assert_valid_summary
 from worker.api import build_router
-from worker.host.history import history_key
 from worker.host.notify import short_digest
-from worker.host.settings import Secret
 from worker.shared.client import UpdateClient
+from worker.shared.keys import history_key
+from worker.shared.settings import Secret
 
 ADMIN = {"X-Admin-Token": "history-test-token"}
 

@@ -30,7 +30,7 @@ from tests.integration.api_app import ADMIN_NAME, ADMIN_TOKEN_ENV
 from tests.integration.conftest import Deployment
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
-from worker.shared.inflight import inflight_key
+from worker.shared.keys import inflight_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

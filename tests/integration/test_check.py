@@ -1,4 +1,4 @@
-"""Check for updates (worker/check.py, worker/registry.py) against the real test bed: its
+"""Check for updates (worker/host/check.py, worker/host/registry.py) against the real test bed: its
 dockerd, its htpasswd registry on loopback, Redis, and the real ARQ worker; plus a second
 real registry with token auth (testbed/token_auth.py) for the Bearer flow GHCR uses.
 
@@ -32,9 +32,11 @@ from testbed import (
 )
 from testbed.token_auth import SERVICE, TokenIssuer, TokenRegistry
 from tests.integration.conftest import Deployment, run_worker_burst
-from worker.host.check import LAST_CHECK_TTL_S, check_for_updates, last_check_key
-from worker.host.settings import Secret, Settings
+from worker.host.check import check_for_updates
+from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.keys import LAST_CHECK_TTL_S, last_check_key
+from worker.shared.settings import Secret
 
 CLI = str(Path(sys.executable).parent / "update-executor")
 APP_SERVICES = ("init_db", "api", "worker")
@@ -283,7 +285,7 @@ async def wait_until_queued(client: UpdateClient, timeout: float = 30) -> None:
 async def redis_dump(client: UpdateClient) -> str:
     """Every key and value of the bed's Redis, as text (to look for secrets)."""
     parts = []
-    redis = client.redis
+    redis: Any = client.redis  # redis-py types its commands Awaitable[T] | T
     for key in await redis.keys("*"):
         kind = (await redis.type(key)).decode()
         if kind == "string":
@@ -347,7 +349,7 @@ async def test_check_through_the_worker_the_cache_and_the_cli(
     # The last check is cached (signed) in Redis, with an expiry.
     cached = await client.last_check()
     assert cached is not None and cached["job_id"] in (same, other)
-    key = last_check_key(settings)
+    key = last_check_key(settings.queue_name)
     assert 0 < await client.redis.ttl(key) <= LAST_CHECK_TTL_S
     await client.redis.set(key, json.dumps({"typ": "last-check", **result, "job_id": "forged"}))
     assert await client.last_check() is None  # unsigned: ignored

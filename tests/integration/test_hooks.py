@@ -46,7 +46,7 @@ def step_names(summary: dict[str, Any]) -> list[str]:
 
 
 def status_of(summary: dict[str, Any], name: str) -> str:
-    return next(step["status"] for step in summary["steps"] if step["name"] == name)
+    return str(next(step["status"] for step in summary["steps"] if step["name"] == name))
 
 
 async def test_pre_hook_in_the_old_container_then_post_hook_in_the_new_one(

@@ -1,5 +1,5 @@
 """Live progress end to end: a real worker runs the real playbook against the test bed's dockerd,
-registry and Redis, and what a UI reads from Redis while and after it runs (worker/progress.py,
+registry and Redis, and what a UI reads from Redis while and after it runs (worker/host/progress.py,
 UpdateClient.progress/status/latest_update, `update-executor enqueue --wait`)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 from tests.integration.conftest import CLI, Deployment, update, worker_process
 from tests.summary_schema import assert_valid_summary
-from worker.host.main import RESULT_TTL_S, create_worker
-from worker.host.progress import STREAM_MAXLEN, latest_update_key, progress_key
+from worker.host.main import create_worker
 from worker.shared.client import UpdateClient
+from worker.shared.keys import RESULT_TTL_S, STREAM_MAXLEN, latest_update_key, progress_key
 
 PLANNED = ["preflight", "lock", "login", "snapshot", "pull", "recreate", "migrations", "report"]
 

@@ -41,10 +41,11 @@ from testbed.registry import bcrypt_htpasswd_line
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.host.cooldown import cooldown_key
-from worker.host.main import redis_settings
-from worker.host.settings import Secret, Settings
+from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.connection import redis_settings
 from worker.shared.serialization import serialize
+from worker.shared.settings import Secret
 from worker.shared.signing import JobCodec, client_codec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -283,7 +284,8 @@ def walk_files(top: Path) -> Iterator[Path]:
 
 async def redis_dump(stack: Stack) -> bytes:
     """Every key and value of the test bed's Redis, as one blob."""
-    client = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    # Any: redis-py types its commands Awaitable[T] | T.
+    client: Any = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
     parts: list[bytes] = []
     try:
         async for key in client.scan_iter(count=1000):

@@ -22,7 +22,6 @@ migration step, look, act, then open the gate, instead of guessing with sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import shlex
@@ -40,9 +39,11 @@ from testbed import Stack, build_app_image, running_image_ids, write_sample_proj
 from testbed.stack import docker_binary
 from testbed.systemd import Mount, SystemdHost, rootfs_tarball
 from testbed.wheelhouse import complete_for_python
+from tests.integration.conftest import wait_for_step
 from tests.summary_schema import assert_valid_summary
-from worker.host.settings import Secret, Settings
+from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.settings import Secret
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -70,7 +71,7 @@ ExecStart=/bin/true
 [Install]
 WantedBy=multi-user.target
 """
-READY = "worker ready: queue"  # worker/main.py logs it once start-up is done
+READY = "worker ready: queue"  # worker/host/main.py logs it once start-up is done
 _versions = itertools.count(2)
 
 
@@ -294,18 +295,6 @@ async def client(installed: Installed) -> AsyncIterator[UpdateClient]:
         yield connected
 
 
-async def wait_for_step(client: UpdateClient, job_id: str, step: str, timeout: float = 180) -> None:
-    """Poll the job's progress (as a UI does) until `step` is the one running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await client.status(job_id)
-        if status["current_step"] == step:
-            return
-        assert status["state"] != "finished", f"job ended before {step}: {status['summary']}"
-        assert time.monotonic() < deadline, f"job {job_id} never reached {step}: {status}"
-        await asyncio.sleep(0.2)
-
-
 def assert_no_secret(installed: Installed, *texts: str) -> None:
     for text in texts:
         for secret in installed.secrets:
@@ -384,7 +373,8 @@ async def test_systemctl_stop_past_the_grace_period_rolls_the_update_back(
     installed: Installed, client: UpdateClient
 ) -> None:
     """An update that cannot finish within STOP_GRACE_PERIOD (2 s here, from a drop-in) is
-    canceled and rolled back before the worker exits, within the unit's TimeoutStopSec."""
+    canceled and rolled back before the worker exits, within the unit's TimeoutStopSec, and
+    its `canceled` summary is stored as its result."""
     host, site = installed.host, installed.site
     dropin_dir = f"/etc/systemd/system/{UNIT}.d"
     host.script(
@@ -405,17 +395,21 @@ async def test_systemctl_stop_past_the_grace_period_rolls_the_update_back(
             "ActiveState": "inactive",
             "Result": "success",  # not "timeout": it exited by itself, rollback done
         }
-        # Rolled back before the worker exited, lock released.
+        # Rolled back before the worker exited, lock released, and the job's `canceled`
+        # summary (with the rollback) is its result, written before the worker exited.
         assert site.image_ids()["api"] == old_images["api"]
         assert installed.ls(LOCK_DIR) == []
-        # Known gap (docs/operations.md, "Stopping, killing, timeouts"): ARQ puts a job
-        # canceled at shutdown back in the queue instead of storing the job's `canceled`
-        # summary, and fails it at the next start ("interrupted", without the rollback).
-        assert (await client.status(job_id))["state"] == "queued"
+        status = await client.status(job_id)
+        assert status["state"] == "finished", status
+        summary = assert_valid_summary(status["summary"])
+        assert summary["status"] == "canceled", summary
+        assert summary["error"]["step"] == "migrations", summary
+        assert summary["rolled_back"] is True, summary
+        # The next start leaves the job alone: neither recovered nor run again.
+        cursor = host.cursor()
         restart_worker(host)
-        summary = assert_valid_summary(await client.result(job_id, timeout=60))
-        assert summary["status"] == "failed", summary
-        assert summary["error"]["step"] == "worker", summary
+        assert job_id not in host.journal(UNIT, after=cursor)
+        assert (await client.status(job_id))["summary"] == status["summary"]
         assert site.image_ids()["api"] == old_images["api"]
     finally:
         host.script(f"rm -rf {dropin_dir}\nsystemctl daemon-reload\n")

@@ -35,14 +35,13 @@ from testbed.faults import operator_run, rollback_point_path
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.api import build_router
-from worker.host.arq_worker import UpdateWorker, nonce_key
+from worker.host.arq_worker import UpdateWorker
 from worker.host.cooldown import cooldown_key
 from worker.host.main import create_worker
-from worker.host.progress import latest_update_key, progress_key
 from worker.host.settings import Settings
-from worker.shared.cancel import cancel_key, seal_cancel
+from worker.shared.cancel import seal_cancel
 from worker.shared.client import UpdateClient
-from worker.shared.inflight import inflight_key
+from worker.shared.keys import cancel_key, inflight_key, latest_update_key, nonce_key, progress_key
 from worker.shared.signing import JobCodec, client_codec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -330,7 +329,7 @@ async def test_the_worker_outlives_bad_redis_state(
     settings = replace(deployment.settings, min_interval=60)
     queue = settings.queue_name
     codec = client_codec(settings)
-    r = client.redis
+    r: Any = client.redis  # redis-py types its commands Awaitable[T] | T
     outcomes: dict[str, str] = {}
 
     async def dry_job(**extra: Any) -> str:
@@ -397,10 +396,10 @@ async def test_the_worker_outlives_bad_redis_state(
     assert outcomes["arq:abort is a string"] == "successful"
     assert outcomes["progress key is a string"] == "successful"
     assert outcomes["retry key is not a number"] == "successful"
-    logged = [m.getMessage() for m in caplog.records]
-    assert any(m.startswith(f"ignoring {inflight_key(queue)}: WRONGTYPE") for m in logged)
-    assert any("cannot release the in-flight slot: " in m for m in logged)
-    assert any(m == f"ignoring {cooldown_key(settings)}: not a time" for m in logged)
+    messages = [m.getMessage() for m in caplog.records]
+    assert any(m.startswith(f"ignoring {inflight_key(queue)}: WRONGTYPE") for m in messages)
+    assert any("cannot release the in-flight slot: " in m for m in messages)
+    assert any(m == f"ignoring {cooldown_key(settings)}: not a time" for m in messages)
     outcomes["in-flight key is a hash (start-up, release)"] = "ignored, logged"
     report = "\n".join(f"  {k}: {v}" for k, v in outcomes.items())
     print(f"\nbad Redis state and the worker:\n{report}")

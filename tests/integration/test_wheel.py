@@ -1,6 +1,10 @@
-"""The package as a user installs it (issue 14): the wheel, non-editable, in a fresh virtualenv,
-the worker started from a directory that has nothing to do with the checkout, one update end
-to end through the queue. The Ansible content must come from the installed package."""
+"""The package as a user installs it (issue 14): the wheel, non-editable, in a fresh virtualenv.
+
+On the host, `update-executor[worker]`: the worker started from a directory that has nothing
+to do with the checkout, one update end to end through the queue; the Ansible content must
+come from the installed package. In an app image, `update-executor[api]` alone: the router
+imports and serves, the client commands run, and there is no Ansible in that venv. Both
+venvs' sizes are printed (docs/operations.md quotes them)."""
 
 from __future__ import annotations
 
@@ -17,18 +21,21 @@ from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONTENT_PROBE = "from worker.settings import ANSIBLE_CONTENT; print(ANSIBLE_CONTENT)"
+CONTENT_PROBE = "from worker.host.settings import ANSIBLE_CONTENT; print(ANSIBLE_CONTENT)"
 
 
-def fresh_venv(path: Path, wheelhouse: Path) -> Path:
-    """`python3 -m venv` + `pip install update-executor` from the wheelhouse only."""
+def fresh_venv(path: Path, wheelhouse: Path, requirement: str = "update-executor[worker]") -> Path:
+    """`python3 -m venv` + `pip install <requirement>` from the wheelhouse only."""
     base_python = Path(sys.base_prefix) / "bin" / "python3"
     subprocess.run([str(base_python), "-m", "venv", str(path)], check=True, timeout=120)
     pip = [str(path / "bin" / "pip"), "install", "--quiet", "--no-index"]
-    subprocess.run(
-        [*pip, "--find-links", str(wheelhouse), "update-executor"], check=True, timeout=600
-    )
+    subprocess.run([*pip, "--find-links", str(wheelhouse), requirement], check=True, timeout=600)
     return path
+
+
+def size_mb(path: Path) -> float:
+    """What a directory takes on disk (MB), like `du -s`."""
+    return sum(f.lstat().st_blocks * 512 for f in path.rglob("*")) / 1e6
 
 
 def env_without_checkout(deployment: Deployment) -> dict[str, str]:
@@ -90,6 +97,7 @@ async def test_the_wheel_in_a_fresh_venv_updates_from_an_unrelated_directory(
     deployment: Deployment, client: UpdateClient, wheelhouse: Path, tmp_path: Path
 ) -> None:
     venv = fresh_venv(tmp_path / "venv", wheelhouse)
+    print(f"update-executor[worker] venv: {size_mb(venv):.0f} MB")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = env_without_checkout(deployment)
@@ -109,6 +117,72 @@ async def test_the_wheel_in_a_fresh_venv_updates_from_an_unrelated_directory(
     assert str(REPO_ROOT) not in output[0]
 
     dry_run_by_hand(venv, content, env)
+
+
+API_PROBE = """
+import importlib.metadata, importlib.util, sys
+from fastapi import FastAPI
+from worker.api import SharedClient, build_router
+
+
+
+def require_superuser() -> None:  # the application's own check (docs/api.md)
+    return None
+
+
+app = FastAPI()
+app.include_router(build_router(SharedClient(), require_superuser), prefix="/api")
+schema = app.openapi()  # builds every route's model
+installed = {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}
+print(sorted(schema["paths"]))
+print(sorted(installed & {"ansible", "ansible-core", "ansible-runner", "requests", "apprise",
+                          "prometheus-client"}))
+print(sorted(m for m in ("ansible", "ansible_runner", "requests") if importlib.util.find_spec(m)))
+print(sorted(m for m in sys.modules if m.startswith("worker.host")))
+"""
+
+
+def test_the_api_extra_alone_serves_the_router_without_ansible(
+    deployment: Deployment, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """`pip install 'update-executor[api]'` in a fresh venv, as in an app image: the router
+    mounts (its OpenAPI schema builds), the CLI's client commands reach the queue, and
+    neither Ansible, ansible-runner nor the worker's other dependencies are installed."""
+    venv = fresh_venv(tmp_path / "api-venv", wheelhouse, "update-executor[api]")
+    print(f"update-executor[api] venv: {size_mb(venv):.0f} MB")
+    env = env_without_checkout(deployment)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run(
+        [python, "-c", API_PROBE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    paths, distributions, importable, host_modules = done.stdout.strip().splitlines()
+    assert "/api/system/update/trigger" in paths
+    assert distributions == "[]"  # no ansible, ansible-core, ansible-runner, requests, ...
+    assert importable == "[]"
+    assert host_modules == "[]"
+
+    cli = str(venv / "bin" / "update-executor")
+    status = subprocess.run(
+        [cli, "status", "no-such-job"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 2, status.stderr  # answered by Redis: not_found
+    assert '"state": "not_found"' in status.stdout
+    worker = subprocess.run(
+        [cli, "worker"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert worker.returncode == 2
+    assert "pip install 'update-executor[worker]'" in worker.stderr
 
 
 def test_start_up_names_missing_ansible_content(deployment: Deployment, tmp_path: Path) -> None:

@@ -19,12 +19,17 @@ import pytest
 from testbed import TestBed, containers
 from testbed.faults import lock_path, run_playbook
 from testbed.stack import CommandError
-from tests.integration.conftest import Deployment, run_worker_burst, worker_process
+from tests.integration.conftest import (
+    Deployment,
+    run_worker_burst,
+    wait_for_step,
+    worker_process,
+)
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
 from worker.host.recovery import ansible_processes_of
 from worker.shared.client import UpdateClient
-from worker.shared.inflight import inflight_key
+from worker.shared.keys import inflight_key
 
 
 def compose_processes(project: str) -> list[str]:
@@ -38,6 +43,15 @@ async def wait_for_state(client: UpdateClient, job_id: str, state: str, timeout:
     while (await client.status(job_id))["state"] != state:
         assert time.monotonic() < deadline, f"job {job_id} never reached {state}"
         await asyncio.sleep(0.2)
+
+
+async def wait_until_polling(client: UpdateClient, queue_name: str, timeout: float = 60) -> None:
+    """Until the worker has started and polls the queue: ARQ writes its health-check key in
+    its first poll (worker/host/main.py sets the key's interval)."""
+    deadline = time.monotonic() + timeout
+    while not await client.redis.exists(f"{queue_name}:health-check"):
+        assert time.monotonic() < deadline, "the worker never started polling"
+        await asyncio.sleep(0.1)
 
 
 def assert_nothing_left(deployment: Deployment, job_id: str) -> None:
@@ -80,12 +94,9 @@ async def slow_update(deployment: Deployment, client: UpdateClient) -> tuple[str
     return job_id, new_app
 
 
-LOCK_DIR = Path("/run/update-executor")  # the default UPDATE_LOCK_DIR: worker_env leaves it
-
-
 def lock_files(deployment: Deployment) -> list[Path]:
     """The project's lock and rollback point, when present (none may outlive an update)."""
-    lock = lock_path(deployment.stack, LOCK_DIR, deployment.project)
+    lock = lock_path(deployment.stack, deployment.settings.lock_dir, deployment.project)
     point = lock.with_name(lock.name.removesuffix(".lock") + ".rollback.json")
     return [path for path in (lock, point) if path.exists()]
 
@@ -136,7 +147,7 @@ async def test_an_abort_mid_recreate_is_canceled_and_rolled_back(
     worker_task = asyncio.create_task(worker.main())
     try:
         await wait_for_recreate(deployment, new_app)
-        await asyncio.sleep(2)
+        await wait_for_step(client, job_id, "recreate")  # compose waits for health now
 
         # An operator's ansible-playbook meanwhile is refused at once, naming the worker's job.
         manual = run_playbook(deployment.worker_env(), timeout=120)
@@ -192,9 +203,7 @@ async def test_a_killed_worker_reports_the_job_interrupted_and_serves_the_next(
     job_id, new_app = await slow_update(deployment, client)
     with worker_process(deployment) as first:
         await wait_for_state(client, job_id, "running", 60)
-        # Into the migration (two minutes long): the new api runs (a condition, not a fixed
-        # time: the update's speed depends on the machine).
-        await wait_for_recreate(deployment, new_app, timeout=120)
+        await wait_for_step(client, job_id, "migrations")  # `sleep 120` runs now
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     assert ansible_processes_of(job_id), "ansible outlives a SIGKILLed worker (own session)"
@@ -227,8 +236,7 @@ async def test_sigterm_lets_the_running_update_finish(
     new_app = deployment.publish(deployment.app_repo, "2")
     job_id = await client.enqueue_update(services=["api", "worker"], run_migrations=False)
     with worker_process(deployment) as worker:
-        await wait_for_state(client, job_id, "running", 60)
-        await asyncio.sleep(2)
+        await wait_for_step(client, job_id, timeout=60)  # the playbook runs
         worker.send_signal(signal.SIGTERM)  # systemctl stop
         assert worker.wait(timeout=120) == 0
     summary = assert_valid_summary((await client.status(job_id))["summary"])
@@ -237,13 +245,59 @@ async def test_sigterm_lets_the_running_update_finish(
     assert_nothing_left(deployment, job_id)
 
 
+async def wait_until_serving(client: UpdateClient, deployment: Deployment, timeout: float) -> None:
+    """Until the worker's first poll: its health check key is written after its start-up
+    (recovery included)."""
+    key = f"{deployment.settings.queue_name}:health-check"
+    deadline = time.monotonic() + timeout
+    while not await client.redis.exists(key):
+        assert time.monotonic() < deadline, "the worker never started serving"
+        await asyncio.sleep(0.2)
+
+
+async def test_sigterm_past_the_grace_period_stores_the_canceled_summary(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """systemctl stop with an update that outlasts STOP_GRACE_PERIOD: the update is canceled
+    and rolled back, and its `canceled` summary is the job's result (not re-queued, not
+    reported "interrupted" by the next start)."""
+    deployment.settings = replace(deployment.settings, job_timeout=300)
+    old_app = deployment.image_ids()["api"]
+    job_id, new_app = await slow_update(deployment, client)
+    queue = deployment.settings.queue_name
+    with worker_process(deployment, STOP_GRACE_PERIOD="2") as worker:
+        await wait_for_step(client, job_id, "migrations", timeout=120)
+        assert deployment.image_ids()["api"] == new_app  # recreated: there is something to undo
+        worker.send_signal(signal.SIGTERM)  # systemctl stop
+        assert worker.wait(timeout=180) == 0
+
+    status = await client.status(job_id)
+    assert status["state"] == "finished", status
+    summary = assert_valid_summary(status["summary"])
+    assert summary["status"] == "canceled", summary
+    assert summary["error"]["step"] == "migrations"
+    assert_rolled_back_to(deployment, summary, old_app)
+    assert_nothing_left(deployment, job_id)
+    # Nothing left for a next start: not queued, not in progress, the slot released.
+    assert await client.redis.zcard(queue) == 0
+    assert not await client.redis.exists(f"arq:in-progress:{job_id}", f"arq:job:{job_id}")
+    assert await client.redis.get(inflight_key(queue)) is None
+
+    with worker_process(deployment) as second:
+        await wait_until_serving(client, deployment, timeout=60)
+        second.send_signal(signal.SIGTERM)
+        output = second.communicate(timeout=60)[0]
+    assert job_id not in output, output  # neither recovered nor run again
+    assert (await client.status(job_id))["summary"] == status["summary"]
+    assert deployment.image_ids()["api"] == old_app
+
+
 async def test_redis_restarts_do_not_lose_the_worker_or_the_result(
     deployment: Deployment, client: UpdateClient, bed: TestBed
 ) -> None:
     with worker_process(deployment) as worker:
-        await asyncio.sleep(2)
+        await wait_until_polling(client, deployment.settings.queue_name)
         bed.restart_redis()  # while idle (the test bed's Redis keeps no data)
-        await asyncio.sleep(1)
         new_app = deployment.publish(deployment.app_repo, "2")
         job_id = await client.enqueue_update(services=["api"], run_migrations=False)
         await wait_for_state(client, job_id, "running", 60)

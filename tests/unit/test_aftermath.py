@@ -17,15 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.summary_schema import assert_valid_summary
-from worker.host.history import (
-    append_line,
-    check_record,
-    decode_record,
-    encode_record,
-    format_history_table,
-    read_history_file,
-    update_record,
-)
+from worker.api.tables import format_history_table
+from worker.host.history import append_line, check_record, encode_record, update_record
 from worker.host.metrics import Metrics
 from worker.host.notify import (
     Message,
@@ -36,10 +29,12 @@ from worker.host.notify import (
     short_digest,
     split_urls,
 )
-from worker.host.settings import ConfigError, Secret, Settings
-from worker.host.summary import StepResult, StepStatus, Summary, UpdateStatus, rejected_summary
+from worker.host.settings import Settings
+from worker.shared.history import decode_record, read_history_file
 from worker.shared.outcome import Outcome, outcome_of, refusal_reason
 from worker.shared.request import UpdateRequest
+from worker.shared.result import StepResult, StepStatus, Summary, UpdateStatus, rejected_summary
+from worker.shared.settings import ConfigError, Secret
 
 T0 = datetime(2026, 11, 30, 3, 0, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 30, 3, 1, 5, tzinfo=UTC)

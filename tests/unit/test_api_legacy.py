@@ -243,9 +243,9 @@ def finished(summary: dict[str, Any]) -> Any:
             id="timeout",
         ),
         pytest.param(
-            finished(None),
+            finished(None),  # type: ignore[arg-type]
             "failed",
-            "Update failed at the queue.",  # type: ignore[arg-type]
+            "Update failed at the queue.",
             "The update ended without a result. Not rolled back.",
             id="no summary",
         ),

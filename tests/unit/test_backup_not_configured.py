@@ -11,8 +11,9 @@ import pytest
 
 from worker.host.jobs import NO_BACKUP_CONFIGURED, backup_not_configured, playbook_vars
 from worker.host.settings import Settings
-from worker.host.summary import RunOutcome, UpdateStatus, build_summary
+from worker.host.summary import RunOutcome, build_summary
 from worker.shared.request import UpdateRequest
+from worker.shared.result import UpdateStatus
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 SETTINGS = Settings(backup_command="")

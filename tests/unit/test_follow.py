@@ -1,4 +1,4 @@
-"""`enqueue --wait` output (worker/follow.py): the bar on a terminal, plain lines otherwise."""
+"""`enqueue --wait` output (worker/api/follow.py): the bar on a terminal, plain lines otherwise."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_plain_line(entry: dict[str, Any], line: str | None) -> None:
     assert plain_line(entry) == line
 
 
-ENTRIES = [
+ENTRIES: list[dict[str, Any]] = [
     {"kind": "job_started", "planned": ["preflight", "pull"]},
     {"kind": "step_started", "name": "preflight"},
     {"kind": "step_ended", "name": "preflight", "status": "ok", "duration_s": 1.0},

@@ -11,8 +11,9 @@ import pytest
 
 from tests.summary_schema import assert_valid_summary
 from worker.host.progress import planned_steps
-from worker.host.summary import RunOutcome, UpdateStatus, build_summary
+from worker.host.summary import RunOutcome, build_summary
 from worker.shared.request import UpdateRequest
+from worker.shared.result import UpdateStatus
 
 from .playbook_code import load
 

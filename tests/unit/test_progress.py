@@ -1,6 +1,6 @@
-"""Live progress derived from ansible-runner's events (worker/progress.py): the captured runs in
-tests/unit/data are real event streams of playbooks/update.yml; the small tables cover what a
-real run rarely shows (late tasks, interrupted runs, tampered entries)."""
+"""Live progress derived from ansible-runner's events (worker/host/progress.py): the captured
+runs in tests/unit/data are real event streams of playbooks/update.yml; the small tables cover
+what a real run rarely shows (late tasks, interrupted runs, tampered entries)."""
 
 from __future__ import annotations
 
@@ -17,23 +17,26 @@ import pytest
 import redis.asyncio as aioredis
 
 from worker.host.progress import (
-    INTERRUPTED,
-    EntryKind,
     ProgressEntry,
     ProgressReporter,
     StepTracker,
-    check_stream_id,
-    decode_entry,
     encode_entry,
-    fold_progress,
     job_ended_entry,
     job_started_entry,
     planned_steps,
     step_entries,
 )
 from worker.host.settings import Settings
-from worker.host.summary import NOT_REACHED, RunOutcome, UpdateStatus, build_summary
+from worker.host.summary import RunOutcome, build_summary
+from worker.shared.progress import (
+    INTERRUPTED,
+    EntryKind,
+    check_stream_id,
+    decode_entry,
+    fold_progress,
+)
 from worker.shared.request import UpdateRequest
+from worker.shared.result import NOT_REACHED, UpdateStatus
 
 DATA = Path(__file__).resolve().parent / "data"
 T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
@@ -478,7 +481,12 @@ async def test_an_unreachable_redis_never_stops_the_update() -> None:
     started = time.monotonic()
     await reporter.start()
     events = load(DATA / "full_update.events.json")["events"]
-    thread = threading.Thread(target=lambda: [reporter.on_event(e) for e in events])
+
+    def feed() -> None:
+        for event in events:
+            reporter.on_event(event)
+
+    thread = threading.Thread(target=feed)
     thread.start()
     await asyncio.to_thread(thread.join)
     await reporter.step("rollback", "ok")

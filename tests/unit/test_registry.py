@@ -1,5 +1,5 @@
-"""The registry client's pure parts (worker/registry.py) and the check's comparisons
-(worker/check.py), table-driven. Fast: no Docker, no Redis; one loopback HTTP server stands
+"""The registry client's pure parts (worker/host/registry.py) and the check's comparisons
+(worker/host/check.py), table-driven. Fast: no Docker, no Redis; one loopback HTTP server stands
 in for a registry that omits Docker-Content-Digest (the real one always sends it)."""
 
 from __future__ import annotations
@@ -15,19 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from worker.host.check import (
-    ServiceCheck,
-    check_exit_status,
-    check_outcome,
-    compare,
-    format_check_table,
-    open_last_check,
-    pending_check_key,
-    repo_digests_for,
-    seal_last_check,
-    short_digest,
-    status_text,
-)
+from worker.api.tables import check_exit_status, format_check_table, short_digest
+from worker.host.check import compare, repo_digests_for
 from worker.host.registry import (
     ACCEPT,
     DOCKER_MANIFEST,
@@ -49,8 +38,17 @@ from worker.host.registry import (
     registry_host,
     sha256_digest,
 )
-from worker.host.settings import Secret, Settings
+from worker.host.settings import Settings
+from worker.shared.check import (
+    ServiceCheck,
+    check_outcome,
+    open_last_check,
+    seal_last_check,
+    status_text,
+)
+from worker.shared.keys import pending_check_key
 from worker.shared.request import InvalidRequest, validate_check_services
+from worker.shared.settings import Secret
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -390,9 +388,8 @@ def test_check_services_refused(services: object, allowed: list[str], message: s
 
 
 def test_pending_check_key_depends_on_the_services() -> None:
-    settings = Settings(queue_name="q")
-    assert pending_check_key(settings, None) == "q:check-pending:*"
-    assert pending_check_key(settings, ["b", "a", "b"]) == "q:check-pending:a,b"
+    assert pending_check_key("q", None) == "q:check-pending:*"
+    assert pending_check_key("q", ["b", "a", "b"]) == "q:check-pending:a,b"
 
 
 @pytest.mark.parametrize("secret", ["", "s" * 40])

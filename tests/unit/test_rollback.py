@@ -1,5 +1,5 @@
 """Reading the rollback playbook's report and adding it to a cut-off update's summary
-(worker/rollback.py)."""
+(worker/host/rollback.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ from typing import Any
 
 import pytest
 
-from worker.host.rollback import (
-    CutOffRollback,
-    apply_to_summary,
-    rollback_points,
-    rollback_result,
-)
+from worker.host.rollback import rollback_points, rollback_result
 from worker.host.settings import Settings
-from worker.host.summary import RunOutcome, StepResult, StepStatus, Summary, UpdateStatus
+from worker.host.summary import RunOutcome
+from worker.shared.cutoff import CutOffRollback, apply_to_summary
+from worker.shared.result import StepResult, StepStatus, Summary, UpdateStatus
 
 T0 = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
 

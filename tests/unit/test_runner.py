@@ -1,5 +1,5 @@
-"""worker/runner.py's tweak of ptyprocess: closing the pty of an ended ansible-playbook does not
-wait 0.1 s first (ansible-runner closes it after every run), and a live process is still
+"""worker/host/runner.py's tweak of ptyprocess: closing the pty of an ended ansible-playbook does
+not wait 0.1 s first (ansible-runner closes it after every run), and a live process is still
 closed the careful way."""
 
 from __future__ import annotations

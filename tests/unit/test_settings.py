@@ -2,7 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.host.settings import DEFAULT_QUEUE_NAME, ConfigError, Secret, Settings
+from worker.host.settings import Settings
+from worker.shared.client import CANCEL_MARGIN_S, CLAIM_TTL_S
+from worker.shared.keys import MAX_JOB_TIMEOUT_S
+from worker.shared.settings import DEFAULT_QUEUE_NAME, ClientSettings, ConfigError, Secret
 
 
 def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:
@@ -95,3 +98,68 @@ def test_poll_delay_is_passed_to_arq() -> None:
     settings = Settings.from_env({"WORKER_POLL_DELAY": "0.2", "LOG_FILE": ""})
     assert settings.poll_delay == 0.2
     assert worker_kwargs(settings)["poll_delay"] == 0.2
+
+
+@pytest.mark.parametrize("name", ["ROLLBACK_ON_MIGRATION_FAILURE", "REDIS_QUEUE_SSL"])
+@pytest.mark.parametrize("value", ["flase", "ture", "2", "enabled"])
+def test_a_mistyped_boolean_is_an_error_with_one_message_for_all(name: str, value: str) -> None:
+    """One parser for every boolean: `flase` is neither true nor false (issue 14: it used to
+    turn ROLLBACK_ON_MIGRATION_FAILURE on)."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({name: value, "LOG_FILE": ""})
+    assert f"{name} must be true or false, got {value!r}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+        ("1", True),
+        ("false", False),
+        ("Off", False),
+        ("no", False),
+        ("0", False),
+        ("", True),
+    ],
+)
+def test_booleans_read_the_same_words(value: str, expected: bool) -> None:
+    settings = Settings.from_env({"ROLLBACK_ON_MIGRATION_FAILURE": value, "LOG_FILE": ""})
+    assert settings.rollback_on_migration_failure is expected
+
+
+def test_the_api_side_reads_only_its_own_variables() -> None:
+    """ClientSettings (the API, the CLI's client commands) is not made to read, or fail on,
+    the worker's variables; each shared variable has one definition, used by both."""
+    worker_only = {
+        "JOB_TIMEOUT": "soon",
+        "ROLLBACK_ON_MIGRATION_FAILURE": "flase",
+        "COMPOSE_ENV_PASSTHROUGH": "GITHUB_TOKEN",
+        "GITHUB_TOKEN": "ghs_x",
+    }
+    shared = {"UPDATE_QUEUE_NAME": "q:one", "REDIS_QUEUE_PORT": "6380", "UPDATE_JOB_MAX_AGE": "60"}
+    client = ClientSettings.from_env({**worker_only, **shared})
+    assert (client.queue_name, client.redis_port, client.job_max_age) == ("q:one", 6380, 60)
+    assert not hasattr(client, "job_timeout")
+    with pytest.raises(ConfigError, match="JOB_TIMEOUT must be an integer"):
+        Settings.from_env({**worker_only, **shared})
+    worker = Settings.from_env({**shared, "LOG_FILE": ""})
+    assert isinstance(worker, ClientSettings)
+    assert {f: getattr(worker, f) for f in ClientSettings.__dataclass_fields__} == {
+        f: getattr(client, f) for f in ClientSettings.__dataclass_fields__
+    }
+    with pytest.raises(ConfigError, match="REDIS_QUEUE_SSL must be true or false, got 'flase'"):
+        ClientSettings.from_env({"REDIS_QUEUE_SSL": "flase"})
+
+
+def test_the_api_s_safety_ttls_cover_any_job_timeout_a_worker_accepts() -> None:
+    """The API does not read JOB_TIMEOUT, so its claim and cancel TTLs must outlast the
+    longest one a worker can be configured with (docs/operations.md, 'No duplicate jobs')."""
+    with pytest.raises(
+        ConfigError, match=f"JOB_TIMEOUT must be between 60 and {MAX_JOB_TIMEOUT_S}"
+    ):
+        Settings.from_env({"JOB_TIMEOUT": str(MAX_JOB_TIMEOUT_S + 1), "LOG_FILE": ""})
+    longest = Settings.from_env({"JOB_TIMEOUT": str(MAX_JOB_TIMEOUT_S), "LOG_FILE": ""})
+    assert longest.job_timeout < CLAIM_TTL_S
+    assert longest.job_timeout < MAX_JOB_TIMEOUT_S + CANCEL_MARGIN_S

@@ -1,5 +1,5 @@
-"""Signed jobs and results (worker/signing.py), the settings behind them, the start-up check and
-the cool-down (worker/cooldown.py). Fast: no Redis, no Docker."""
+"""Signed jobs and results (worker/shared/signing.py), the settings behind them, the start-up
+check and the cool-down (worker/host/cooldown.py). Fast: no Redis, no Docker."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from arq.jobs import deserialize_job_raw, serialize_job, serialize_result
 
 from tests.summary_schema import assert_valid_summary
 from worker.host import cooldown
-from worker.host.main import StartupError, check_job_signing, redis_settings, worker_kwargs
-from worker.host.settings import ConfigError, Secret, Settings
+from worker.host.main import StartupError, check_job_signing, worker_kwargs
+from worker.host.settings import Settings
+from worker.shared.connection import redis_settings
 from worker.shared.request import REQUEST_FIELDS
 from worker.shared.serialization import serialize
+from worker.shared.settings import ConfigError, Secret
 from worker.shared.signing import (
     CHECK_FUNCTION,
     MAX_JOB_BYTES,
@@ -63,9 +65,20 @@ def job(
     return serialize_job(function, args, kwargs, None, enqueued_ms, serializer=serializer)
 
 
+# A keyword argument no Python call could spell.
+ODD_NAME: dict[str, Any] = {"$(id)": 1}
+
+
 def signed_payload(**payload: Any) -> bytes:
     """An envelope around any payload, signed with the right key."""
-    base = {"typ": "job", "t": None, "f": UPDATE_FUNCTION, "a": [], "k": {}, "et": NOW_MS}
+    base: dict[str, Any] = {
+        "typ": "job",
+        "t": None,
+        "f": UPDATE_FUNCTION,
+        "a": [],
+        "k": {},
+        "et": NOW_MS,
+    }
     base.update(exp=NOW_MS + 900_000, n="nonce-1")
     base.update(payload)
     return client().seal({k: v for k, v in base.items() if v is not ...})
@@ -92,7 +105,7 @@ def outcome(raw: bytes, codec: WorkerJobCodec | None = None) -> tuple[str, dict[
     function, args, kwargs, _, _ = deserialize_job_raw(
         raw, deserializer=(codec or worker()).deserialize
     )
-    assert args == []
+    assert not args
     return function, kwargs
 
 
@@ -108,7 +121,12 @@ def test_a_signed_job_reaches_the_update_function_unchanged() -> None:
     function, args, kwargs, job_try, enqueued = deserialize_job_raw(
         raw, deserializer=worker().deserialize
     )
-    assert (function, args, job_try, enqueued) == (UPDATE_FUNCTION, [], None, NOW_MS)
+    assert (function, list(args), cast(object, job_try), enqueued) == (
+        UPDATE_FUNCTION,
+        [],
+        None,
+        NOW_MS,
+    )
     assert kwargs == {
         "services": ["api", "worker"],
         "run_migrations": False,
@@ -117,7 +135,7 @@ def test_a_signed_job_reaches_the_update_function_unchanged() -> None:
 
 
 def test_every_request_field_is_accepted() -> None:
-    values = {
+    values: dict[str, Any] = {
         "services": ["api"],
         "run_migrations": True,
         "create_backup": False,
@@ -234,7 +252,7 @@ BAD_JOBS: list[tuple[str, Callable[[], bytes], str]] = [
         lambda: job(compose_file="/tmp/evil.yml"),
         "unexpected argument compose_file",
     ),
-    ("extra-argument-odd-name", lambda: job(**{"$(id)": 1}), "unexpected argument (invalid name)"),
+    ("extra-argument-odd-name", lambda: job(**ODD_NAME), "unexpected argument (invalid name)"),
     ("run_migrations-yes", lambda: job(run_migrations="yes"), "run_migrations must be true or"),
     ("dry_run-1", lambda: job(dry_run=1), "dry_run must be true or false"),
     ("create_backup-null", lambda: job(create_backup=None), "create_backup must be true or false"),
@@ -298,7 +316,7 @@ BAD_CHECK_JOBS: list[tuple[str, Callable[[], bytes], str]] = [
         lambda: job(CHECK_FUNCTION, compose_file="/tmp/x.yml"),
         "unexpected argument compose_file",
     ),
-    ("odd-name", lambda: job(CHECK_FUNCTION, **{"$(id)": 1}), "unexpected argument (invalid name)"),
+    ("odd-name", lambda: job(CHECK_FUNCTION, **ODD_NAME), "unexpected argument (invalid name)"),
     ("positional", lambda: job(CHECK_FUNCTION, ["api"]), "positional arguments"),
     ("services-string", lambda: job(CHECK_FUNCTION, services="api"), "non-empty list"),
     ("services-empty", lambda: job(CHECK_FUNCTION, services=[]), "non-empty list"),

@@ -15,23 +15,25 @@ import pytest
 from tests.summary_schema import assert_valid_summary
 from worker.host.summary import (
     HOOK_STEPS,
-    NOT_REACHED,
     RunOutcome,
-    Step,
-    StepResult,
-    StepStatus,
-    UpdateStatus,
     accumulate_steps,
     ansible_stats,
     build_summary,
     did_bookkeeping,
     failure_message,
     pull_changed_by_images,
-    rejected_summary,
     step_of_task,
 )
 from worker.shared.client import failure_summary
 from worker.shared.request import UpdateRequest
+from worker.shared.result import (
+    NOT_REACHED,
+    Step,
+    StepResult,
+    StepStatus,
+    UpdateStatus,
+    rejected_summary,
+)
 from worker.shared.serialization import RemoteJobError
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -303,7 +305,9 @@ def test_the_pull_step_says_changed_when_a_target_got_a_new_image(
         ({"changed": False}, False),
     ],
 )
-def test_the_runs_bookkeeping_shows_as_its_steps_work(result: dict, expected: bool) -> None:
+def test_the_runs_bookkeeping_shows_as_its_steps_work(
+    result: dict[str, object], expected: bool
+) -> None:
     """Issue 13: the role reports the lock and the login as no change of the host (a no-op
     update has changed=0); the summary still shows them as the step's work."""
     assert did_bookkeeping(result) is expected

@@ -1,4 +1,4 @@
-"""Untrusted strings (worker/untrusted.py), the replay and clock checks of signed jobs,
+"""Untrusted strings (worker/shared/untrusted.py), the replay and clock checks of signed jobs,
 results bound to their job, signed cancel requests, the cached check's binding and a
 non-UTF-8 progress entry (issue 11). Fast: no Redis, no Docker."""
 
@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from arq.jobs import serialize_job, serialize_result
 
-from worker.host.check import open_last_check, seal_last_check
-from worker.host.progress import decode_entry
-from worker.host.settings import Secret, Settings
+from worker.host.settings import Settings
 from worker.shared.cancel import seal_cancel, verify_cancel
+from worker.shared.check import open_last_check, seal_last_check
+from worker.shared.progress import decode_entry
 from worker.shared.request import InvalidRequest, check_request_fields
+from worker.shared.settings import Secret
 from worker.shared.signing import (
     MAX_CLOCK_SKEW_MS,
     REJECTED_FUNCTION,
@@ -253,7 +254,8 @@ def test_a_non_utf8_progress_entry_is_left_out_not_raised(fields: dict[bytes, by
 
 # ------------------------------------------------------------------ arq's own Worker
 async def test_arq_s_own_worker_refuses_to_serve() -> None:
-    """`arq worker.arq_app.WorkerSettings` builds arq's Worker, without UpdateWorker's checks."""
+    """`arq worker.host.arq_app.WorkerSettings` builds arq's Worker, without UpdateWorker's
+    checks."""
     from worker.host.main import StartupError, startup
 
     settings = replace(Settings(), job_secret=Secret("s" * 64))
@@ -263,7 +265,7 @@ async def test_arq_s_own_worker_refuses_to_serve() -> None:
 
 # ------------------------------------------------------------------ LOG_FILE
 def test_log_file_is_rotated_by_size(tmp_path: Path) -> None:
-    from worker.api.cli import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES, setup_logging
+    from worker.shared.logs import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES, setup_logging
 
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level

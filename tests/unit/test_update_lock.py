@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def fake_process(
 
 def holder(
     pid: int | None = 4242, *, host: str = HOST, start: int | None = 100, age: float = 10
-) -> dict:
+) -> dict[str, Any]:
     return {
         "id": "update-executor job 7",
         "job_id": "7",
@@ -114,7 +115,7 @@ def test_a_holder_from_before_a_reboot_is_stale(proc: Path) -> None:
         ("live", holder(pid=None, age=1801), "older than 1800 s (taken 1801 s ago)"),
     ],
 )
-def test_stale_locks(proc: Path, setup: str, entry: dict, reason: str) -> None:
+def test_stale_locks(proc: Path, setup: str, entry: dict[str, Any], reason: str) -> None:
     if setup == "zombie":
         fake_process(proc, 4242, state="Z")
     elif setup == "reused":

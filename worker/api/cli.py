@@ -1,4 +1,6 @@
-"""`update-executor`: run the worker, enqueue an update, read a job's state."""
+"""`update-executor enqueue|status|check|history`: the API side's commands (they speak to
+Redis only). The command line itself, with `update-executor worker`, is worker/command.py.
+"""
 
 from __future__ import annotations
 
@@ -6,46 +8,19 @@ import argparse
 import asyncio
 import json
 import logging
-import logging.handlers
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..host.check import check_exit_status, format_check_table
-from ..host.history import MAX_LIMIT, format_history_table, read_history_file
-from ..host.main import StartupError, create_worker
-from ..host.settings import ConfigError, Settings
 from ..shared.client import UpdateClient
+from ..shared.history import MAX_LIMIT, read_history_file
+from ..shared.logs import setup_logging
 from ..shared.request import InvalidRequest
+from ..shared.settings import ClientSettings, ConfigError
 from .follow import follow
+from .tables import check_exit_status, format_check_table, format_history_table
 
 logger = logging.getLogger("update_executor")
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-# LOG_FILE is rotated at this size, keeping this many old files (LOG_FILE.1, ...).
-LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
-LOG_FILE_BACKUPS = 5
-
-
-def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
-    """Log to stderr (journald keeps it under systemd) and, when configured, to LOG_FILE."""
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file is not None:
-        try:
-            # Rotated by size: a flood of refused jobs must not fill the disk.
-            handlers.append(
-                logging.handlers.RotatingFileHandler(
-                    log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS
-                )
-            )
-        except OSError as exc:
-            print(f"update-executor: cannot write LOG_FILE {log_file}: {exc}", file=sys.stderr)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, handlers=handlers
-    )
-    # arq logs every job's arguments and result at INFO; the summary is logged by us.
-    logging.getLogger("arq.worker").setLevel(logging.WARNING if not verbose else logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    # Parsed here so that `update-executor --help` lists it; run by worker/host/cli.py.
     run = commands.add_parser("worker", help="run the worker (what systemd starts)")
     run.add_argument("--burst", action="store_true", help="stop when the queue is empty")
     run.add_argument(
@@ -111,7 +87,7 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
-async def enqueue(settings: Settings, args: argparse.Namespace) -> int:
+async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
     services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
     async with await UpdateClient.connect(settings) as client:
         job_id = await client.enqueue_update(
@@ -129,7 +105,7 @@ async def enqueue(settings: Settings, args: argparse.Namespace) -> int:
         return 0 if summary.get("status") == "successful" else 1
 
 
-async def status(settings: Settings, job_id: str) -> int:
+async def status(settings: ClientSettings, job_id: str) -> int:
     async with await UpdateClient.connect(settings) as client:
         answer = await client.status(job_id)
     print_json(answer)
@@ -143,7 +119,7 @@ async def status(settings: Settings, job_id: str) -> int:
     return 1 if summary and summary.get("status") != "successful" else 0
 
 
-async def check_updates(settings: Settings, args: argparse.Namespace) -> int:
+async def check_updates(settings: ClientSettings, args: argparse.Namespace) -> int:
     """`update-executor check`: the worker compares the running images with the registry."""
     services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
     async with await UpdateClient.connect(settings) as client:
@@ -155,7 +131,7 @@ async def check_updates(settings: Settings, args: argparse.Namespace) -> int:
     return check_exit_status(result)
 
 
-async def show_history(settings: Settings, args: argparse.Namespace) -> int:
+async def show_history(settings: ClientSettings, args: argparse.Namespace) -> int:
     """`update-executor history`: from Redis (verified records only), or from --file."""
     limit = max(1, min(args.limit, MAX_LIMIT))
     if args.file is not None:
@@ -170,29 +146,15 @@ async def show_history(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_worker(settings: Settings, burst: bool) -> int:
-    worker = create_worker(settings, burst=burst)
+def run_client(args: argparse.Namespace) -> int:
+    """Every command but `worker`; the exit status."""
     try:
-        worker.run()
-    except StartupError as exc:
-        print(f"update-executor: cannot start: {exc}", file=sys.stderr)
-        return 3
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_env()
+        settings = ClientSettings.from_env()
     except ConfigError as exc:
         print(f"update-executor: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_file if args.command == "worker" else None, args.verbose)
-    if args.command == "worker" and args.insecure_unsigned_jobs:
-        settings = replace(settings, insecure_unsigned_jobs=True)
+    setup_logging(None, args.verbose)
     try:
-        if args.command == "worker":
-            return run_worker(settings, args.burst)
         if args.command == "enqueue":
             return asyncio.run(enqueue(settings, args))
         if args.command == "check":
@@ -209,7 +171,3 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # Redis unreachable and the like
         print(f"update-executor: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

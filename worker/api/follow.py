@@ -13,8 +13,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from ..host.progress import EntryKind
 from ..shared.client import JobState, UpdateClient
+from ..shared.progress import EntryKind
 
 logger = logging.getLogger("update_executor.follow")
 

@@ -31,10 +31,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, model_validator
 from redis.exceptions import RedisError
 
-from ..host.progress import STREAM_ID, EntryKind
-from ..host.settings import Settings
 from ..shared.client import JobState, UpdateClient
+from ..shared.progress import STREAM_ID, EntryKind
 from ..shared.request import InvalidRequest, check_request_fields
+from ..shared.settings import ClientSettings
 
 logger = logging.getLogger("update_executor.api")
 
@@ -212,7 +212,7 @@ class SharedClient:
     connects again.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: ClientSettings | None = None) -> None:
         self._settings = settings
         self._client: UpdateClient | None = None
         self._lock = asyncio.Lock()
@@ -257,7 +257,7 @@ class TriggerBody(BaseModel):
 
 
 class HistoryAnswer(BaseModel):
-    """GET /history: records as worker/history.py writes them (kind, job_id, requested_by,
+    """GET /history: records as worker/host/history.py writes them (kind, job_id, requested_by,
     request, status, outcome, started_at, finished_at, services, error, rolled_back, ...)."""
 
     records: list[dict[str, Any]]
@@ -547,7 +547,7 @@ def build_router(
         client: Client,
         limit: Annotated[int, Query(ge=1, le=500, description="how many records")] = 50,
     ) -> HistoryAnswer:
-        """The last updates, checks and refused jobs, oldest first (worker/history.py)."""
+        """The last updates, checks and refused jobs, oldest first (worker/host/history.py)."""
         try:
             return HistoryAnswer(records=await client.history(limit))
         except (RedisError, OSError) as exc:

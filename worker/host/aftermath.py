@@ -1,5 +1,5 @@
-"""What happens around a job once its result is final: the notification (worker/notify.py),
-the history record (worker/history.py) and the metrics (worker/metrics.py).
+"""What happens around a job once its result is final: the notification (worker/host/notify.py),
+the history record (worker/host/history.py) and the metrics (worker/host/metrics.py).
 
 The job flow calls `after_job` with the final summary of every update job, refused ones
 included; `recorded_rejected_job` and `recorded_check` wrap the stand-in for refused jobs and
@@ -66,24 +66,6 @@ async def after_job(ctx: dict[str, Any], summary: dict[str, Any]) -> dict[str, A
 
 
 async def recorded_rejected_job(ctx: dict[str, Any], *, reason: str) -> dict[str, Any]:
-    """worker/signing.py's `rejected_job`, then `after_job` (a refused job is notified,
+    """worker/shared/signing.py's `rejected_job`, then `after_job` (a refused job is notified,
     recorded and counted like any other)."""
     return await after_job(ctx, await rejected_job(ctx, reason=reason))
-
-
-async def recorded_check(
-    ctx: dict[str, Any], *, services: list[str] | None = None
-) -> dict[str, Any]:
-    """worker/check.py's `check_for_updates`, then its history record and metrics."""
-    from .check import check_for_updates  # noqa: PLC0415 (check imports jobs, which imports us)
-
-    result = await check_for_updates(ctx, services=services)
-    try:
-        metrics: Metrics | None = ctx.get(METRICS_KEY)
-        if metrics is not None:
-            metrics.observe_check(result)
-            metrics.write_textfile(ctx["settings"])
-        await history.record(ctx.get("redis"), ctx["settings"], history.check_record(result))
-    except Exception:
-        logger.exception("check %s: history or metrics failed", result.get("job_id"))
-    return result

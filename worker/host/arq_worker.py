@@ -6,13 +6,16 @@ arq:abort x`, the queue as a string, a job as a hash) raises out of its poll loo
 worker exits, over and over under `Restart=always`; any id in `arq:abort` cancels that job.
 This subclass:
 
-- refuses queue entries that are not job ids (JOB_ID, worker/untrusted.py), logged escaped;
+- refuses queue entries that are not job ids (JOB_ID, worker/shared/untrusted.py), logged escaped;
 - logs and skips Redis errors about one job or key (ResponseError: wrong type, not an
   integer) instead of dying, and keeps its heart beat;
 - records each signed job's nonce in Redis (SET NX, until the job's expiry) before the job is
-  deserialized, so a replay is refused after a restart too (worker/signing.py);
+  deserialized, so a replay is refused after a restart too (worker/shared/signing.py);
 - runs with ARQ's abort turned off and cancels a job only on a signed cancel request
-  (worker/cancel.py).
+  (worker/shared/cancel.py);
+- on SIGTERM, cancels a job still running after the grace period the way a cancel request
+  does, so its `canceled` summary is stored as its result (ARQ's own stop cancels the
+  run_job task instead: the job's returned summary is dropped and the job re-queued).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from signal import Signals
 from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -31,6 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..shared.cancel import cancel_key, verify_cancel
 from ..shared.inflight import release
+from ..shared.keys import nonce_key
 from ..shared.signing import REPLAY_REASON, WorkerJobCodec, now_ms
 from ..shared.untrusted import InvalidJobId, job_id_from, loggable
 
@@ -40,10 +45,6 @@ security_log = logging.getLogger("update_executor.security")
 # The same complaint (a bad key read at every poll) is logged at most this often (s).
 REPEAT_LOG_S = 60.0
 CTX_MARK = "update_worker"
-
-
-def nonce_key(queue_name: str, nonce: str) -> str:
-    return f"{queue_name}:nonce:{nonce}"
 
 
 class UpdateWorker(Worker):
@@ -132,6 +133,10 @@ class UpdateWorker(Worker):
                 await self.pool.zrem(self.queue_name, job_id)
             with contextlib.suppress(ResponseError):
                 await self.pool.delete(in_progress_key_prefix + job_id)
+        finally:
+            # ARQ forgets the mark only when the job raised; a job that caught its cancel
+            # and returned a summary would keep it.
+            self.aborting_tasks.discard(job_id)
 
     async def finish_job(self, job_id: str, *args: Any) -> None:
         # ARQ's transaction also ZREMs `arq:abort`; with a key of another type there, EXEC
@@ -146,6 +151,49 @@ class UpdateWorker(Worker):
             await super().finish_failed_job(job_id, result_data)
         except ResponseError as exc:
             self._log_once("finish", "finishing job %s: %s", job_id, loggable(exc))
+
+    # ------------------------------------------------------------------ stop
+    async def _wait_for_tasks_to_complete(self, signum: Signals) -> None:
+        """SIGTERM with a grace period (job_completion_wait): as ARQ, wait for the running
+        job up to the grace period, then stop as handle_sig does (ours, below)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._sleep_until_tasks_complete(), self._job_completion_wait)
+        self.handle_sig(signum)
+
+    def handle_sig(self, signum: Signals) -> None:
+        """ARQ's stop (also without a grace period, and from close()), with the running jobs
+        canceled by _cancel_at_stop."""
+        sig = Signals(signum)
+        running = sum(not task.done() for task in self.tasks.values())
+        logger.info("shutdown on %s: %d running job(s) to cancel", sig.name, running)
+        self._cancel_at_stop()
+        if self.main_task is not None:
+            self.main_task.cancel()  # close() then waits for the jobs (and their rollback)
+        if self.on_stop is not None:
+            self.on_stop(sig)
+
+    def _cancel_at_stop(self) -> None:
+        """Cancel each running job's own task, marked as aborting, as a cancel request does.
+
+        ARQ cancels the run_job task instead: asyncio.wait_for then raises CancelledError even
+        though the job caught it and returned its `canceled` summary (rollback included), and
+        ARQ puts the job back in the queue (retry_jobs) to fail it as interrupted at the next
+        start. Canceled this way, run_job stores what the job returns, or an abort if the job
+        did not catch the cancel; either way the job leaves the queue."""
+        for job_id, run_task in list(self.tasks.items()):
+            if run_task.done():
+                continue
+            job_task = self.job_tasks.get(job_id)
+            if job_task is None:
+                # Not inside the job function (reading Redis before it, or storing its
+                # result after it): ARQ's way, which ends the wait for Redis.
+                run_task.cancel()
+                continue
+            if job_task.done() or job_id in self.aborting_tasks:
+                continue  # its result is being stored, or a cancel request is at work
+            logger.warning("job %s: still running after the stop grace period: canceled", job_id)
+            self.aborting_tasks.add(job_id)
+            job_task.cancel()
 
     # ------------------------------------------------------------------ replay
     async def _record_nonce(self, job_id: str) -> None:

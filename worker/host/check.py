@@ -3,9 +3,10 @@ service runs? Nothing is pulled, nothing changes; the API needs no registry toke
 
 Per service, the digest of the image its container runs (the repo digest Docker recorded for
 the service image's repository when it pulled or pushed it) is compared with the digest the
-registry serves now for the same tag (worker/registry.py). A missing tag, wrong credentials
+registry serves now for the same tag (worker/host/registry.py). A missing tag, wrong credentials
 or an unreachable registry is that service's `error`, never an exception out of the job.
-The last result is kept in Redis at `<queue>:last-check` for a day, for an API to show.
+The last result is kept in Redis at `<queue>:last-check` for a day, for an API to show
+(sealed and read back by worker/shared/check.py).
 See docs/check.md.
 """
 
@@ -14,19 +15,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from arq.jobs import Job, JobStatus, SerializationError
-
-from ..shared.request import InvalidRequest, check_check_fields, validate_check_services
-from ..shared.signing import CHECK_FUNCTION, JobCodec, JobRejected, secret_key
+from ..shared.check import CheckResult, ServiceCheck, failed_check, seal_last_check, status_text
+from ..shared.keys import LAST_CHECK_TTL_S, last_check_key
+from ..shared.request import InvalidRequest, validate_check_services
+from . import history
+from .aftermath import METRICS_KEY
 from .compose import ComposeError, compose_config, run_command
 from .jobs import allowed_services
+from .metrics import Metrics
 from .registry import (
     Credentials,
     ImageReference,
@@ -40,120 +41,7 @@ from .settings import Secret, Settings
 
 logger = logging.getLogger("update_executor.check")
 
-# The cached last result stays readable this long (seconds).
-LAST_CHECK_TTL_S = 24 * 3600
-# ARQ timeout of one check job (worker/main.py); lookups use short timeouts, so it is ample.
-CHECK_TIMEOUT_S = 120
-# A check job's own result (ARQ) stays this long; the cached last check, LAST_CHECK_TTL_S.
-CHECK_RESULT_TTL_S = 3600
 DOCKER_TIMEOUT_S = 30
-LAST_CHECK_TYPE = "last-check"
-# A pending-check marker younger than this names a check even before ARQ lists its job.
-PENDING_GRACE_S = 30
-
-
-def last_check_key(settings: Settings) -> str:
-    return f"{settings.queue_name}:last-check"
-
-
-def pending_check_key(settings: Settings, services: Sequence[str] | None) -> str:
-    """The key naming the queued or running check of this set of services (client side)."""
-    chosen = ",".join(sorted(set(services))) if services else "*"
-    return f"{settings.queue_name}:check-pending:{chosen}"
-
-
-def seal_last_check(settings: Settings, data: Mapping[str, Any]) -> str:
-    """The text stored at `last_check_key`: signed like results when there is a job secret,
-    so a Redis writer cannot plant a fake "up to date" (plain JSON without a secret)."""
-    # Bound to its queue, with an expiry: a copy from another queue or an old one is refused.
-    expires = int((time.time() + LAST_CHECK_TTL_S) * 1000)
-    payload = {"typ": LAST_CHECK_TYPE, **data, "q": settings.queue_name, "exp": expires}
-    key = secret_key(settings)
-    if key is None:
-        return json.dumps(payload)
-    return JobCodec(key).seal(payload).decode()
-
-
-def open_last_check(settings: Settings, raw: bytes | str | None) -> dict[str, Any] | None:
-    """The cached check from `seal_last_check`'s text; None when absent or not verifying."""
-    if raw is None:
-        return None
-    try:
-        payload = JobCodec(secret_key(settings)).open(raw.encode() if isinstance(raw, str) else raw)
-    except JobRejected as exc:
-        logger.warning("ignoring the cached update check in Redis: %s", exc.reason)
-        return None
-    if payload.pop("typ", None) != LAST_CHECK_TYPE:
-        logger.warning("ignoring the cached update check in Redis: not a check result")
-        return None
-    queue, expires = payload.pop("q", None), payload.pop("exp", None)
-    if queue != settings.queue_name or not isinstance(expires, int):
-        logger.warning("ignoring the cached update check in Redis: not one of this queue")
-        return None
-    if expires < time.time() * 1000:
-        logger.warning("ignoring the cached update check in Redis: it expired")
-        return None
-    return payload
-
-
-def failed_check(job_id: str, message: str) -> dict[str, Any]:
-    """A check result for a check that did not run (refused, timed out, worker failure)."""
-    return CheckResult(job_id=job_id, checked_at=datetime.now(UTC), error=message).as_dict()
-
-
-def check_outcome(job_id: str, success: bool, result: object) -> dict[str, Any]:
-    """The check result of a finished ARQ job, whatever ended it (client side)."""
-    if success and isinstance(result, dict) and "services" in result:
-        return result
-    if isinstance(result, dict) and isinstance(result.get("error"), dict):
-        # The worker refused the job (worker/signing.py): a summary that says why.
-        return failed_check(job_id, str(result["error"].get("message") or "job refused"))
-    if isinstance(result, TimeoutError):
-        return failed_check(job_id, f"the check exceeded its time limit ({CHECK_TIMEOUT_S} s)")
-    if isinstance(result, asyncio.CancelledError):
-        return failed_check(job_id, "the check job was aborted")
-    return failed_check(job_id, f"the worker failed: {result}")
-
-
-@dataclass
-class ServiceCheck:
-    """One service's answer. `error` set means `update_available` is false (unknown)."""
-
-    image: str | None
-    local_digest: str | None = None
-    remote_digest: str | None = None
-    update_available: bool = False
-    error: str | None = None
-
-
-def status_text(check: ServiceCheck | Mapping[str, Any]) -> str:
-    """`up to date`, `update available` or `error: <message>` (the CLI's status column)."""
-    data = asdict(check) if isinstance(check, ServiceCheck) else check
-    if data.get("error"):
-        return f"error: {data['error']}"
-    return "update available" if data.get("update_available") else "up to date"
-
-
-@dataclass
-class CheckResult:
-    job_id: str
-    checked_at: datetime
-    services: dict[str, ServiceCheck] = field(default_factory=dict)
-    # Set when the check could not run at all (bad request, compose file unreadable).
-    error: str | None = None
-
-    @property
-    def update_available(self) -> bool:
-        return any(s.update_available for s in self.services.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "services": {name: asdict(check) for name, check in self.services.items()},
-            "update_available": self.update_available,
-            "checked_at": self.checked_at.isoformat(),
-            "job_id": self.job_id,
-            "error": self.error,
-        }
 
 
 @dataclass(frozen=True)
@@ -187,109 +75,6 @@ def credentials(settings: Settings) -> Credentials | None:
     )
 
 
-# ---------------------------------------------------------------- CLI (update-executor check)
-# Exit status of `update-executor check`: 0 all up to date, 1 an error (for any service, or
-# the check did not run), 10 an update is available (and no error); 2 is a bad request.
-EXIT_UP_TO_DATE = 0
-EXIT_ERROR = 1
-EXIT_UPDATE_AVAILABLE = 10
-
-
-def short_digest(digest: str | None) -> str:
-    """`sha256:0123456789ab` (12 hex digits, like docker's short IDs), `-` when unknown."""
-    if not digest:
-        return "-"
-    algorithm, _, value = digest.partition(":")
-    return f"{algorithm}:{value[:12]}" if value else digest[:19]
-
-
-def check_exit_status(result: Mapping[str, Any]) -> int:
-    services = result.get("services") or {}
-    if result.get("error") or any(s.get("error") for s in services.values()):
-        return EXIT_ERROR
-    return EXIT_UPDATE_AVAILABLE if result.get("update_available") else EXIT_UP_TO_DATE
-
-
-def format_check_table(result: Mapping[str, Any]) -> str:
-    """The check as a table: service, running digest, available digest, status."""
-    if result.get("error"):
-        return f"the check did not run: {result['error']}"
-    rows = [("SERVICE", "RUNNING", "AVAILABLE", "STATUS")]
-    for name, check in (result.get("services") or {}).items():
-        rows.append(
-            (
-                name,
-                short_digest(check.get("local_digest")),
-                short_digest(check.get("remote_digest")),
-                status_text(check),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  "
-        + row[3]
-        for row in rows
-    ]
-    lines.append(f"checked at {result.get('checked_at')} (job {result.get('job_id')})")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- client side (UpdateClient)
-async def queue_check(redis: Any, settings: Settings, services: list[str] | None) -> str:
-    """Queue a check job and return its id; while a check of the same services is queued or
-    running, return that one's id instead (many clicks while an update holds the worker's
-    single slot give one check, not a pile)."""
-    check_check_fields({"services": services})  # the worker's own checks, before queuing
-    key = pending_check_key(settings, services)
-    ttl = settings.job_max_age + CHECK_TIMEOUT_S
-    job_id = uuid.uuid4().hex
-    if not await redis.set(key, job_id, nx=True, ex=ttl):
-        holder = await redis.get(key)
-        if holder is not None:
-            holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
-            status = await Job(holder_id, redis, _queue_name=settings.queue_name).status()
-            fresh = int(await redis.ttl(key)) > ttl - PENDING_GRACE_S
-            if status in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress) or (
-                status is JobStatus.not_found and fresh
-            ):
-                logger.info("update check %s already pending; not queuing another", holder_id)
-                return holder_id
-        await redis.set(key, job_id, ex=ttl)
-    job = await redis.enqueue_job(
-        CHECK_FUNCTION, _job_id=job_id, _queue_name=settings.queue_name, services=services
-    )
-    if job is None:  # ARQ returns None only for a job id already in use
-        raise RuntimeError("the check job could not be queued")
-    logger.info("queued update check %s", job_id)
-    return job_id
-
-
-async def wait_check(job: Job, timeout: float | None, queue_name: str) -> dict[str, Any]:
-    """The result of a check job once it finished; TimeoutError after `timeout` seconds (the
-    check goes on, and its result is cached), LookupError for an unknown job."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        status = await job.status()
-        if status is JobStatus.complete:
-            try:
-                info = await job.result_info()
-            except SerializationError:  # does not verify, not a result, or expired
-                return failed_check(job.job_id, "invalid result: it does not verify")
-            if info is None:
-                raise LookupError(f"no result for check job {job.job_id}")
-            if info.job_id != job.job_id or info.queue_name != queue_name:
-                return failed_check(job.job_id, "invalid result: it was signed for another job")
-            return check_outcome(job.job_id, info.success, info.result)
-        if status is JobStatus.not_found:
-            raise LookupError(f"no check job {job.job_id} (unknown, or its result expired)")
-        if deadline is not None and loop.time() > deadline:
-            raise TimeoutError(f"check job {job.job_id} did not finish in {timeout} s")
-        await asyncio.sleep(0.1)
-
-
-# ---------------------------------------------------------------- worker side
 async def running_images(project: str) -> dict[str, RunningImage]:
     """Service -> the image its container runs (the newest container of the service, whatever
     its state: a one-shot job's container has exited), from the docker CLI."""
@@ -500,6 +285,24 @@ async def check_for_updates(
     )
     if redis is not None:
         await redis.set(
-            last_check_key(settings), seal_last_check(settings, data), ex=LAST_CHECK_TTL_S
+            last_check_key(settings.queue_name),
+            seal_last_check(settings, data),
+            ex=LAST_CHECK_TTL_S,
         )
     return data
+
+
+async def recorded_check(
+    ctx: dict[str, Any], *, services: list[str] | None = None
+) -> dict[str, Any]:
+    """`check_for_updates`, then its history record and metrics (the ARQ job of a check)."""
+    result = await check_for_updates(ctx, services=services)
+    try:
+        metrics: Metrics | None = ctx.get(METRICS_KEY)
+        if metrics is not None:
+            metrics.observe_check(result)
+            metrics.write_textfile(ctx["settings"])
+        await history.record(ctx.get("redis"), ctx["settings"], history.check_record(result))
+    except Exception:
+        logger.exception("check %s: history or metrics failed", result.get("job_id"))
+    return result

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-from .settings import PROJECT_ROOT, Settings
+from .settings import ANSIBLE_CONTENT, Settings
 
 logger = logging.getLogger("update_executor.compose")
 
@@ -36,9 +36,10 @@ class CommandResult:
     stderr: str
 
 
-# The one definition of the environment docker and compose run with, shared with the playbooks.
+# The one definition of the environment docker and compose run with, shared with the role
+# (the installed package's copy from a wheel: PROJECT_ROOT is site-packages there).
 ENV_MODULE = (
-    PROJECT_ROOT
+    ANSIBLE_CONTENT
     / "playbooks"
     / "roles"
     / "compose_update"

@@ -21,11 +21,11 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from ..shared import keys
 from .settings import Settings
 
 logger = logging.getLogger("update_executor.cooldown")
 
-KEY_PREFIX = "update-executor:last-update:"
 # Allowed disagreement between this process' clock and a time read back from Redis.
 CLOCK_SLACK_S = 5.0
 
@@ -34,7 +34,7 @@ _last_finished: dict[str, float] = {}
 
 def cooldown_key(settings: Settings) -> str:
     """One key per compose project (or compose file, when no project name is configured)."""
-    return KEY_PREFIX + (settings.compose_project_name or str(settings.compose_file))
+    return keys.cooldown_key(settings.compose_project_name or str(settings.compose_file))
 
 
 async def last_update(redis: Any, settings: Settings, now: float) -> float | None:

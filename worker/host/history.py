@@ -1,4 +1,5 @@
-"""The update history (audit): one record per update, check and refused job.
+"""The update history (audit): one record per update, check and refused job, written by the
+worker (read back by worker/shared/history.py).
 
 Kept twice, so that "who updated what, when" has an answer after the API container was
 recreated and after Redis lost its data:
@@ -16,16 +17,16 @@ Writing never fails a job: errors are logged and the job's result is returned al
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..shared.history import ROTATED_FILES, record_mac
+from ..shared.keys import HISTORY_MAXLEN, history_key
 from ..shared.outcome import Outcome, outcome_of
 from ..shared.signing import secret_key
 from .settings import Settings
@@ -33,21 +34,11 @@ from .settings import Settings
 logger = logging.getLogger("update_executor.history")
 security_log = logging.getLogger("update_executor.security")
 
-HISTORY_MAXLEN = 500
-HISTORY_DOMAIN = b"update-executor history v1\n"
-# Rotated files kept next to HISTORY_FILE: <file>.1 (newest) .. <file>.<ROTATED_FILES>.
-ROTATED_FILES = 3
-MAX_LIMIT = HISTORY_MAXLEN
-
 
 class RecordKind(StrEnum):
     update = "update"
     check = "check"
     refused = "refused"
-
-
-def history_key(queue_name: str) -> str:
-    return f"{queue_name}:history"
 
 
 # ------------------------------------------------------------------ records (pure)
@@ -94,7 +85,7 @@ def update_record(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_record(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The history record of a check job (worker/check.py's result)."""
+    """The history record of a check job (worker/host/check.py's result)."""
     services = result.get("services")
     error = result.get("error")
     if error:
@@ -131,47 +122,9 @@ def check_record(result: Mapping[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ Redis
 
 
-def _mac(key: bytes, payload: str) -> str:
-    return hmac.new(key, HISTORY_DOMAIN + payload.encode(), hashlib.sha256).hexdigest()
-
-
 def encode_record(record: Mapping[str, Any], key: bytes | None) -> dict[str, str]:
     payload = json.dumps(record, separators=(",", ":"), default=str)
-    return {"p": payload, "s": _mac(key, payload) if key else ""}
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def decode_record(
-    stream_id: object, fields: Mapping[Any, Any], key: bytes | None
-) -> dict[str, Any] | None:
-    """A record with its stream `id`, or None (logged) when it does not verify."""
-    raw = {_text(k): _text(v) for k, v in fields.items()}
-    payload, signature = raw.get("p", ""), raw.get("s", "")
-    if key is not None and not hmac.compare_digest(_mac(key, payload), signature):
-        security_log.warning(
-            "history record %s ignored: its signature does not verify", _text(stream_id)
-        )
-        return None
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        logger.warning("history record %s is not JSON", _text(stream_id))
-        return None
-    if not isinstance(data, dict):
-        return None
-    return {"id": _text(stream_id), **data}
-
-
-async def read_history(redis: Any, settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    """The last `limit` records that verify, oldest first."""
-    limit = max(1, min(int(limit), MAX_LIMIT))
-    raw = await redis.xrevrange(history_key(settings.queue_name), "+", "-", count=limit)
-    key = secret_key(settings)
-    records = (decode_record(stream_id, fields, key) for stream_id, fields in reversed(raw))
-    return [record for record in records if record is not None]
+    return {"p": payload, "s": record_mac(key, payload) if key else ""}
 
 
 # ------------------------------------------------------------------ the host's file
@@ -206,30 +159,6 @@ def append_line(path: Path, record: Mapping[str, Any], max_bytes: int) -> None:
         os.close(fd)
 
 
-def read_history_file(path: Path, limit: int = 50) -> list[dict[str, Any]]:
-    """The last `limit` records of the file (and of its rotated copies if needed), oldest
-    first; lines that are not JSON objects are skipped."""
-    records: list[dict[str, Any]] = []
-    files = [path] + [path.with_name(f"{path.name}.{n}") for n in range(1, ROTATED_FILES + 1)]
-    for file in files:
-        if len(records) >= limit:
-            break
-        try:
-            lines = file.read_text().splitlines()
-        except FileNotFoundError:
-            continue
-        older: list[dict[str, Any]] = []
-        for line in lines:
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                older.append(data)
-        records = older + records
-    return records[-limit:]
-
-
 # ------------------------------------------------------------------ writing both
 
 
@@ -257,36 +186,3 @@ async def record(redis: Any | None, settings: Settings, entry: Mapping[str, Any]
                 settings.history_file,
                 exc.strerror or exc,
             )
-
-
-def format_history_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """`update-executor history`: one line per record, oldest first."""
-    if not records:
-        return "no history yet"
-    rows = [("FINISHED", "KIND", "OUTCOME", "BY", "SERVICES", "JOB", "ERROR")]
-    for entry in records:
-        services = entry.get("services") or {}
-        changed = [
-            name
-            for name, svc in services.items()
-            if isinstance(svc, Mapping) and (svc.get("updated") or svc.get("update_available"))
-        ]
-        error = entry.get("error") or {}
-        rows.append(
-            (
-                str(entry.get("finished_at") or "-")[:19].replace("T", " "),
-                str(entry.get("kind") or "-"),
-                str(entry.get("outcome") or entry.get("status") or "-"),
-                str(entry.get("requested_by") or "-"),
-                ",".join(changed) or "-",
-                str(entry.get("job_id") or "-"),
-                (f"{error.get('step')}: {error.get('message')}" if error else "")[:80],
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
-        for row in rows
-    ).rstrip()

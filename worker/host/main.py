@@ -1,6 +1,6 @@
 """The ARQ worker: its settings, start-up checks, and the entry point systemd runs.
 
-`update-executor worker` runs it (UpdateWorker, worker/arq_worker.py); arq's own command line
+`update-executor worker` runs it (UpdateWorker, worker/host/arq_worker.py); arq's own command line
 would build arq's Worker without those checks, and startup() refuses to serve then.
 """
 
@@ -10,23 +10,14 @@ import logging
 import os
 from typing import Any
 
-from arq.connections import RedisSettings
 from arq.worker import func
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..shared.signing import (
-    CHECK_FUNCTION,
-    REJECTED_FUNCTION,
-    RESULT_TTL_S,
-    WorkerJobCodec,
-    worker_codec,
-)
-from .aftermath import recorded_check, recorded_rejected_job, start_reporting, stop_reporting
+from ..shared.connection import redis_settings
+from ..shared.keys import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S, RESULT_TTL_S
+from ..shared.signing import CHECK_FUNCTION, REJECTED_FUNCTION, WorkerJobCodec, secret_key
+from .aftermath import recorded_rejected_job, start_reporting, stop_reporting
 from .arq_worker import CTX_MARK, UpdateWorker
-from .check import CHECK_RESULT_TTL_S, CHECK_TIMEOUT_S
+from .check import recorded_check
 from .compose import check_host
 from .jobs import process_system_update
 from .recovery import recover_interrupted_job, remove_stale_job_dirs
@@ -36,34 +27,20 @@ from .settings import Settings
 
 logger = logging.getLogger("update_executor.worker")
 
-REDIS_RETRIES = 12
-__all__ = ["RESULT_TTL_S", "create_worker", "redis_settings", "worker_kwargs"]
+__all__ = ["create_worker", "worker_codec", "worker_kwargs"]
 
 
 class StartupError(RuntimeError):
     """The host lacks something the playbook needs."""
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        database=settings.redis_db,
-        username=settings.redis_username or None,
-        password=settings.redis_password.reveal() or None,
-        ssl=settings.redis_ssl,
-        ssl_ca_certs=str(settings.redis_ssl_ca_file) if settings.redis_ssl_ca_file else None,
-        ssl_certfile=str(settings.redis_ssl_cert_file) if settings.redis_ssl_cert_file else None,
-        ssl_keyfile=str(settings.redis_ssl_key_file) if settings.redis_ssl_key_file else None,
-        ssl_check_hostname=settings.redis_ssl,
-        # Ride out a Redis restart (up to ~30 s) instead of crashing the poll loop.
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        # OSError too: a refused connect surfaces as one, and redis-py retries only what it lists.
-        retry=Retry(
-            ExponentialBackoff(cap=3.0, base=0.2),
-            REDIS_RETRIES,
-            supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
-        ),
+def worker_codec(settings: Settings) -> WorkerJobCodec:
+    """For the ARQ worker: verifies jobs (refused ones become `rejected_job`), signs results."""
+    return WorkerJobCodec(
+        secret_key(settings),
+        max_age_s=settings.job_max_age,
+        insecure=settings.insecure_unsigned_jobs,
+        result_ttl_s=RESULT_TTL_S,
     )
 
 
@@ -94,8 +71,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     check_job_signing(settings)
     if not ctx.get(CTX_MARK):
-        # arq's own Worker (e.g. `arq worker.arq_app.WorkerSettings`) lacks the checks of
-        # worker/arq_worker.py: job ids, replay across restarts, signed cancel requests.
+        # arq's own Worker (e.g. `arq worker.host.arq_app.WorkerSettings`) lacks the checks of
+        # worker/host/arq_worker.py: job ids, replay across restarts, signed cancel requests.
         raise StartupError("run the worker with `update-executor worker` (UpdateWorker)")
     problems = settings.missing_ansible_content() + await check_host()
     if problems:
@@ -105,7 +82,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     interrupted = await recover_interrupted_job(ctx["redis"], settings.queue_name)
     if interrupted is not None or rollback_points(settings):
         # An update cut off with the previous worker (or a manual run): put back the state it
-        # recorded before changing anything, before serving jobs (worker/rollback.py).
+        # recorded before changing anything, before serving jobs (worker/host/rollback.py).
         rollback = await roll_back_cut_off_update(settings, interrupted or "worker-start")
         if interrupted is not None:
             await record_recovery(
@@ -117,7 +94,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 ttl_s=RESULT_TTL_S,
             )
     remove_stale_job_dirs()
-    await start_reporting(ctx)  # metrics endpoint/textfile (worker/aftermath.py)
+    await start_reporting(ctx)  # metrics endpoint/textfile (worker/host/aftermath.py)
     logger.info(
         "worker ready: queue %s, compose file %s, registry %s, services %s",
         settings.queue_name,
@@ -140,11 +117,11 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
                 timeout=settings.job_timeout + rollback_timeout(settings),
                 keep_result=RESULT_TTL_S,
             ),
-            # Stand-in for a job the deserializer refused (worker/signing.py).
+            # Stand-in for a job the deserializer refused (worker/shared/signing.py).
             func(
                 recorded_rejected_job, name=REJECTED_FUNCTION, max_tries=1, keep_result=RESULT_TTL_S
             ),
-            # Read-only registry check (worker/check.py); its result is also cached in Redis.
+            # Read-only registry check (worker/host/check.py); its result is also cached in Redis.
             func(
                 recorded_check,  # check_for_updates, then its history record and metrics
                 name=CHECK_FUNCTION,
@@ -160,7 +137,7 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "max_tries": 1,
         "keep_result": RESULT_TTL_S,
         # ARQ's abort is an unauthenticated sorted set: off; a job is canceled only on a
-        # signed cancel request (worker/cancel.py, worker/arq_worker.py).
+        # signed cancel request (worker/shared/cancel.py, worker/host/arq_worker.py).
         "allow_abort_jobs": False,
         # SIGTERM (systemctl stop) lets a running update finish instead of cutting compose
         # off mid-recreate; it is canceled only after this grace period.
@@ -168,7 +145,7 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # How often the idle worker looks at the queue (WORKER_POLL_DELAY, docs/operations.md).
         "poll_delay": settings.poll_delay,
         "health_check_interval": 30,
-        # Signed JSON both ways (worker/signing.py); never pickle.
+        # Signed JSON both ways (worker/shared/signing.py); never pickle.
         "job_serializer": codec.serialize,
         "job_deserializer": codec.deserialize,
         "on_startup": startup,

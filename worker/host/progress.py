@@ -9,31 +9,27 @@ reported. `<queue>:latest-update` holds the id of the last update queued or star
 
 Steps are derived from ansible-runner's events by `StepTracker`, a pure state machine: a
 step starts at its first task's start and ends when the next step starts or the playbook
-ends; its status is that of its tasks, as in the summary (worker/summary.py). Nothing here
+ends; its status is that of its tasks, as in the summary (worker/host/summary.py). Nothing here
 may stop an update: every error is logged and the update goes on without its progress.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
+from ..shared.keys import RESULT_TTL_S, STREAM_MAXLEN, latest_update_key, progress_key
+from ..shared.progress import RUNNING, EntryKind, entry_mac
 from ..shared.request import UpdateRequest
 from ..shared.signing import secret_key
-from ..shared.untrusted import loggable
 from .settings import Settings
 from .summary import (
-    NOT_REACHED,
     Step,
     StepAccumulator,
     StepStatus,
@@ -46,46 +42,17 @@ from .summary import (
 logger = logging.getLogger("update_executor.progress")
 security_log = logging.getLogger("update_executor.security")
 
-# About this many entries are kept per job (a run has about 25; Redis trims in whole nodes).
-STREAM_MAXLEN = 500
 # finish() waits at most this long (s) for pending entries to reach Redis.
 FLUSH_TIMEOUT_S = 10.0
-PROGRESS_DOMAIN = b"update-executor progress v1\n"
-STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 TASK_START = "playbook_on_task_start"
 PLAYBOOK_END = "playbook_on_stats"
-# A step shown to a UI before it ends; once the job ended, a planned step that never started.
-RUNNING = "running"
 STARTED = "started"  # accepted for RUNNING by ProgressReporter.step
-PENDING = "pending"
 
 Clock = Callable[[], datetime]
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def progress_key(queue_name: str, job_id: str) -> str:
-    return f"{queue_name}:progress:{job_id}"
-
-
-def latest_update_key(queue_name: str) -> str:
-    return f"{queue_name}:latest-update"
-
-
-def result_ttl_s() -> int:
-    """How long the stream lives: as long as the job's result (worker/main.py)."""
-    from .main import RESULT_TTL_S  # noqa: PLC0415 (main imports jobs, which imports this)
-
-    return RESULT_TTL_S
-
-
-class EntryKind(StrEnum):
-    job_started = "job_started"
-    step_started = "step_started"
-    step_ended = "step_ended"
-    job_ended = "job_ended"
 
 
 @dataclass(frozen=True)
@@ -332,121 +299,14 @@ def job_ended_entry(summary: Mapping[str, Any], at: datetime) -> ProgressEntry:
     )
 
 
-# ------------------------------------------------------------------ reading back (pure)
-
-INTERRUPTED = "interrupted: the job ended while this step ran"
-
-
-def new_step(name: str, status: str) -> dict[str, Any]:
-    return {"name": name, "status": status, "started_at": None, "duration_s": None, "message": ""}
-
-
-def fold_progress(
-    entries: Sequence[Mapping[str, Any]], *, job_finished: bool = False
-) -> dict[str, Any]:
-    """What a UI shows, from a job's entries (as `UpdateClient.progress` returns them):
-    `current_step`, and `progress` = {done, planned, steps}. `steps` lists the planned steps
-    and any other step that started (rollback), in playbook order, each with `name`, `status`
-    (`pending`, `running`, or a step status), `planned`, `started_at`, `duration_s`,
-    `message`. `done` counts the planned steps that ended.
-
-    Once the job ended (a `job_ended` entry, or `job_finished`: ARQ has its result, e.g. of a
-    job aborted without a last entry), no step is pending or running any more: a step that
-    never started is skipped (not reached), one that never ended failed (interrupted)."""
-    planned: list[str] = []
-    steps: dict[str, dict[str, Any]] = {}
-    ended = job_finished
-    for entry in entries:
-        kind, name = entry.get("kind"), entry.get("name")
-        if kind == EntryKind.job_started:
-            planned = [str(n) for n in entry.get("planned") or []]
-        elif kind == EntryKind.job_ended:
-            ended = True
-        elif isinstance(name, str) and kind in (EntryKind.step_started, EntryKind.step_ended):
-            step = steps.setdefault(name, new_step(name, RUNNING))
-            if kind == EntryKind.step_started:
-                step.update(status=RUNNING, started_at=entry.get("at"))
-            else:
-                step.update(
-                    status=str(entry.get("status")),
-                    duration_s=entry.get("duration_s"),
-                    message=str(entry.get("message") or ""),
-                )
-    known = {step.value: index for index, step in enumerate(Step)}
-    names = sorted(set(planned) | set(steps), key=lambda n: (known.get(n, len(known)), n))
-    listed: list[dict[str, Any]] = []
-    for name in names:
-        step = steps.get(name) or new_step(name, PENDING)
-        if ended and step["status"] == PENDING:
-            step.update(status=StepStatus.skipped.value, message=NOT_REACHED)
-        elif ended and step["status"] == RUNNING:
-            step.update(status=StepStatus.failed.value, message=INTERRUPTED)
-        listed.append({**step, "planned": name in planned})
-    current = next((s["name"] for s in listed if s["status"] == RUNNING), None)
-    done = sum(
-        1
-        for s in listed
-        if s["planned"] and s["status"] not in (PENDING, RUNNING) and s["name"] in steps
-    )
-    return {
-        "current_step": current,
-        "progress": {"done": done, "planned": len(planned), "steps": listed},
-    }
-
-
 # ------------------------------------------------------------------ Redis encoding
-
-
-def _mac(key: bytes, payload: str) -> str:
-    return hmac.new(key, PROGRESS_DOMAIN + payload.encode(), hashlib.sha256).hexdigest()
 
 
 def encode_entry(entry: ProgressEntry, job_id: str, key: bytes | None) -> dict[str, str]:
     """Stream fields of an entry: its JSON (with the job id, so the MAC binds it to the job)
     and the MAC."""
     payload = json.dumps({**entry.as_dict(), "job": job_id}, separators=(",", ":"))
-    return {"p": payload, "s": _mac(key, payload) if key else ""}
-
-
-def _text(value: object, errors: str = "strict") -> str:
-    return value.decode("utf-8", errors) if isinstance(value, bytes) else str(value)
-
-
-def decode_entry(
-    stream_id: object, fields: Mapping[Any, Any], job_id: str, key: bytes | None
-) -> dict[str, Any] | None:
-    """An entry as a dict with its stream `id`, or None (logged) when it does not verify."""
-    try:
-        raw = {_text(k): _text(v) for k, v in fields.items()}
-    except UnicodeDecodeError:  # never written by the worker: only a Redis writer does that
-        security_log.warning(
-            "progress entry %s of job %s ignored: not UTF-8", loggable(stream_id), job_id
-        )
-        return None
-    payload, signature = raw.get("p", ""), raw.get("s", "")
-    if key is not None and not hmac.compare_digest(_mac(key, payload), signature):
-        security_log.warning(
-            "progress entry %s of job %s ignored: its signature does not verify",
-            loggable(stream_id),
-            job_id,
-        )
-        return None
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        logger.warning("progress entry %s of job %s is not JSON", loggable(stream_id), job_id)
-        return None
-    if not isinstance(data, dict) or data.pop("job", None) != job_id:
-        logger.warning("progress entry %s is not one of job %s", loggable(stream_id), job_id)
-        return None
-    return {"id": _text(stream_id, "replace"), **data}
-
-
-def check_stream_id(since: str) -> str:
-    """A stream id a caller passed (e.g. an SSE Last-Event-ID), or a clear error."""
-    if not STREAM_ID.fullmatch(since):
-        raise ValueError(f"not a progress entry id: {since[:40]!r} (expected e.g. 1700000000000-0)")
-    return since
+    return {"p": payload, "s": entry_mac(key, payload) if key else ""}
 
 
 # ------------------------------------------------------------------ the worker side
@@ -494,7 +354,7 @@ class ProgressReporter:
             self._drainer = self._loop.create_task(self._drain(), name=f"progress-{self.job_id}")
             self._queue.put_nowait(job_started_entry(self.request, self._clock()))
             await self.redis.set(
-                latest_update_key(self.settings.queue_name), self.job_id, ex=result_ttl_s()
+                latest_update_key(self.settings.queue_name), self.job_id, ex=RESULT_TTL_S
             )
         except Exception:
             logger.warning("job %s: progress not recorded", self.job_id, exc_info=True)
@@ -584,5 +444,5 @@ class ProgressReporter:
         fields = encode_entry(entry, self.job_id, self._signing_key)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(self.key, fields, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(self.key, result_ttl_s())
+            pipe.expire(self.key, RESULT_TTL_S)
             await pipe.execute()

@@ -1,6 +1,6 @@
 """A small Docker registry (distribution v2) client: the digest a tag points to, without pulling.
 
-`check_for_updates` (worker/check.py) compares it with the repo digest of the image a service
+`check_for_updates` (worker/host/check.py) compares it with the repo digest of the image a service
 runs. The digest asked for is the one of what the tag points to: a manifest list / OCI image
 index for a multi-platform tag (which is also what Docker records in `RepoDigests` when it
 pulls by tag), a single manifest otherwise. It is the `Docker-Content-Digest` of a HEAD on

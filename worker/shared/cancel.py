@@ -5,7 +5,7 @@ to: a Redis writer could cut off any update mid-way (a rollback on top of a half
 database, or a security fix that never lands). The worker runs with ARQ's abort turned off;
 the client (the API) writes a cancel request signed with the job secret under
 `<queue>:cancel:<job id>`, bound to that job, that queue, and an expiry, and the worker acts
-only on one that verifies (worker/arq_worker.py).
+only on one that verifies (worker/host/arq_worker.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .keys import cancel_key
 from .serialization import serialize
 from .signing import JobCodec, JobRejected, now_ms
 
@@ -20,10 +21,7 @@ logger = logging.getLogger("update_executor.cancel")
 security_log = logging.getLogger("update_executor.security")
 
 CANCEL_TYPE = "cancel"
-
-
-def cancel_key(queue_name: str, job_id: str) -> str:
-    return f"{queue_name}:cancel:{job_id}"
+__all__ = ["cancel_key", "seal_cancel", "verify_cancel"]
 
 
 def seal_cancel(codec: JobCodec, queue_name: str, job_id: str, ttl_s: int) -> bytes:

@@ -19,23 +19,26 @@ from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job, JobStatus, SerializationError
 from redis.exceptions import ResponseError
 
-from ..host.check import last_check_key, open_last_check, queue_check, wait_check
-from ..host.history import read_history
-from ..host.main import RESULT_TTL_S, redis_settings
-from ..host.progress import (
-    check_stream_id,
-    decode_entry,
-    fold_progress,
+from .cancel import seal_cancel
+from .check import open_last_check, queue_check, wait_check
+from .connection import redis_settings
+from .cutoff import CutOffRollback, apply_to_summary, read_recovery
+from .history import read_history
+from .inflight import claim, release
+from .keys import (
+    MAX_JOB_TIMEOUT_S,
+    RESULT_TTL_S,
+    cancel_key,
+    inflight_key,
+    last_check_key,
     latest_update_key,
     progress_key,
 )
-from ..host.rollback import CutOffRollback, apply_to_summary, read_recovery
-from ..host.settings import Settings
-from ..host.summary import UpdateStatus, rejected_summary
-from .cancel import cancel_key, seal_cancel
-from .inflight import claim, inflight_key, release
+from .progress import check_stream_id, decode_entry, fold_progress
 from .request import check_request_fields
+from .result import UpdateStatus, rejected_summary
 from .serialization import RemoteJobError
+from .settings import ClientSettings
 from .signing import JobRejected, client_codec, secret_key
 from .untrusted import InvalidJobId, check_job_id, is_job_id, job_id_from, loggable
 
@@ -47,8 +50,12 @@ logger = logging.getLogger("update_executor.client")
 security_log = logging.getLogger("update_executor.security")
 
 UPDATE_FUNCTION = "process_system_update"
-# A cancel request stays valid this long after a running job's JOB_TIMEOUT (s).
+# A cancel request stays valid this long after the longest JOB_TIMEOUT a worker accepts (s).
 CANCEL_MARGIN_S = 600
+# The in-flight claim expires this long after the longest JOB_TIMEOUT (s): a safety net, the
+# worker releases it when the job ends. Both derive from MAX_JOB_TIMEOUT_S, not from a
+# JOB_TIMEOUT of the API's own, which would have to match the worker's (worker/shared/keys.py).
+CLAIM_TTL_S = MAX_JOB_TIMEOUT_S + 300
 # A claim younger than this is in flight even if its job is not visible in the queue yet.
 CLAIM_GRACE_S = 30
 
@@ -82,7 +89,7 @@ def failure_summary(
     job_id: str, error: BaseException | object, info: Any, recovery: CutOffRollback | None = None
 ) -> dict[str, Any]:
     """A summary for a job that ended at the ARQ level, not with our own summary. `recovery`:
-    what the worker's start-up rollback did for an interrupted job (worker/rollback.py)."""
+    what the worker's start-up rollback did for an interrupted job (worker/host/rollback.py)."""
     if isinstance(error, asyncio.CancelledError):
         status, message = UpdateStatus.canceled, "the update job was aborted"
     elif isinstance(error, TimeoutError):
@@ -124,14 +131,14 @@ def invalid_result_summary(job_id: str, reason: str) -> dict[str, Any]:
 class UpdateClient:
     """Enqueue updates and read their state. Use `async with await UpdateClient.connect():`."""
 
-    def __init__(self, settings: Settings, redis: ArqRedis) -> None:
+    def __init__(self, settings: ClientSettings, redis: ArqRedis) -> None:
         self.settings = settings
         self.redis = redis
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> UpdateClient:
-        settings = settings or Settings.from_env()
-        codec = client_codec(settings)  # signs jobs, verifies results (worker/signing.py)
+    async def connect(cls, settings: ClientSettings | None = None) -> UpdateClient:
+        settings = settings or ClientSettings.from_env()
+        codec = client_codec(settings)  # signs jobs, verifies results (worker/shared/signing.py)
         if codec.key is None:
             logger.warning(
                 "no UPDATE_JOB_SECRET: jobs are sent unsigned, a worker with one refuses them"
@@ -203,7 +210,7 @@ class UpdateClient:
         )
         queue = self.settings.queue_name
         job_id = uuid.uuid4().hex
-        ttl = self.settings.job_timeout + 300  # a safety net; finished jobs release it sooner
+        ttl = CLAIM_TTL_S  # a safety net; finished jobs release it sooner
         for _ in range(3):
             holder = await claim(self.redis, queue, job_id, ttl)
             if holder is None:
@@ -253,7 +260,7 @@ class UpdateClient:
 
     async def status(self, job_id: str) -> dict[str, Any]:
         """`state` (queued / running / finished / not_found), `current_step` (the step running
-        now, or None), `progress` ({done, planned, steps}: see worker.progress.fold_progress),
+        now, or None), `progress` ({done, planned, steps}: see shared.progress.fold_progress),
         plus `summary` once finished. Everything comes from Redis, keyed by the job id."""
         job = self._job(job_id)
         state = _STATES.get(await job.status(), JobState.not_found)
@@ -315,11 +322,11 @@ class UpdateClient:
         """Ask the worker to cancel the job; True once it ended canceled. The worker stops
         ansible, rolls back what the update had changed, and returns a `canceled` summary.
 
-        The request is signed and bound to the job and queue (worker/cancel.py): ARQ's own
+        The request is signed and bound to the job and queue (worker/shared/cancel.py): ARQ's own
         abort set is ignored by the worker, since anyone who can write to Redis can fill it."""
         check_job_id(job_id)
         queue = self.settings.queue_name
-        ttl = self.settings.job_timeout + CANCEL_MARGIN_S
+        ttl = MAX_JOB_TIMEOUT_S + CANCEL_MARGIN_S
         request = seal_cancel(client_codec(self.settings), queue, job_id, ttl)
         await self.redis.set(cancel_key(queue, job_id), request, ex=ttl)
         try:
@@ -328,7 +335,7 @@ class UpdateClient:
             return False
         return bool(summary.get("status") == UpdateStatus.canceled.value)
 
-    # Check for updates (worker/check.py, docs/check.md): the worker compares the running
+    # Check for updates (worker/host/check.py, docs/check.md): the worker compares the running
     # images with the registry; the API needs no registry token.
     async def enqueue_check(self, services: list[str] | None = None) -> str:
         """Queue a check (or join the one of the same services already pending); its id."""
@@ -348,11 +355,14 @@ class UpdateClient:
 
     async def last_check(self) -> dict[str, Any] | None:
         """The last finished check's result, cached in Redis for a day; None if none."""
-        return open_last_check(self.settings, await self.redis.get(last_check_key(self.settings)))
+        return open_last_check(
+            self.settings, await self.redis.get(last_check_key(self.settings.queue_name))
+        )
 
     async def history(self, limit: int = 50) -> list[dict[str, Any]]:
         """The last `limit` (1-500) update, check and refused-job records, oldest first (see
-        worker/history.py); records that do not verify against the job secret are left out."""
+        worker/shared/history.py); records that do not verify against the job secret are
+        left out."""
         return await read_history(self.redis, self.settings, limit)
 
     async def _summary(self, job: Job) -> dict[str, Any]:

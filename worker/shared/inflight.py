@@ -13,6 +13,10 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from .keys import inflight_key
+
+__all__ = ["claim", "inflight_key", "release"]
+
 logger = logging.getLogger("update_executor.inflight")
 
 # Delete the key only if it still holds our job id (another update may have claimed it since).
@@ -22,10 +26,6 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-def inflight_key(queue_name: str) -> str:
-    return f"{queue_name}:in-flight"
 
 
 async def claim(redis: Any, queue_name: str, job_id: str, ttl_s: int) -> str | None:

@@ -22,7 +22,7 @@ class Outcome(StrEnum):
 # Steps of a summary that says the job was refused before anything ran (no playbook steps).
 REFUSAL_STEPS = frozenset({"validation", "cooldown"})
 
-# Words in a refused job's message (worker/signing.py) -> the `reason` label of the metric;
+# Words in a refused job's message (worker/shared/signing.py) -> the `reason` label of the metric;
 # a fixed, short set so that a Redis writer cannot grow the metric's label space.
 REFUSAL_REASONS = (
     ("signature", "signature"),

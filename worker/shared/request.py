@@ -68,7 +68,7 @@ _ARGUMENT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 def check_request_fields(fields: Mapping[str, object]) -> None:
     """The checks that need no configuration: known argument names, types and lengths.
 
-    The worker runs them on every job before accepting it (worker/signing.py), and
+    The worker runs them on every job before accepting it (worker/shared/signing.py), and
     `validate_request` runs them again. Messages never quote a rejected value.
     """
     unknown = sorted(str(name) for name in fields if name not in REQUEST_FIELDS)
@@ -142,7 +142,7 @@ def validate_request(
     )
 
 
-# The keyword arguments of check_for_updates (worker/check.py): only which services to check.
+# The keyword arguments of check_for_updates (worker/host/check.py): only which services to check.
 CHECK_FIELDS = ("services",)
 
 

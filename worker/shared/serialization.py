@@ -5,8 +5,8 @@ execution on the host. JSON cannot carry code. Exceptions (ARQ stores a failed j
 as its result) are written as a tagged object and read back as a small whitelist of types,
 never by importing a class named in the payload.
 
-This is the inner encoding: worker/signing.py wraps it in an HMAC-signed envelope, and only the
-insecure mode (`worker --insecure-unsigned-jobs`) puts it in Redis as is.
+This is the inner encoding: worker/shared/signing.py wraps it in an HMAC-signed envelope, and
+only the insecure mode (`worker --insecure-unsigned-jobs`) puts it in Redis as is.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ ARQ's own job dict plus three fields of ours:
 and a result's is ARQ's result dict with `"typ": "result"`, so a result cannot pass as a job.
 
 ARQ hands the serializer only that dict and the deserializer only the bytes: the job id (the
-Redis key) is in neither, so the MAC cannot cover it (worker/arq_worker.py checks its
+Redis key) is in neither, so the MAC cannot cover it (worker/host/arq_worker.py checks its
 grammar). Instead each signed job carries a nonce, and the worker accepts a nonce once: it is
 kept in memory and, by UpdateWorker before ARQ reads the job, in Redis until the job's expiry
 (`refuse_nonce` when Redis already had it), so a captured job copied under another id, or put
@@ -44,10 +44,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..host.settings import Settings
-from ..host.summary import rejected_summary
 from .request import InvalidRequest, check_check_fields, check_request_fields
+from .result import rejected_summary
 from .serialization import deserialize, serialize
+from .settings import ClientSettings
 from .untrusted import is_job_id, loggable
 
 security_log = logging.getLogger("update_executor.security")
@@ -55,13 +55,11 @@ security_log = logging.getLogger("update_executor.security")
 ENVELOPE_VERSION = 1
 DOMAIN = b"update-executor job/result v1\n"
 UPDATE_FUNCTION = "process_system_update"
-# worker/check.py: compares running images with the registry; changes nothing.
+# worker/host/check.py: compares running images with the registry; changes nothing.
 CHECK_FUNCTION = "check_for_updates"
 REJECTED_FUNCTION = "rejected_job"
 # A real job is well under 10 KiB (100 service names of 63 characters, a 200-character name).
 MAX_JOB_BYTES = 64 * 1024
-# A finished job's result stays readable in Redis this long (s); its `exp` says so too.
-RESULT_TTL_S = 7 * 24 * 3600
 NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A job enqueued this far in the future (ms) is refused: a secret holder could otherwise
 # pre-sign jobs that stay valid for ever. Allows for clocks of the API and host disagreeing.
@@ -218,7 +216,7 @@ class WorkerJobCodec(JobCodec):
         self.insecure = insecure and self.key is None
         self._accepted: dict[str, int] = {}  # nonce -> the job's deadline (ms)
         # nonce -> why it is refused: set by the worker once Redis says the nonce was used
-        # (worker/arq_worker.py records nonces there, so they outlive a restart).
+        # (worker/host/arq_worker.py records nonces there, so they outlive a restart).
         self._refused: dict[str, tuple[int, str]] = {}
 
     def deserialize(self, raw: bytes) -> dict[str, Any]:
@@ -324,23 +322,13 @@ class WorkerJobCodec(JobCodec):
         self._accepted[nonce] = deadline
 
 
-def secret_key(settings: Settings) -> bytes | None:
+def secret_key(settings: ClientSettings) -> bytes | None:
     return settings.job_secret.reveal().encode() or None
 
 
-def client_codec(settings: Settings) -> JobCodec:
+def client_codec(settings: ClientSettings) -> JobCodec:
     """For UpdateClient: signs jobs, verifies results."""
     return JobCodec(secret_key(settings), max_age_s=settings.job_max_age)
-
-
-def worker_codec(settings: Settings) -> WorkerJobCodec:
-    """For the ARQ worker: verifies jobs (refused ones become `rejected_job`), signs results."""
-    return WorkerJobCodec(
-        secret_key(settings),
-        max_age_s=settings.job_max_age,
-        insecure=settings.insecure_unsigned_jobs,
-        result_ttl_s=RESULT_TTL_S,
-    )
 
 
 async def rejected_job(ctx: dict[str, Any], *, reason: str) -> dict[str, Any]:

@@ -1,0 +1,33 @@
+"""The `update-executor` command (and `python -m worker`).
+
+`update-executor worker` runs the host side (worker/host/cli.py), imported only for that
+command, so that the API side's commands (worker/api/cli.py: enqueue, status, check,
+history) also work where only the base package or `[api]` is installed, without Ansible.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .api.cli import build_parser, run_client
+
+WORKER_MISSING = (
+    "update-executor: the worker is not installed here ({error}); on the host, "
+    "pip install 'update-executor[worker]'"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "worker":
+        return run_client(args)
+    try:
+        from .host.cli import run_worker  # noqa: PLC0415 (the host side, only for this command)
+    except ImportError as exc:
+        print(WORKER_MISSING.format(error=exc), file=sys.stderr)
+        return 2
+    return run_worker(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""A cut-off update's rollback as the client sees it: the worker's start-up rollback of an
+interrupted job is recorded in Redis (signed like results, worker/host/rollback.py) and
+added to that job's summary when the client reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .keys import recovery_key
+from .result import StepResult, StepStatus, Summary
+
+logger = logging.getLogger("update_executor.rollback")
+
+
+@dataclass
+class CutOffRollback:
+    """What the rollback of a cut-off update did."""
+
+    ran: bool  # the rollback playbook ran to its report
+    found: bool = False  # a rollback point was there (the update had got past its snapshot)
+    finished: bool = False  # the rollback completed; the rollback point is gone
+    rolled_back: bool = False
+    # per service: {image_id, health, action: restored|stopped}, or None when left alone
+    rollback: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    done: str = ""
+    manual: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.ran and self.error is None and (self.finished or not self.found)
+
+    def message(self) -> str:
+        """One sentence for the job's error message and the log."""
+        if not self.ran or (self.error is not None and not self.manual):
+            return (
+                f"THE ROLLBACK COULD NOT RUN: {(self.error or 'unknown error').rstrip('.')}. Run "
+                "`ansible-playbook -i inventory/localhost playbooks/rollback.yml` once the "
+                "cause is fixed (the next update is refused until then)."
+            )
+        if self.error is not None:
+            manual = " ; ".join(self.manual)
+            return f"THE ROLLBACK FAILED TOO: {self.error} Restore by hand: {manual}"
+        if not self.found:
+            return "Nothing to roll back: it was cut off before anything changed."
+        if self.rolled_back:
+            return f"Rolled back: {self.done}."
+        return "Nothing to roll back: no container had been changed yet."
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def apply_to_summary(summary: Summary, result: CutOffRollback) -> None:
+    """Add the rollback of a canceled or timed-out update to its summary."""
+    summary.rolled_back = result.rolled_back
+    summary.rollback = {**summary.rollback, **result.rollback}
+    summary.rollback_error = result.error
+    status = StepStatus.failed if not result.ok else StepStatus.changed
+    if result.ok and not result.rolled_back:
+        status = StepStatus.ok
+    summary.steps = [s for s in summary.steps if s.name != "rollback"] + [
+        StepResult(
+            name="rollback", status=status, duration_s=result.duration_s, message=result.message()
+        )
+    ]
+    if summary.error is not None:
+        message = f"{summary.error['message'].rstrip('.')}. {result.message()}"
+        summary.error = {**summary.error, "message": message}
+
+
+async def read_recovery(
+    redis: Any, queue_name: str, job_id: str, open_: Any
+) -> CutOffRollback | None:
+    """The start-up rollback of an interrupted job, or None (`open_` is the codec's
+    deserialize; data that does not verify is ignored)."""
+    raw = await redis.get(recovery_key(queue_name, job_id))
+    if raw is None:
+        return None
+    try:
+        data = open_(raw)
+        if data.get("id") != job_id or data.get("q") != queue_name:
+            raise ValueError("a record of another job")
+        return CutOffRollback(**{k: v for k, v in data.items() if k in CUT_OFF_FIELDS})
+    except Exception:  # a forged or unreadable record is worth nothing
+        logger.warning("ignoring an unreadable recovery record for job %s", job_id)
+        return None
+
+
+CUT_OFF_FIELDS = frozenset(CutOffRollback.__dataclass_fields__)

@@ -1,0 +1,90 @@
+"""Reading the update history back (written by the worker, worker/host/history.py): from
+the Redis stream `<queue>:history` (records that do not verify against the job secret are
+left out) or from the host's JSON Lines file (HISTORY_FILE and its rotated copies).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .keys import HISTORY_MAXLEN, history_key
+from .settings import ClientSettings
+from .signing import secret_key
+
+logger = logging.getLogger("update_executor.history")
+security_log = logging.getLogger("update_executor.security")
+
+HISTORY_DOMAIN = b"update-executor history v1\n"
+# Rotated files kept next to HISTORY_FILE: <file>.1 (newest) .. <file>.<ROTATED_FILES>.
+ROTATED_FILES = 3
+MAX_LIMIT = HISTORY_MAXLEN
+
+
+def record_mac(key: bytes, payload: str) -> str:
+    return hmac.new(key, HISTORY_DOMAIN + payload.encode(), hashlib.sha256).hexdigest()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_record(
+    stream_id: object, fields: Mapping[Any, Any], key: bytes | None
+) -> dict[str, Any] | None:
+    """A record with its stream `id`, or None (logged) when it does not verify."""
+    raw = {_text(k): _text(v) for k, v in fields.items()}
+    payload, signature = raw.get("p", ""), raw.get("s", "")
+    if key is not None and not hmac.compare_digest(record_mac(key, payload), signature):
+        security_log.warning(
+            "history record %s ignored: its signature does not verify", _text(stream_id)
+        )
+        return None
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        logger.warning("history record %s is not JSON", _text(stream_id))
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {"id": _text(stream_id), **data}
+
+
+async def read_history(
+    redis: Any, settings: ClientSettings, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The last `limit` records that verify, oldest first."""
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    raw = await redis.xrevrange(history_key(settings.queue_name), "+", "-", count=limit)
+    key = secret_key(settings)
+    records = (decode_record(stream_id, fields, key) for stream_id, fields in reversed(raw))
+    return [record for record in records if record is not None]
+
+
+def read_history_file(path: Path, limit: int = 50) -> list[dict[str, Any]]:
+    """The last `limit` records of the file (and of its rotated copies if needed), oldest
+    first; lines that are not JSON objects are skipped."""
+    records: list[dict[str, Any]] = []
+    files = [path] + [path.with_name(f"{path.name}.{n}") for n in range(1, ROTATED_FILES + 1)]
+    for file in files:
+        if len(records) >= limit:
+            break
+        try:
+            lines = file.read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        older: list[dict[str, Any]] = []
+        for line in lines:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                older.append(data)
+        records = older + records
+    return records[-limit:]
