@@ -224,12 +224,16 @@ def worker_process(deployment: Deployment, **env: str) -> Iterator[subprocess.Po
     """The real worker as systemd runs it (`update-executor worker`), with `env` added. A test
     may kill or stop it; otherwise it is stopped with SIGTERM at the end (SIGKILL after 60 s).
     Its output is printed, so that pytest shows it when the test fails."""
+    with cli_worker({**deployment.worker_env(), **env}) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def cli_worker(env: dict[str, str], tail: int = 4000) -> Iterator[subprocess.Popen[str]]:
+    """`update-executor worker` with exactly `env`; stopped with SIGTERM at the end (SIGKILL
+    after 60 s) unless the test ended it, and the last `tail` characters of its output printed."""
     process = subprocess.Popen(
-        [CLI, "worker"],
-        env={**deployment.worker_env(), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [CLI, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         yield process
@@ -241,7 +245,7 @@ def worker_process(deployment: Deployment, **env: str) -> Iterator[subprocess.Po
         except subprocess.TimeoutExpired:
             process.kill()
             output = process.communicate(timeout=30)[0]
-        print(f"--- worker output ---\n{output[-4000:]}")
+        print(f"--- worker output ---\n{output[-tail:]}")
 
 
 async def wait_for_step(

@@ -21,7 +21,7 @@ from testbed import Stack, build_app_image, container_ids, registry_image_id, ru
 from testbed.faults import operator_run
 from testbed.real_shape import MIGRATION_COMMAND, RealShapedProject, write_real_shaped_project
 from testbed.stack import docker_binary
-from tests.integration.conftest import CLI
+from tests.integration.conftest import CLI, cli_worker
 from worker.host.settings import Settings
 
 _counter = itertools.count(1)
@@ -141,24 +141,8 @@ class RealSite:
     @contextlib.contextmanager
     def worker(self, **env: str) -> Iterator[subprocess.Popen[str]]:
         """`update-executor worker` with the host's environment; stopped at the end."""
-        process = subprocess.Popen(
-            [CLI, "worker"],
-            env={**self.env, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
+        with cli_worker({**self.env, **env}, tail=6000) as process:
             yield process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-            try:
-                output = process.communicate(timeout=60)[0]
-            except subprocess.TimeoutExpired:
-                process.kill()
-                output = process.communicate(timeout=30)[0]
-            print(f"--- worker output ---\n{output[-6000:]}")
 
 
 @pytest.fixture
