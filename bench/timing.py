@@ -1,6 +1,6 @@
 """Timestamps from inside ansible-playbook, written by bench/ansible_plugins/callback.
 
-The callback appends JSON lines to BENCH_TIMING_FILE; `TimingFile.read_new()` returns the
+The callback appends JSON lines to ANSIBLE_BENCH_TIMING_FILE; `TimingFile.read_new()` returns the
 records appended since the last call (runs are sequential, so those belong to the last run).
 """
 
@@ -50,9 +50,11 @@ WORK_ACTIONS = frozenset(
 
 def callback_env(path: Path) -> dict[str, str]:
     """Environment that enables the timing callback (ansible-runner keeps it: it appends its
-    own callback directory to ANSIBLE_CALLBACK_PLUGINS)."""
+    own callback directory to ANSIBLE_CALLBACK_PLUGINS). The file's variable has the ANSIBLE_
+    prefix because the worker starts ansible-playbook with an allow-list environment
+    (worker/host/ansible_exec.py) that keeps ANSIBLE_* names and drops the rest."""
     return {
-        "BENCH_TIMING_FILE": str(path),
+        "ANSIBLE_BENCH_TIMING_FILE": str(path),
         "ANSIBLE_CALLBACK_PLUGINS": str(PLUGIN_DIR),
         "ANSIBLE_CALLBACKS_ENABLED": "bench_timing",
     }

@@ -2,7 +2,7 @@
 
 Enabled only by the benchmark (ANSIBLE_CALLBACK_PLUGINS + ANSIBLE_CALLBACKS_ENABLED), for
 `ansible-playbook` run directly and under ansible-runner alike. It appends one JSON object per
-line to the file named by BENCH_TIMING_FILE: `process` (this interpreter's start time, read
+line to the file named by ANSIBLE_BENCH_TIMING_FILE: `process` (this interpreter's start time, read
 from /proc), `playbook_start`, one `task` per finished task (name, action, start, end, status)
 and `stats` at the end. Times are `time.time()` seconds. It does nothing without the variable.
 """
@@ -20,8 +20,8 @@ DOCUMENTATION = """
     name: bench_timing
     type: aggregate
     short_description: record playbook and task timestamps for the benchmark
-    description: Appends JSON lines to the file named by BENCH_TIMING_FILE.
-    requirements: [BENCH_TIMING_FILE in the environment]
+    description: Appends JSON lines to the file named by ANSIBLE_BENCH_TIMING_FILE.
+    requirements: [ANSIBLE_BENCH_TIMING_FILE in the environment]
 """
 
 
@@ -48,7 +48,7 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__()
-        self._path = os.environ.get("BENCH_TIMING_FILE", "")
+        self._path = os.environ.get("ANSIBLE_BENCH_TIMING_FILE", "")
         self._task_start: dict[str, float] = {}
         self._write({"kind": "process", "pid": os.getpid(), "t": _process_start()})
 

@@ -18,10 +18,10 @@ description:
     call); otherwise, or when the socket does not answer, the CLI is (C(docker ps), one C(docker
     inspect), one C(docker image inspect); 25-30 ms a process), which knows contexts, TCP, TLS
     and SSH.
-  - Used by update-executor's playbooks before the pull (Snapshot), after the recreate (Recreate)
-    and by the rollback. The playbooks run it through the action plugin of the same name
-    (playbooks/action_plugins/compose_snapshot.py), inside ansible-playbook, one task instead of
-    three with a loop (a task costs 30-50 ms, see docs/performance.md).
+  - Used by the role compose_update before the pull (Snapshot), after the recreate (Recreate)
+    and by the rollback. An ordinary module: it runs on the inventory host, through its
+    connection. One task instead of three with a loop (every module task costs a module
+    process, see docs/performance.md).
   - Only the fields above are kept (the CLI's inspect templates print only those); the
     containers' environment (secrets) never reaches ansible's results, its facts or the job events. Containers of C(docker compose run) are left out;
     when a service has several containers, the first by name counts.

@@ -21,10 +21,10 @@ description:
     holder is returned in RV(broke_stale).
   - A lock held by a live holder makes the task fail at once, naming the holder.
   - Release is idempotent and only removes the lock when O(token) matches its holder.
-  - Runs on the controller host (the playbook targets localhost with a local connection), so
-    the recorded pid is the C(ansible-playbook) process itself. The playbooks run it through the
-    action plugin of the same name (playbooks/action_plugins/update_lock.py), inside
-    C(ansible-playbook) with no module process; this file holds the logic for both.
+  - An ordinary module: it runs on the inventory host. With a local connection the recorded
+    pid is the C(ansible-playbook) process above the module (it lives as long as the run); on
+    a remote host no process there lives as long as the run, the pid is null and the lock is
+    judged by its age (O(max_age)).
 version_added: "1.0.0"
 author: update-executor
 options:
@@ -478,8 +478,8 @@ def check_only(params, path, now, hostname):
 def run_task(params, pid, warn, sudo_user=None, check_mode=False):
     """The task: take or release the lock as `params` (validated against ARGUMENT_SPEC) say.
 
-    `pid` is a process of this run (the module's parent, or the action plugin's own process on
-    the controller): the lock records the outermost ansible-playbook above it. `warn` takes a
+    `pid` is a process of this run (the module's parent): the lock records the outermost
+    ansible-playbook above it, if any. `warn` takes a
     warning. Returns the task result (with `failed` and `msg` when it failed)."""
     path = params["path"]
     now = time.time()

@@ -9,8 +9,9 @@ configuration. So compose gets what an operator's login shell would give it for 
 the variables below, plus the names listed in COMPOSE_ENV_PASSTHROUGH, and nothing else; the
 project's `.env` (or COMPOSE_ENV_FILES) does the rest, read by compose itself.
 
-Shared by the playbooks' own steps (playbooks/library/, in the controller or as modules), the
-filter that builds the dry run's command line, and the worker (worker/compose.py).
+Shared by the role's own modules (roles/compose_update/library/), and by the worker
+(worker/host/compose.py: its own `compose config`, and ansible_exec.py: ansible-playbook's
+environment).
 """
 
 from __future__ import annotations
