@@ -24,9 +24,10 @@ lint: setup
 # registry and Redis (see tests/conftest.py) and stop them at the end, also on failure. The
 # coverage of worker/ is measured in this process (workers started as subprocesses are not
 # counted) and printed at the end; no threshold fails the run.
+# The 20 slowest tests are listed too: CI must stay under 30 minutes.
 COV_ARGS ?= --cov=worker --cov-report=term:skip-covered
 test: lint
-	$(BIN)/pytest $(COV_ARGS) $(PYTEST_ARGS)
+	$(BIN)/pytest $(COV_ARGS) --durations=20 $(PYTEST_ARGS)
 
 unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

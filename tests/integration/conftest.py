@@ -50,7 +50,7 @@ SESSION_TAG = secrets.token_hex(3)
 @pytest.fixture(scope="session")
 def lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This session's UPDATE_LOCK_DIR (the update lock and rollback points), instead of the
-    host-wide default /run/update-executor that other sessions would share."""
+    host-wide default /var/lib/update-executor/locks that other sessions would share."""
     path = tmp_path_factory.mktemp("locks")
     path.chmod(0o700)
     return path

@@ -54,7 +54,7 @@ SITE_DIR = "/srv/app"  # COMPOSE_FILE_PATH's directory in deploy/update-executor
 SOURCE_DIR = "/root/update-executor"  # the release's files: deploy/ and dist/
 WHEELHOUSE_DIR = "/root/wheelhouse"
 TOKEN_PLACEHOLDER = "'ghp_…'"
-LOCK_DIR = "/run/update-executor"
+LOCK_DIR = "/var/lib/update-executor/locks"  # UPDATE_LOCK_DIR's default, a StateDirectory
 GATE = "/data/release-migration"
 GATED_MIGRATION = f"""#!/bin/sh
 # The test's migration: waits until the test opens the gate, then migrates.
@@ -318,11 +318,14 @@ async def test_an_update_through_the_unit(installed: Installed, client: UpdateCl
     version = site.publish()
     job_id = await client.enqueue_update(services=["api", "worker"], requested_by="systemd")
     await wait_for_step(client, job_id, "migrations")
-    # Held in its migration: the lock and the rollback point are in the runtime directory,
-    # the job's work dir in the service's private /tmp (not in the host's /tmp).
+    # Held in its migration: the lock and the rollback point are in the state directory, on
+    # disk (a reboot empties /run, and the rollback point must outlive one), the job's work dir
+    # in the service's private /tmp (not in the host's /tmp).
     held = installed.ls(LOCK_DIR)
     assert [name for name in held if name.endswith(".lock")], held
     assert [name for name in held if name.endswith(".rollback.json")], held
+    fstype = host.exec("findmnt", "--noheadings", "--output", "FSTYPE", "--target", LOCK_DIR)
+    assert fstype.stdout.strip() not in ("tmpfs", "ramfs"), fstype.stdout
     private_tmp = installed.private_tmp()
     assert [name for name in installed.ls(private_tmp) if name.startswith("ue-job-")]
     assert not [name for name in installed.ls("/tmp") if name.startswith("ue-")]

@@ -100,13 +100,17 @@ def test_every_path_the_worker_writes_is_writable_under_the_sandbox() -> None:
             assert not any(path.is_relative_to(hidden) for hidden in HIDDEN_BY_PROTECT_HOME), what
 
 
-def test_the_lock_dir_is_the_units_runtime_directory_and_outlives_a_restart() -> None:
+def test_the_lock_dir_is_a_state_directory_of_the_unit_and_outlives_a_reboot() -> None:
     """The rollback point sits next to the lock: it must survive the worker's automatic
-    restart, or a killed worker could not roll its cut-off update back."""
+    restart and a reboot of the host (/run is emptied then), or the cut-off update could not
+    be rolled back. So the lock dir is on disk, one of the unit's StateDirectory= entries
+    (systemd creates it, owned by the service user)."""
     unit = directives(UNIT)
     lock_dir = Settings.from_env(unit_environment(unit)).lock_dir
-    assert lock_dir == Path("/run") / unit["RuntimeDirectory"][0].split()[0]
-    assert unit["RuntimeDirectoryPreserve"] == ["yes"]
+    state_dirs = [Path("/var/lib") / entry for value in unit["StateDirectory"] for entry in value.split()]
+    assert lock_dir in state_dirs
+    assert not lock_dir.is_relative_to("/run")
+    assert "RuntimeDirectory" not in unit  # nothing of the worker's lives in /run any more
     assert unit["Restart"] == ["always"]
 
 

@@ -90,8 +90,10 @@ class Settings(ClientSettings):
     backup_service: str = "db"
     backup_dir: Path = Path("/var/lib/update-executor/backups")
     rollback_on_migration_failure: bool = True
-    # Where the per-project update lock lives (shared with manual ansible-playbook runs).
-    lock_dir: Path = Path("/run/update-executor")
+    # Where the per-project update lock and the rollback point of a running update live
+    # (shared with manual ansible-playbook runs). On disk, not in /run: a rollback point must
+    # survive a reboot in the middle of an update; a lock from before a reboot is stale.
+    lock_dir: Path = Path("/var/lib/update-executor/locks")
     # Set by `update-executor worker --insecure-unsigned-jobs` only, never from the environment.
     insecure_unsigned_jobs: bool = False
     playbook: Path = ANSIBLE_CONTENT / "playbooks" / "update.yml"
@@ -185,7 +187,7 @@ class Settings(ClientSettings):
             backup_service=text("BACKUP_SERVICE", "db"),
             backup_dir=reader.path("BACKUP_DIR", cls.backup_dir),
             rollback_on_migration_failure=reader.boolean("ROLLBACK_ON_MIGRATION_FAILURE", True),
-            lock_dir=reader.path("UPDATE_LOCK_DIR", "/run/update-executor"),
+            lock_dir=reader.path("UPDATE_LOCK_DIR", cls.lock_dir),
             playbook=reader.path("UPDATE_PLAYBOOK", cls.playbook),
             inventory=reader.path("UPDATE_INVENTORY", cls.inventory),
             notify_urls=reader.secret("NOTIFY_URLS", NOTIFY_URLS_CREDENTIAL),

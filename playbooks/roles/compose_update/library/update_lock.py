@@ -91,7 +91,7 @@ EXAMPLES = r"""
 ---
 - name: Lock | Take the update lock of the project
   update_lock:
-    path: /run/update-executor/app.lock
+    path: /var/lib/update-executor/locks/app.lock
     project: app
     job_id: "{{ update_job_id }}"
     max_age: 1800
@@ -99,7 +99,7 @@ EXAMPLES = r"""
 
 - name: Report | Release the update lock
   update_lock:
-    path: /run/update-executor/app.lock
+    path: /var/lib/update-executor/locks/app.lock
     state: absent
     token: "{{ _compose_update_lock.token }}"
 """
