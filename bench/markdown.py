@@ -294,7 +294,7 @@ def render(summary: dict[str, Any], extra: list[str] | None = None) -> str:
         "Load: "
         "1-minute load average when the run started (other jobs on the machine).",
         "",
-        "## Targets (issue 6)",
+        "## Targets (issues 6 and 13)",
         "",
         *_targets(summary),
         "",
@@ -310,10 +310,11 @@ def render(summary: dict[str, Any], extra: list[str] | None = None) -> str:
         "",
         "Controller-side tasks (`set_fact`, `assert`, `fail`, `debug`, `set_stats`, includes) run "
         "inside ansible-playbook; every other task starts a module process (a loop: one per "
-        "item), except the playbooks' own action plugins (`update_preflight`, `update_lock`, "
-        "`registry_login`, `compose_snapshot`, `docker_command`), which run inside "
-        "ansible-playbook too: they are counted with the module tasks, so that runs of older "
-        "playbooks (community.docker modules) compare. Update work: login, pull, up, exec.",
+        "item; since issue 13 the role's own modules too). Runs of issue 6's playbooks had "
+        "action plugins (`update_preflight`, `update_lock`, `registry_login`, "
+        "`compose_snapshot`, `docker_command`) that ran inside ansible-playbook: they are "
+        "counted with the module tasks, so that runs compare. Update work: login, pull, up, "
+        "exec.",
         "",
         *_tasks(summary),
         "",

@@ -13,7 +13,7 @@ from typing import Any
 
 PLUGIN_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
 
-# Tasks that run inside the ansible-playbook process (action plugins, no module process).
+# Tasks that run inside the ansible-playbook process (no module process).
 CONTROLLER_ACTIONS = frozenset(
     {
         "ansible.builtin.set_fact",
@@ -34,8 +34,8 @@ CONTROLLER_ACTIONS = frozenset(
 
 # Tasks that do the update itself (what A's commands do); the other tasks that are not
 # CONTROLLER_ACTIONS are bookkeeping (preflight, lock, snapshots). `docker_command` and
-# `registry_login` (the playbooks' own action plugins) run in the controller too, without a
-# module process; the community.docker modules are what the playbook used before them.
+# `registry_login` were issue 6's action plugins (no module process); since issue 13 the
+# role uses the community.docker modules again.
 WORK_ACTIONS = frozenset(
     {
         "docker_command",
