@@ -107,7 +107,8 @@ def test_the_lock_dir_is_a_state_directory_of_the_unit_and_outlives_a_reboot() -
     (systemd creates it, owned by the service user)."""
     unit = directives(UNIT)
     lock_dir = Settings.from_env(unit_environment(unit)).lock_dir
-    state_dirs = [Path("/var/lib") / entry for value in unit["StateDirectory"] for entry in value.split()]
+    entries = [entry for value in unit["StateDirectory"] for entry in value.split()]
+    state_dirs = [Path("/var/lib") / entry for entry in entries]
     assert lock_dir in state_dirs
     assert not lock_dir.is_relative_to("/run")
     assert "RuntimeDirectory" not in unit  # nothing of the worker's lives in /run any more
