@@ -101,11 +101,18 @@ class Site:
             for line in self.compose(host, "ps", "--all", "--format", "json").splitlines()
         }
 
-    def playbook(self, *args: str, playbook: str = "playbooks/update.yml") -> Run:
+    def playbook(
+        self, *args: str, playbook: str = "playbooks/update.yml", env: dict[str, str] | None = None
+    ) -> Run:
         done = subprocess.run(
             [PLAYBOOK, "-i", str(self.inventory), playbook, *args],
             cwd=REPO_ROOT,
-            env={**self.stack.env(), "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1"},
+            env={
+                **self.stack.env(),
+                "ANSIBLE_STDOUT_CALLBACK": "default",
+                "ANSIBLE_NOCOLOR": "1",
+                **(env or {}),
+            },
             capture_output=True,
             text=True,
             timeout=400,
@@ -302,3 +309,28 @@ def test_a_second_daemon_is_an_inventory_host_of_its_own(site: Site) -> None:
     assert set(site.images("bed").values()) == {newest}
     assert both.recap("second")["changed"] == 0
     assert site.leftovers() == []
+
+
+def test_a_compose_installed_per_user_is_the_one_the_pull_runs(site: Site, tmp_path: Path) -> None:
+    """Compose installed in the user's docker config (`cli-plugins/docker-compose`, the manual
+    install) is found by every step, the pull included, although the pull runs with the run's
+    private DOCKER_CONFIG (the login's credentials): the login links the directory into it. The
+    per-user plugin here is a wrapper that records its calls and runs the system's Compose."""
+    config = tmp_path / "docker-config"
+    plugins = config / "cli-plugins"
+    plugins.mkdir(parents=True)
+    calls = tmp_path / "calls.log"
+    system_compose = "/usr/local/lib/docker/cli-plugins/docker-compose"
+    wrapper = plugins / "docker-compose"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >>{calls}\nexec {system_compose} "$@"\n')
+    wrapper.chmod(0o755)
+    build_app_image(site.stack, site.repo, "6", registry_only=True)
+    newest = registry_image_id(site.stack, site.repo)
+
+    run = site.playbook("-e", "update_hosts=bed", env={"DOCKER_CONFIG": str(config)})
+    assert run.returncode == 0, run.explain()
+    assert set(site.images("bed").values()) == {newest}
+    pulls = [line for line in calls.read_text().splitlines() if " pull " in f" {line} "]
+    assert pulls, calls.read_text()  # the pull ran the user's Compose, not the system's
+    assert site.leftovers() == []  # the private config (and the link in it) is gone
+    assert wrapper.exists()  # the link was removed, not what it points to

@@ -86,6 +86,37 @@ CONFIG = {
 }
 
 
+@pytest.mark.parametrize(
+    ("environ", "present", "expected"),
+    [
+        # The docker CLI's rule: $DOCKER_CONFIG/cli-plugins, else ~/.docker/cli-plugins.
+        (
+            {"HOME": "/home/op"},
+            {"/home/op/.docker/cli-plugins/docker-compose"},
+            "/home/op/.docker/cli-plugins",
+        ),
+        (
+            {"HOME": "/home/op", "DOCKER_CONFIG": "/etc/dc"},
+            {"/etc/dc/cli-plugins/docker-compose"},
+            "/etc/dc/cli-plugins",
+        ),
+        # DOCKER_CONFIG set: ~/.docker is not where the CLI looks.
+        (
+            {"HOME": "/home/op", "DOCKER_CONFIG": "/etc/dc"},
+            {"/home/op/.docker/cli-plugins/docker-compose"},
+            "",
+        ),
+        # Compose system-wide only (the packages): nothing to link.
+        ({"HOME": "/home/op"}, {"/usr/libexec/docker/cli-plugins/docker-compose"}, ""),
+        ({"HOME": "/home/op"}, {"/home/op/.docker/cli-plugins/docker-buildx"}, ""),
+    ],
+)
+def test_a_compose_installed_per_user_is_found(
+    environ: dict[str, str], present: set[str], expected: str
+) -> None:
+    assert preflight.user_cli_plugins_dir(environ, exists=present.__contains__) == expected
+
+
 def test_the_service_table_keeps_image_restart_and_dependencies_only() -> None:
     project, names, image, restart, deps = preflight.service_table(CONFIG)
     assert project == "shop"

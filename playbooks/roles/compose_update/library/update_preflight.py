@@ -132,7 +132,9 @@ ansible_facts:
       C(_compose_update_backup_dir), C(_compose_update_lock_dir), C(_compose_update_lock_max_age), C(_compose_update_project), C(_compose_update_service_names),
       C(_compose_update_service_image), C(_compose_update_service_restart), C(_compose_update_service_deps), C(_compose_update_service_hooks), C(_compose_update_targets),
       C(_compose_update_skipped), as far as the checks got; C(_compose_update_daemon_host), the
-      C(DOCKER_HOST) the module ran with; C(_compose_update_preflight_error) is the message of the first
+      C(DOCKER_HOST) the module ran with; C(_compose_update_cli_plugins_dir), the user's docker CLI
+      plugin directory (C($DOCKER_CONFIG/cli-plugins) or C(~/.docker/cli-plugins)) when Compose is
+      installed there, else empty (the login links it into the run's private Docker config); C(_compose_update_preflight_error) is the message of the first
       check that failed, or null.
   returned: always
   type: dict
@@ -257,6 +259,18 @@ def compose_version(text):
     if match is None:
         return None
     return tuple(int(part or 0) for part in match.groups())
+
+
+def user_cli_plugins_dir(environ, exists=os.path.exists):
+    """The user's docker CLI plugin directory when it holds Compose, else "".
+
+    The docker CLI looks for plugins in $DOCKER_CONFIG/cli-plugins (~/.docker/cli-plugins
+    without DOCKER_CONFIG) before the system's directories. The pull runs with the run's
+    private DOCKER_CONFIG (the login's credentials), where a Compose installed per user
+    would not be found: the login links this directory into it."""
+    config = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME") or "~", ".docker")
+    plugins = os.path.join(os.path.expanduser(config), "cli-plugins")
+    return plugins if exists(os.path.join(plugins, "docker-compose")) else ""
 
 
 def normalise_request(services):
@@ -472,6 +486,7 @@ def run_task(params):
     # The daemon the steps reach (the task's DOCKER_HOST: compose_update_docker_host or the host's own),
     # for the commands an operator runs by hand when a rollback fails.
     facts["_compose_update_daemon_host"] = os.environ.get("DOCKER_HOST", "")
+    facts["_compose_update_cli_plugins_dir"] = user_cli_plugins_dir(os.environ)
     return dict(changed=False, ansible_facts=facts)
 
 
