@@ -189,10 +189,13 @@ def way_c(
     return _ansible_way(way, case, rnd, playbook_command(dep, playbook), env=env, timing=timing)
 
 
-def peer_vars(dep: Deployment, docker_config: Path) -> dict[str, object]:
+def peer_vars(
+    dep: Deployment, docker_config: Path, oneshot: tuple[str, ...] = ()
+) -> dict[str, object]:
     """The peer's variables (bench/variants/peer.yml): what an operator puts in group_vars.
     The token is named by its file, never passed itself. Every target goes into the one
-    `up --wait` (case 4's one-shot `init` too: `api` and `worker` wait for it to complete)."""
+    `up --wait` (case 4's one-shot `init` too: `api` and `worker` wait for it to complete),
+    except the `oneshot` ones: those run on their own after it (`compose run`)."""
     return {
         "app_project_src": str(dep.compose_file.parent),
         "app_compose_files": [dep.compose_file.name],
@@ -201,20 +204,22 @@ def peer_vars(dep: Deployment, docker_config: Path) -> dict[str, object]:
         "app_registry_username": dep.stack.registry_username,
         "app_registry_token_file": str(dep.token_file),
         "app_docker_config": str(docker_config),
-        "app_services": list(dep.targets),
-        "app_oneshot_services": [],
+        "app_services": [name for name in dep.targets if name not in oneshot],
+        "app_oneshot_services": [name for name in dep.targets if name in oneshot],
         "app_migration_service": dep.migration_service,
         "app_migration_command": dep.migration_command,
         "app_health_timeout": 60,
     }
 
 
-def way_p(dep: Deployment, case: int, rnd: int, timing: TimingFile) -> WayResult:
+def way_p(
+    dep: Deployment, case: int, rnd: int, timing: TimingFile, oneshot: tuple[str, ...] = ()
+) -> WayResult:
     """The peer: `ansible-playbook -i inventory/localhost bench/variants/peer.yml -e ...` from
     the repo root (same ansible.cfg as C), logging in into a fresh Docker config like A."""
     config = dep.temp_docker_config("p")
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY)]
-    argv += [str(PEER_PLAYBOOK), "-e", json.dumps(peer_vars(dep, config))]
+    argv += [str(PEER_PLAYBOOK), "-e", json.dumps(peer_vars(dep, config, oneshot))]
     env = {**dep.env(), **bench_path_env(), **callback_env(timing.path)}
     try:
         return _ansible_way("P", case, rnd, argv, env=env, timing=timing)

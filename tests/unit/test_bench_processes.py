@@ -156,3 +156,5 @@ def test_peer_variables_name_the_token_file_not_the_token(tmp_path: Path) -> Non
     # The real shape's one-shot init goes into the same `up --wait` as api and worker.
     assert peer["app_services"] == ["api", "worker", "init"]
     assert peer["app_oneshot_services"] == []
+    alone = peer_vars(dep, tmp_path / "docker-config-p", ("init",))
+    assert (alone["app_services"], alone["app_oneshot_services"]) == (["api", "worker"], ["init"])
