@@ -70,7 +70,9 @@ def test_every_row_has_its_header_cells(variant: str) -> None:
 
 
 def test_the_peer_and_the_process_listing_are_shown() -> None:
-    page = render(_with_peer(_latest()))
+    summary = _with_peer(_latest())
+    page = render(summary)
     assert "P: peer: ansible-playbook bench/variants/peer.yml" in page
     assert "compose_update : Lock \\| Take the update lock | update_lock | 1 |" in page
-    assert "Case 2, peer: 2:" in page
+    for number in summary["cases"]:
+        assert f"Case {number}, peer: 2: compose_update : Lock | Take the update lock;" in page
