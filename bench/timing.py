@@ -32,6 +32,16 @@ CONTROLLER_ACTIONS = frozenset(
         "debug",
         "set_stats",
         "include_tasks",
+        "meta",
+        # Other action plugins that run in ansible-playbook and start no module.
+        "ansible.builtin.include_vars",
+        "ansible.builtin.include_role",
+        "ansible.builtin.add_host",
+        "ansible.builtin.group_by",
+        "include_vars",
+        "include_role",
+        "add_host",
+        "group_by",
     }
 )
 

@@ -48,6 +48,8 @@ def test_callback_records_runs_per_item_and_attempt(
         ({"action": "ansible.builtin.set_fact", "status": "ok", "attempts": [1]}, 0),
         ({"action": "ansible.builtin.validate_argument_spec", "attempts": [1]}, 0),
         ({"action": "include_tasks", "status": "ok"}, 0),
+        ({"action": "meta", "status": "ok", "attempts": [1]}, 0),  # e.g. end_play on a no-op
+        ({"action": "ansible.builtin.include_vars", "status": "ok", "attempts": [1]}, 0),
         ({"action": "update_lock", "status": "failed", "attempts": [1]}, 1),
         ({"action": "compose_snapshot", "status": "ok"}, 1),  # before issue 20: no attempts
         ({"action": "community.docker.docker_compose_v2_run", "status": "ok", "attempts": []}, 0),
