@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "worker":
         return run_client(args)
+    if args.env_file is not None:
+        # The worker reads its environment as systemd hands it over (EnvironmentFile=).
+        print(
+            "update-executor: --env-file is for the client commands, not `worker`", file=sys.stderr
+        )
+        return 2
     try:
         from .host.cli import run_worker  # noqa: PLC0415 (the host side, only for this command)
     except ImportError as exc:
