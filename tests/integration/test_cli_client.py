@@ -3,22 +3,26 @@
 environment file as systemd does (never executed) and the job secret from the unit's
 LoadCredential= file, so the jobs it sends are signed; exit statuses are distinct and listed.
 
-Real Redis (the test bed's); no worker runs: what is checked is what the CLI leaves in Redis
-and what it answers.
+Real Redis (the test bed's); a worker runs only for the cancel: what is checked is what the CLI
+leaves in Redis and what it answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from testbed import Stack
-from tests.integration.conftest import CLI, SESSION_TAG
+from tests.integration.conftest import CLI, SESSION_TAG, Deployment, run_worker_burst
+from worker.shared.client import UpdateClient
+from worker.shared.keys import cancel_key
 from worker.shared.signing import JobCodec, JobRejected
 
 
@@ -137,3 +141,51 @@ def test_the_worker_refuses_env_file(host_files: dict[str, Path]) -> None:
 
     assert refused.returncode == 2
     assert "--env-file is for the client commands" in refused.stderr
+
+
+async def test_cancel_without_an_id_cancels_the_latest_queued_update(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """`update-executor cancel` while an update waits in the queue: the worker takes the signed
+    request before starting it, the job ends canceled and nothing changed."""
+    before = deployment.image_ids()
+    deployment.publish(deployment.app_repo, "2")
+    job_id = await client.enqueue_update(services=["api"])
+    canceling = await asyncio.create_subprocess_exec(
+        CLI,
+        "cancel",
+        "--timeout",
+        "120",
+        env=deployment.worker_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    key = cancel_key(deployment.settings.queue_name, job_id)
+    deadline = time.monotonic() + 60
+    while not await client.redis.exists(key):  # the CLI's signed request is in Redis
+        assert canceling.returncode is None, await canceling.communicate()
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+    await run_worker_burst(deployment.settings)
+    out, err = await canceling.communicate()
+
+    assert canceling.returncode == 0, err.decode()
+    assert f"update job {job_id} canceled: nothing had changed" in out.decode()
+    assert (await client.status(job_id))["summary"]["status"] == "canceled"
+    assert deployment.image_ids() == before
+
+    again = await asyncio.create_subprocess_exec(
+        CLI, "cancel", job_id, env=deployment.worker_env(), stdout=asyncio.subprocess.PIPE
+    )
+    assert (await again.communicate())[0].decode().startswith(f"update job {job_id} already ended")
+    assert again.returncode == 1
+
+
+def test_cancel_of_an_unknown_job_is_not_found(host_files: dict[str, Path]) -> None:
+    common = ("--env-file", str(host_files["env_file"]), "--unit", str(host_files["unit"]))
+
+    assert run_cli(*common, "cancel").returncode == 3
+    unknown = run_cli(*common, "cancel", "no-such-job")
+    assert unknown.returncode == 3
+    assert "no update job no-such-job" in unknown.stderr

@@ -110,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("job_id", nargs="?", help="the job (default: the latest update)")
 
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel an update (default: the latest, if queued or running): the worker stops "
+        "it and puts back what it had changed; exit 0 once it ended canceled",
+    )
+    cancel.add_argument("job_id", nargs="?", help="the job (default: the latest update)")
+    cancel.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="wait this many seconds for the job to end (default 300: a rollback takes time)",
+    )
+
     check = commands.add_parser(
         "check",
         help="check the registry for newer images (no pull); exit 0 up to date, "
@@ -177,6 +190,40 @@ async def status(settings: ClientSettings, job_id: str | None) -> int:
     return EXIT_FAILED if summary and summary.get("status") != "successful" else EXIT_OK
 
 
+async def cancel(settings: ClientSettings, job_id: str | None, timeout: float) -> int:
+    """`update-executor cancel`: a signed cancel request, then wait for the job's end."""
+    async with await UpdateClient.connect(settings) as client:
+        answer = await client.status(job_id) if job_id else await client.latest_update()
+        if answer is None or answer["state"] == "not_found":
+            what = f"no update job {job_id}" if job_id else "no update yet"
+            print(f"update-executor: {what} (or its result expired)", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        job_id = str(answer["job_id"])
+        if answer["state"] == "finished":
+            status = (answer.get("summary") or {}).get("status", "?")
+            print(f"update job {job_id} already ended ({status}): nothing to cancel")
+            return EXIT_FAILED
+        print(f"canceling update job {job_id} ({answer['state']}); waiting for it to end")
+        canceled = await client.abort(job_id, timeout=timeout)
+        final = await client.status(job_id)
+    summary = final.get("summary") or {}
+    if canceled:
+        back = (
+            "what it had changed was put back"
+            if summary.get("rolled_back")
+            else "nothing had changed"
+        )
+        print(f"update job {job_id} canceled: {back}")
+        return EXIT_OK
+    if final["state"] == "finished":
+        print(
+            f"update job {job_id} ended {summary.get('status', '?')} before the cancel took effect"
+        )
+    else:
+        print(f"update job {job_id} did not end within {timeout:g} s; the cancel request stays")
+    return EXIT_FAILED
+
+
 async def check_updates(settings: ClientSettings, args: argparse.Namespace) -> int:
     """`update-executor check`: the worker compares the running images with the registry."""
     services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
@@ -232,6 +279,8 @@ def run_client(args: argparse.Namespace) -> int:
             return asyncio.run(check_updates(settings, args))
         if args.command == "history":
             return asyncio.run(show_history(settings, args))
+        if args.command == "cancel":
+            return asyncio.run(cancel(settings, args.job_id, args.timeout))
         return asyncio.run(status(settings, args.job_id))
     except InvalidRequest as exc:
         print(f"update-executor: invalid request: {exc}", file=sys.stderr)
