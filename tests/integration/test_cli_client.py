@@ -12,15 +12,26 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis
 
 from testbed import Stack
-from tests.integration.conftest import CLI, SESSION_TAG, Deployment, run_worker_burst
+from testbed.faults import rollback_point_path
+from tests.integration.conftest import (
+    CLI,
+    SESSION_TAG,
+    Deployment,
+    run_worker_burst,
+    wait_for_step,
+    worker_process,
+)
+from worker.host.recovery import ansible_processes_of, end_process_groups
 from worker.shared.client import UpdateClient
 from worker.shared.keys import cancel_key
 from worker.shared.signing import JobCodec, JobRejected
@@ -189,3 +200,37 @@ def test_cancel_of_an_unknown_job_is_not_found(host_files: dict[str, Path]) -> N
     unknown = run_cli(*common, "cancel", "no-such-job")
     assert unknown.returncode == 3
     assert "no update job no-such-job" in unknown.stderr
+
+
+async def test_rollback_on_the_host_puts_back_what_a_killed_worker_left(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """`update-executor rollback`: the worker was killed in the migrations (new image running,
+    rollback point on disk) and is not restarted; the operator's command puts the previous
+    version back and removes the point; a second run has nothing to do."""
+    deployment.settings = replace(
+        deployment.settings, migration_command="sleep 120", job_timeout=300
+    )
+    before = deployment.image_ids()
+    new_app = deployment.publish(deployment.app_repo, "2")
+    job_id = await client.enqueue_update(services=["api"])
+    with worker_process(deployment) as worker:
+        await wait_for_step(client, job_id, "migrations")  # `sleep 120` runs now
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    end_process_groups(ansible_processes_of(job_id))  # the orphaned ansible-playbook
+    point = rollback_point_path(deployment.stack, deployment.settings.lock_dir, deployment.project)
+    assert point.exists()
+    assert deployment.image_ids()["api"] == new_app
+
+    done = run_cli("rollback", env=deployment.worker_env())
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"rolling back from {point}" in done.stdout
+    assert "Rolled back: " in done.stdout, done.stdout
+    assert not point.exists()
+    assert deployment.image_ids() == before
+
+    again = run_cli("rollback", env=deployment.worker_env())
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("nothing to roll back: no rollback point in ")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..shared.client import UpdateClient
-from ..shared.envfile import EnvFileError, client_environment, parse_env_file, unit_credentials
+from ..shared.envfile import EnvFileError, command_environment
 from ..shared.history import MAX_LIMIT, read_history_file
 from ..shared.logs import setup_logging
 from ..shared.request import InvalidRequest
@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run without UPDATE_JOB_SECRET, accepting unsigned jobs from anyone who can write "
         "to Redis (a warning is logged at every start); never in production",
+    )
+
+    # On the host too (worker/host/cli.py), with the worker's settings (--env-file).
+    commands.add_parser(
+        "rollback",
+        help="(on the host) finish the rollback of an update that was cut off or whose "
+        "rollback failed, from its rollback point; exit 0 when the previous version is back "
+        "(or there was nothing to roll back)",
     )
 
     enqueue = commands.add_parser("enqueue", help="queue an update")
@@ -251,20 +259,12 @@ async def show_history(settings: ClientSettings, args: argparse.Namespace) -> in
     return 0
 
 
-def client_env(args: argparse.Namespace) -> dict[str, str]:
-    """The environment the settings are read from: the shell's, or with --env-file what the
-    unit sees (the file's values, and the unit's credentials for the secrets)."""
-    if args.env_file is None:
-        return dict(os.environ)
-    values = parse_env_file(args.env_file.read_text())
-    credentials = unit_credentials(args.unit.read_text()) if args.unit.is_file() else {}
-    return client_environment(dict(os.environ), values, credentials)
-
-
 def run_client(args: argparse.Namespace) -> int:
     """Every command but `worker`; the exit status."""
     try:
-        settings = ClientSettings.from_env(client_env(args))
+        settings = ClientSettings.from_env(
+            command_environment(os.environ, args.env_file, args.unit)
+        )
     except (ConfigError, EnvFileError) as exc:
         print(f"update-executor: {exc}", file=sys.stderr)
         return EXIT_USAGE

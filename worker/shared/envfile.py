@@ -9,6 +9,8 @@ would run `MIGRATION_COMMAND=sh -c "…"` as a command. `unit_credentials` reads
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")
@@ -119,3 +121,16 @@ def client_environment(
         if credential in credentials and not merged.get(variable) and not merged.get(plain):
             merged[variable] = credentials[credential]
     return merged
+
+
+def command_environment(
+    environ: Mapping[str, str], env_file: Path | None, unit: Path
+) -> dict[str, str]:
+    """What the CLI's settings are read from: the shell's environment, or with an env file what
+    the unit sees (the file's values, and the secrets of the unit's LoadCredential= lines).
+    Raises OSError for an unreadable file, EnvFileError for one not in the format."""
+    if env_file is None:
+        return dict(environ)
+    values = parse_env_file(env_file.read_text())
+    credentials = unit_credentials(unit.read_text()) if unit.is_file() else {}
+    return client_environment(dict(environ), values, credentials)
