@@ -8,27 +8,76 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from ..shared.client import UpdateClient
+from ..shared.envfile import EnvFileError, command_environment
 from ..shared.history import MAX_LIMIT, read_history_file
 from ..shared.logs import setup_logging
 from ..shared.request import InvalidRequest
 from ..shared.settings import ClientSettings, ConfigError
 from .follow import follow
-from .tables import check_exit_status, format_check_table, format_history_table
+from .tables import (
+    EXIT_UPDATE_AVAILABLE,
+    check_exit_status,
+    format_check_table,
+    format_history_table,
+)
 
 logger = logging.getLogger("update_executor")
+
+# Exit statuses of the client commands (listed in --help).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the update failed, or Redis could not be reached, or a wait gave up
+EXIT_USAGE = 2  # bad arguments, an invalid request or configuration (argparse's own too)
+EXIT_NOT_FOUND = 3  # no such job (unknown, or its result expired), or no update yet
+EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}   success (check: up to date)
+  {EXIT_FAILED}   the update failed, Redis could not be reached, or a wait gave up
+  {EXIT_USAGE}   usage: bad arguments, an invalid request, or an invalid configuration
+  {EXIT_NOT_FOUND}   not found: no such job (or its result expired), or no update yet
+  {EXIT_UPDATE_AVAILABLE}  check: an update is available
+"""
+# The unit docs/operations.md installs: its LoadCredential= lines say where the secrets are.
+DEFAULT_UNIT = Path("/etc/systemd/system/update-executor.service")
+
+
+def package_version() -> str:
+    try:
+        return version("update-executor")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="update-executor",
         description="Update a Docker Compose deployment through an ARQ queue and Ansible.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action="version", version=f"update-executor {package_version()}"
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="read the settings from the worker's environment file (systemd's EnvironmentFile "
+        "format, e.g. /etc/update-executor/update-executor.env; never executed); its values "
+        "override the shell's, and the secrets come from the unit's LoadCredential= files",
+    )
+    parser.add_argument(
+        "--unit",
+        type=Path,
+        default=DEFAULT_UNIT,
+        help=f"with --env-file: the unit whose LoadCredential= lines name the secrets' files "
+        f"(default {DEFAULT_UNIT}, when it exists)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     # Parsed here so that `update-executor --help` lists it; run by worker/host/cli.py.
@@ -39,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run without UPDATE_JOB_SECRET, accepting unsigned jobs from anyone who can write "
         "to Redis (a warning is logged at every start); never in production",
+    )
+
+    # On the host too (worker/host/cli.py), with the worker's settings (--env-file).
+    commands.add_parser(
+        "rollback",
+        help="(on the host) finish the rollback of an update that was cut off or whose "
+        "rollback failed, from its rollback point; exit 0 when the previous version is back "
+        "(or there was nothing to roll back)",
     )
 
     enqueue = commands.add_parser("enqueue", help="queue an update")
@@ -56,8 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="with --wait: give up after N seconds"
     )
 
-    status = commands.add_parser("status", help="print a job's state and summary")
-    status.add_argument("job_id")
+    status = commands.add_parser(
+        "status", help="print a job's state and summary (default: the latest update)"
+    )
+    status.add_argument("job_id", nargs="?", help="the job (default: the latest update)")
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel an update (default: the latest, if queued or running): the worker stops "
+        "it and puts back what it had changed; exit 0 once it ended canceled",
+    )
+    cancel.add_argument("job_id", nargs="?", help="the job (default: the latest update)")
+    cancel.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="wait this many seconds for the job to end (default 300: a rollback takes time)",
+    )
 
     check = commands.add_parser(
         "check",
@@ -105,18 +177,59 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
         return 0 if summary.get("status") == "successful" else 1
 
 
-async def status(settings: ClientSettings, job_id: str) -> int:
+async def status(settings: ClientSettings, job_id: str | None) -> int:
     async with await UpdateClient.connect(settings) as client:
-        answer = await client.status(job_id)
+        if job_id is not None:
+            answer = await client.status(job_id)
+        else:
+            latest = await client.latest_update()
+            if latest is None:
+                print("update-executor: no update yet (or the last one expired)", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            answer = latest
     print_json(answer)
     if answer["state"] == "running":
         done, planned = answer["progress"]["done"], answer["progress"]["planned"]
         step = answer["current_step"] or "between steps"
         print(f"running: {step} ({done}/{planned} steps done)", file=sys.stderr)
     if answer["state"] == "not_found":
-        return 2
+        return EXIT_NOT_FOUND
     summary = answer.get("summary")
-    return 1 if summary and summary.get("status") != "successful" else 0
+    return EXIT_FAILED if summary and summary.get("status") != "successful" else EXIT_OK
+
+
+async def cancel(settings: ClientSettings, job_id: str | None, timeout: float) -> int:
+    """`update-executor cancel`: a signed cancel request, then wait for the job's end."""
+    async with await UpdateClient.connect(settings) as client:
+        answer = await client.status(job_id) if job_id else await client.latest_update()
+        if answer is None or answer["state"] == "not_found":
+            what = f"no update job {job_id}" if job_id else "no update yet"
+            print(f"update-executor: {what} (or its result expired)", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        job_id = str(answer["job_id"])
+        if answer["state"] == "finished":
+            status = (answer.get("summary") or {}).get("status", "?")
+            print(f"update job {job_id} already ended ({status}): nothing to cancel")
+            return EXIT_FAILED
+        print(f"canceling update job {job_id} ({answer['state']}); waiting for it to end")
+        canceled = await client.abort(job_id, timeout=timeout)
+        final = await client.status(job_id)
+    summary = final.get("summary") or {}
+    if canceled:
+        back = (
+            "what it had changed was put back"
+            if summary.get("rolled_back")
+            else "nothing had changed"
+        )
+        print(f"update job {job_id} canceled: {back}")
+        return EXIT_OK
+    if final["state"] == "finished":
+        print(
+            f"update job {job_id} ended {summary.get('status', '?')} before the cancel took effect"
+        )
+    else:
+        print(f"update job {job_id} did not end within {timeout:g} s; the cancel request stays")
+    return EXIT_FAILED
 
 
 async def check_updates(settings: ClientSettings, args: argparse.Namespace) -> int:
@@ -149,10 +262,15 @@ async def show_history(settings: ClientSettings, args: argparse.Namespace) -> in
 def run_client(args: argparse.Namespace) -> int:
     """Every command but `worker`; the exit status."""
     try:
-        settings = ClientSettings.from_env()
-    except ConfigError as exc:
+        settings = ClientSettings.from_env(
+            command_environment(os.environ, args.env_file, args.unit)
+        )
+    except (ConfigError, EnvFileError) as exc:
         print(f"update-executor: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"update-executor: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging(None, args.verbose)
     try:
         if args.command == "enqueue":
@@ -161,13 +279,18 @@ def run_client(args: argparse.Namespace) -> int:
             return asyncio.run(check_updates(settings, args))
         if args.command == "history":
             return asyncio.run(show_history(settings, args))
+        if args.command == "cancel":
+            return asyncio.run(cancel(settings, args.job_id, args.timeout))
         return asyncio.run(status(settings, args.job_id))
     except InvalidRequest as exc:
         print(f"update-executor: invalid request: {exc}", file=sys.stderr)
-        return 2
-    except (TimeoutError, LookupError) as exc:
+        return EXIT_USAGE
+    except LookupError as exc:
         print(f"update-executor: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_NOT_FOUND
+    except TimeoutError as exc:
+        print(f"update-executor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:  # Redis unreachable and the like
         print(f"update-executor: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED

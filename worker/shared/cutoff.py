@@ -38,9 +38,10 @@ class CutOffRollback:
         """One sentence for the job's error message and the log."""
         if not self.ran or (self.error is not None and not self.manual):
             return (
-                f"THE ROLLBACK COULD NOT RUN: {(self.error or 'unknown error').rstrip('.')}. Run "
-                "`ansible-playbook -i inventory/localhost playbooks/rollback.yml` once the "
-                "cause is fixed (the next update is refused until then)."
+                f"THE ROLLBACK COULD NOT RUN: {(self.error or 'unknown error').rstrip('.')}. Once "
+                "the cause is fixed, run `update-executor rollback` on the host (a manual "
+                "ansible-playbook run: playbooks/rollback.yml with its inventory); the next "
+                "update is refused until then."
             )
         if self.error is not None:
             manual = " ; ".join(self.manual)

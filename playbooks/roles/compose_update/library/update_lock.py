@@ -417,8 +417,9 @@ def interrupted_message(project, point, path):
     return (
         "The previous update of project '%s' (%s, started %s) was cut off before it finished and "
         "was not rolled back, so some services may run the new version and others the old one, or "
-        "be stopped. Roll it back first: ansible-playbook -i inventory/localhost playbooks/rollback.yml "
-        "(the worker does this by itself when it starts), or, if the site was put right by hand, remove "
+        "be stopped. Roll it back first: `update-executor rollback` on the worker's host (the worker also "
+        "does this by itself when it starts; after a manual run: ansible-playbook playbooks/rollback.yml "
+        "with the same inventory), or, if the site was put right by hand, remove "
         "%s. Nothing was changed."
         % (project or point.get("project") or "?", who, point.get("started_at") or "?", path)
     )
