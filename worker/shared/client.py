@@ -372,7 +372,8 @@ class UpdateClient:
     async def enqueue_check(self, services: list[str] | None = None) -> str:
         """Queue a check (or join the one of the same services already pending); its id."""
         job_id = await queue_check(self.redis, self.settings, services)
-        assert job_id is not None  # no minimum interval: never refused
+        if job_id is None:  # never without a minimum interval
+            raise RuntimeError("the check job could not be queued")
         return job_id
 
     async def start_check(
