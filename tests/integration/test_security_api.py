@@ -37,6 +37,7 @@ from worker.shared.keys import (
     history_key,
     inflight_key,
     last_check_key,
+    latest_update_key,
     pending_check_key,
     progress_key,
     recovery_key,
@@ -214,10 +215,18 @@ async def test_non_utf8_and_hostile_values_never_make_the_api_answer_500(
         assert check.status_code == 200, check.text
         assert check.json()["pending_job_id"] != html and html not in check.text
         assert is_job_id(check.json()["pending_job_id"]), check.json()
+
+        # Too long to be an id: not even read whole. Nor is a giant "latest update".
+        await client.redis.set(pending, "x" * 100_000, ex=600)
+        check = await http.get(f"{BASE}/check", params={"wait": 0})
+        assert is_job_id(check.json()["pending_job_id"]), check.text[:300]
+        await client.redis.set(latest_update_key(queue), "x" * 100_000, ex=600)
+        idle = await http.get(f"{BASE}/status")
+        assert idle.status_code == 200 and idle.json()["status"] == "idle", idle.text[:300]
     # Logged escaped, and the key now names a real check.
     assert await client.redis.get(pending) == check.json()["pending_job_id"].encode()
     ignored = [r.getMessage() for r in caplog.records if "check-pending" in r.getMessage()]
-    assert len(ignored) == 2, ignored
+    assert len(ignored) == 3, ignored
     assert not any("\xff" in line or "\n" in line for line in ignored), ignored
 
 

@@ -20,6 +20,8 @@ MAX_RESULT_BYTES = 1024 * 1024
 MAX_CHECK_BYTES = 1024 * 1024
 # A start-up rollback's record.
 MAX_RECOVERY_BYTES = 256 * 1024
+# A job id read back (the latest update, the pending check): the grammar allows 128 chars.
+MAX_ID_BYTES = 256
 # One history record or progress entry (a stream field), checked once read.
 MAX_RECORD_CHARS = 64 * 1024
 

@@ -20,7 +20,7 @@ from typing import Any
 from arq.jobs import Job, JobStatus, SerializationError
 from redis.exceptions import ResponseError
 
-from .bounded import OversizedValue, read_result
+from .bounded import MAX_ID_BYTES, OversizedValue, bounded_get, read_result
 from .keys import CHECK_TIMEOUT_S, LAST_CHECK_TTL_S, check_started_key, pending_check_key
 from .request import check_check_fields
 from .settings import ClientSettings
@@ -137,12 +137,12 @@ async def pending_check(
     another type, counts as no check (logged escaped)."""
     key = pending_check_key(settings.queue_name, services)
     try:
-        holder = await redis.get(key)
+        holder = await bounded_get(redis, key, MAX_ID_BYTES)
         if holder is None:
             return None
         holder_id = job_id_from(holder)
-    except InvalidJobId as exc:  # never the client's: a Redis writer's; released
-        security_log.warning("ignoring and releasing %s: it holds %s", key, exc)
+    except (InvalidJobId, OversizedValue) as exc:  # never the client's: a Redis writer's
+        security_log.warning("ignoring and releasing %s: %s", key, exc)
         await redis.delete(key)
         return None
     except ResponseError as exc:  # a key of another type: a Redis writer's; released

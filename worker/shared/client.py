@@ -19,7 +19,7 @@ from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job, JobStatus, SerializationError
 from redis.exceptions import ResponseError
 
-from .bounded import MAX_CHECK_BYTES, OversizedValue, bounded_get, read_result
+from .bounded import MAX_CHECK_BYTES, MAX_ID_BYTES, OversizedValue, bounded_get, read_result
 from .cancel import seal_cancel
 from .check import open_last_check, pending_check, queue_check, wait_check
 from .connection import redis_settings
@@ -327,11 +327,11 @@ class UpdateClient:
         `status()` returns it; None when there is none (or it expired)."""
         key = latest_update_key(self.settings.queue_name)
         try:
-            raw = await self.redis.get(key)
+            raw = await bounded_get(self.redis, key, MAX_ID_BYTES)
             if raw is None:
                 return None
             job_id = job_id_from(raw)
-        except (InvalidJobId, ResponseError) as exc:  # only a Redis writer puts that there
+        except (InvalidJobId, OversizedValue, ResponseError) as exc:  # only a Redis writer
             security_log.warning("ignoring %s: %s", key, loggable(exc))
             return None
         return await self.status(job_id)
