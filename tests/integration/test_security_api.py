@@ -177,6 +177,11 @@ async def test_oversized_results_checks_and_recovery_records_are_never_parsed(
         assert answer["state"] == "finished" and answer["status"] == "failed", answer
         error = answer["summary"]["error"]
         assert error["step"] == "result" and "over the limit" in error["message"], error
+        # A result key of another type: the same, not a 503.
+        await client.redis.delete(result_key_prefix + job_id)
+        await client.redis.hset(result_key_prefix + job_id, "x", "y")  # type: ignore[misc]
+        answer = (await http.get(f"{BASE}/status", params={"job_id": job_id})).json()
+        assert "not a string" in answer["summary"]["error"]["message"], answer
 
         await client.redis.set(last_check_key(queue), b"{" * (MAX_CHECK_BYTES + 1))
         check = await http.get(f"{BASE}/check", params={"refresh": "false"})

@@ -216,6 +216,8 @@ async def wait_check(
             except OversizedValue as exc:  # only a Redis writer makes it that big
                 logger.warning("the result of check %s is invalid: %s", job.job_id, exc)
                 return failed_check(job.job_id, f"invalid result: {exc.size} bytes, over the limit")
+            except ResponseError:  # a key of another type: only a Redis writer does that
+                return failed_check(job.job_id, "invalid result: it is not a string")
             if info is None:
                 raise LookupError(f"no result for check job {job.job_id}")
             if info.job_id != job.job_id or info.queue_name != queue_name:

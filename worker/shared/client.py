@@ -425,6 +425,9 @@ class UpdateClient:
         except OversizedValue as exc:  # only a Redis writer makes it that big: never parsed
             security_log.warning("the result of job %s is invalid: %s", job.job_id, exc)
             return invalid_result_summary(job.job_id, f"it is {exc.size} bytes, over the limit")
+        except ResponseError as exc:  # a key of another type: only a Redis writer does that
+            security_log.warning("the result of job %s is invalid: %s", job.job_id, exc)
+            return invalid_result_summary(job.job_id, "it is not a string")
         if info is None:
             raise LookupError(f"no result for update job {job.job_id}")
         if info.job_id != job.job_id or info.queue_name != self.settings.queue_name:
