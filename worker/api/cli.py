@@ -161,18 +161,31 @@ def print_json(data: Any) -> None:
 
 async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
     services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
+    request: dict[str, Any] = {
+        "run_migrations": not args.no_migrations,
+        "services": services,
+        "dry_run": args.dry_run,
+        "requested_by": args.requested_by,
+    }
     async with await UpdateClient.connect(settings) as client:
-        job_id = await client.enqueue_update(
-            run_migrations=not args.no_migrations,
-            services=services,
-            dry_run=args.dry_run,
-            requested_by=args.requested_by,
-        )
+        enqueued = await client.submit_update(**request)
+        job_id = enqueued.job_id
         if not args.wait:
             print_json({"job_id": job_id, "state": "queued"})
             return 0
-        print(f"queued update job {job_id}; waiting for the worker", file=sys.stderr)
-        summary = await follow(client, job_id, sys.stderr, timeout=args.timeout)
+        joined = "joined the update in flight" if enqueued.existing else "queued update"
+        print(f"{joined} job {job_id}; waiting for the worker", file=sys.stderr)
+
+        async def rejoin(lost: str) -> str:
+            return await client.rejoin(lost, **request)
+
+        summary = await follow(
+            client,
+            job_id,
+            sys.stderr,
+            timeout=args.timeout,
+            rejoin=rejoin if enqueued.existing else None,
+        )
         print_json(summary)
         return 0 if summary.get("status") == "successful" else 1
 

@@ -144,7 +144,7 @@ class Settings(ClientSettings):
 
         passthrough = reader.names("COMPOSE_ENV_PASSTHROUGH")
         for name in passthrough:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 problems.append(f"COMPOSE_ENV_PASSTHROUGH: {name!r} is not a variable name")
             elif name in NEVER_PASSED_TO_COMPOSE:
                 problems.append(

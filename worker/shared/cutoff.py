@@ -9,6 +9,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from .bounded import MAX_RECOVERY_BYTES, OversizedValue, bounded_get
 from .keys import recovery_key
 from .result import StepResult, StepStatus, Summary
 
@@ -79,7 +82,11 @@ async def read_recovery(
 ) -> CutOffRollback | None:
     """The start-up rollback of an interrupted job, or None (`open_` is the codec's
     deserialize; data that does not verify is ignored)."""
-    raw = await redis.get(recovery_key(queue_name, job_id))
+    try:
+        raw = await bounded_get(redis, recovery_key(queue_name, job_id), MAX_RECOVERY_BYTES)
+    except (OversizedValue, ResponseError) as exc:  # only a Redis writer does that
+        logger.warning("ignoring the recovery record of job %s: %s", job_id, exc)
+        return None
     if raw is None:
         return None
     try:

@@ -60,7 +60,7 @@ CHECK_FUNCTION = "check_for_updates"
 REJECTED_FUNCTION = "rejected_job"
 # A real job is well under 10 KiB (100 service names of 63 characters, a 200-character name).
 MAX_JOB_BYTES = 64 * 1024
-NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A job enqueued this far in the future (ms) is refused: a secret holder could otherwise
 # pre-sign jobs that stay valid for ever. Allows for clocks of the API and host disagreeing.
 MAX_CLOCK_SKEW_MS = 60_000

@@ -14,7 +14,7 @@ from typing import Any
 
 # A job id: what the client generates (uuid4 hex) and what ARQ, Redis keys, ansible-runner's
 # ident (a path component) and the playbook's variables can all carry as is.
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 # Longest attacker-supplied text put in one log line.
 MAX_LOGGED = 80
 
