@@ -10,7 +10,10 @@ leaves in Redis and what it answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import pty
 import secrets
 import signal
 import subprocess
@@ -234,3 +237,64 @@ async def test_rollback_on_the_host_puts_back_what_a_killed_worker_left(
     again = run_cli("rollback", env=deployment.worker_env())
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("nothing to roll back: no rollback point in ")
+
+
+def on_terminal(*args: str) -> tuple[int, str]:
+    """Run the CLI with stdout on a terminal (a pty), as an operator at a shell does."""
+    main, child = pty.openpty()
+    try:
+        done = subprocess.run(
+            [CLI, *args],
+            env={"PATH": "/usr/bin:/bin"},
+            stdout=child,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(child)
+    chunks = []
+    with contextlib.suppress(OSError):  # EIO once everything written was read
+        while chunk := os.read(main, 65536):
+            chunks.append(chunk)
+    os.close(main)
+    return done.returncode, b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_at_a_terminal_the_cli_prints_text_and_json_on_request(
+    host_files: dict[str, Path],
+) -> None:
+    common = ("--env-file", str(host_files["env_file"]), "--unit", str(host_files["unit"]))
+
+    code, queued = on_terminal(*common, "enqueue", "--dry-run")
+    assert code == 0
+    assert queued.startswith("queued update: job "), queued
+    job_id = queued.split()[-1]
+
+    code, shown = on_terminal(*common, "status")
+    assert (code, shown.strip()) == (0, f"update {job_id}: queued")
+
+    code, as_json = on_terminal(*common, "status", "--json")
+    assert code == 0
+    assert json.loads(as_json)["job_id"] == job_id
+
+
+def test_a_dry_run_while_a_real_update_is_in_flight_is_not_queued(
+    stack: Stack, host_files: dict[str, Path]
+) -> None:
+    common = ("--env-file", str(host_files["env_file"]), "--unit", str(host_files["unit"]))
+    real = run_cli(*common, "enqueue", "--services", "api")
+    assert real.returncode == 0, real.stderr
+    real_id = json.loads(real.stdout)["job_id"]
+
+    dry = run_cli(*common, "enqueue", "--dry-run", "--wait")
+
+    assert dry.returncode == 1
+    assert f"an update is already queued or running (job {real_id})" in dry.stderr
+    assert "the dry run was not queued" in dry.stderr
+    queue = next(
+        line.split("=", 1)[1]
+        for line in host_files["env_file"].read_text().splitlines()
+        if line.startswith("UPDATE_QUEUE_NAME=")
+    )
+    assert redis.Redis(host=stack.redis_host, port=stack.redis_port).zcard(queue) == 1

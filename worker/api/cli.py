@@ -26,6 +26,7 @@ from .tables import (
     check_exit_status,
     format_check_table,
     format_history_table,
+    format_summary,
 )
 
 logger = logging.getLogger("update_executor")
@@ -44,6 +45,7 @@ EXIT_STATUSES = f"""exit status:
 """
 # The unit docs/operations.md installs: its LoadCredential= lines say where the secrets are.
 DEFAULT_UNIT = Path("/etc/systemd/system/update-executor.service")
+JSON_HELP = "print JSON (the default when stdout is not a terminal)"
 
 
 def package_version() -> str:
@@ -112,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after N seconds"
     )
+    enqueue.add_argument("--json", action="store_true", help=JSON_HELP)
 
     status = commands.add_parser(
         "status", help="print a job's state and summary (default: the latest update)"
     )
     status.add_argument("job_id", nargs="?", help="the job (default: the latest update)")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
 
     cancel = commands.add_parser(
         "cancel",
@@ -159,6 +163,17 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
+def wants_json(args: argparse.Namespace) -> bool:
+    """JSON with --json, or when stdout is not a terminal (a script reads it); text otherwise."""
+    return bool(getattr(args, "json", False)) or not sys.stdout.isatty()
+
+
+async def joined_a_dry_run(client: UpdateClient, job_id: str) -> bool:
+    """Whether the update in flight that a request joined is itself a dry run."""
+    request = await client.queued_request(job_id)
+    return request is not None and request.get("dry_run") is True
+
+
 async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
     services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
     request: dict[str, Any] = {
@@ -170,9 +185,21 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
     async with await UpdateClient.connect(settings) as client:
         enqueued = await client.submit_update(**request)
         job_id = enqueued.job_id
+        if args.dry_run and enqueued.existing and not await joined_a_dry_run(client, job_id):
+            # The dry run was not queued: following the real update instead would be a surprise.
+            print(
+                f"update-executor: an update is already queued or running (job {job_id}): the "
+                "dry run was not queued; try again when it has ended",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         if not args.wait:
-            print_json({"job_id": job_id, "state": "queued"})
-            return 0
+            if wants_json(args):
+                print_json({"job_id": job_id, "state": "queued", "joined": enqueued.existing})
+            else:
+                joined = "joined the update in flight" if enqueued.existing else "queued update"
+                print(f"{joined}: job {job_id}")
+            return EXIT_OK
         joined = "joined the update in flight" if enqueued.existing else "queued update"
         print(f"{joined} job {job_id}; waiting for the worker", file=sys.stderr)
 
@@ -186,11 +213,14 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
             timeout=args.timeout,
             rejoin=rejoin if enqueued.existing else None,
         )
-        print_json(summary)
-        return 0 if summary.get("status") == "successful" else 1
+        if wants_json(args):
+            print_json(summary)
+        else:
+            print(format_summary(summary))
+        return EXIT_OK if summary.get("status") == "successful" else EXIT_FAILED
 
 
-async def status(settings: ClientSettings, job_id: str | None) -> int:
+async def status(settings: ClientSettings, job_id: str | None, as_json: bool) -> int:
     async with await UpdateClient.connect(settings) as client:
         if job_id is not None:
             answer = await client.status(job_id)
@@ -200,7 +230,12 @@ async def status(settings: ClientSettings, job_id: str | None) -> int:
                 print("update-executor: no update yet (or the last one expired)", file=sys.stderr)
                 return EXIT_NOT_FOUND
             answer = latest
-    print_json(answer)
+    if as_json:
+        print_json(answer)
+    elif answer.get("summary"):
+        print(format_summary(answer["summary"]))
+    else:
+        print(f"update {answer.get('job_id', job_id)}: {answer['state']}")
     if answer["state"] == "running":
         done, planned = answer["progress"]["done"], answer["progress"]["planned"]
         step = answer["current_step"] or "between steps"
@@ -294,7 +329,7 @@ def run_client(args: argparse.Namespace) -> int:
             return asyncio.run(show_history(settings, args))
         if args.command == "cancel":
             return asyncio.run(cancel(settings, args.job_id, args.timeout))
-        return asyncio.run(status(settings, args.job_id))
+        return asyncio.run(status(settings, args.job_id, wants_json(args)))
     except InvalidRequest as exc:
         print(f"update-executor: invalid request: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -16,10 +16,18 @@ from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis, create_pool
+from arq.constants import job_key_prefix
 from arq.jobs import Job, JobStatus, SerializationError
 from redis.exceptions import ResponseError
 
-from .bounded import MAX_CHECK_BYTES, MAX_ID_BYTES, OversizedValue, bounded_get, read_result
+from .bounded import (
+    MAX_CHECK_BYTES,
+    MAX_ID_BYTES,
+    MAX_RESULT_BYTES,
+    OversizedValue,
+    bounded_get,
+    read_result,
+)
 from .cancel import seal_cancel
 from .check import open_last_check, pending_check, queue_check, wait_check
 from .connection import redis_settings
@@ -268,6 +276,19 @@ class UpdateClient:
             return job_id
         logger.warning("update job %s never ran (not in the queue); queuing anew", job_id)
         return (await self.submit_update(**request)).job_id
+
+    async def queued_request(self, job_id: str) -> dict[str, Any] | None:
+        """The request (run_migrations, services, dry_run, …) of a job ARQ still holds, read
+        from its signed definition; None when it is gone, or does not verify."""
+        check_job_id(job_id)
+        try:
+            raw = await bounded_get(self.redis, job_key_prefix + job_id, MAX_RESULT_BYTES)
+            payload = client_codec(self.settings).open(raw) if raw is not None else None
+        except (OversizedValue, JobRejected, ResponseError) as exc:
+            security_log.warning("job %s: its definition cannot be read: %s", job_id, loggable(exc))
+            return None
+        request = payload.get("k") if payload is not None else None
+        return request if isinstance(request, dict) else None
 
     async def _is_stale(self, job_id: str, ttl: int) -> bool:
         """A claim whose job ended (or never got queued, after a grace period) is stale."""
