@@ -176,7 +176,7 @@ def test_the_api_extra_alone_serves_the_router_without_ansible(
         text=True,
         check=False,
     )
-    assert status.returncode == 2, status.stderr  # answered by Redis: not_found
+    assert status.returncode == 3, status.stderr  # answered by Redis: not_found (EXIT_NOT_FOUND)
     assert '"state": "not_found"' in status.stdout
     worker = subprocess.run(
         [cli, "worker"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
