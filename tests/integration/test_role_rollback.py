@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from testbed import Stack, build_app_image, registry_image_id, running_image_ids
-from testbed.containers import APP_PORT
+from testbed.containers import APP_PORT, container_ids
+from testbed.dockerd import Dockerd
 from testbed.faults import (
     REPO_ROOT,
     PlaybookRun,
@@ -30,6 +33,7 @@ from testbed.faults import (
     rollback_point_path,
     run_playbook,
 )
+from testbed.host import delete_bridges_in, reserve_bridge
 from testbed.stack import CommandError, docker_binary
 from worker.host.recovery import ansible_processes_of, end_process_groups
 
@@ -73,6 +77,9 @@ class Site:
 
     def images(self) -> dict[str, str]:
         return running_image_ids(self.stack, PROJECT)
+
+    def containers(self) -> dict[str, str]:
+        return container_ids(self.stack, PROJECT)
 
     def publish(self, behaviour: str = "healthy") -> str:
         self.version += 1
@@ -249,3 +256,61 @@ def test_a_successful_update_leaves_no_rollback_reference(site: Site) -> None:
     assert run.returncode == 0, run.explain()
     assert set(site.images().values()) == {new}
     assert site.rollback_refs() == []
+
+
+@contextlib.contextmanager
+def another_daemon() -> Iterator[str]:
+    """A second private dockerd on this machine (its own data root, socket and bridge)."""
+    base = Path(tempfile.mkdtemp(prefix="ue-ctx-", dir="/tmp"))
+    lease = reserve_bridge()
+    daemon = Dockerd(base, lease, base / "dockerd.log")
+    daemon.start()
+    try:
+        daemon.wait()
+        yield daemon.host
+    finally:
+        with contextlib.suppress(Exception):
+            env = {"DOCKER_HOST": daemon.host, "PATH": os.environ["PATH"]}
+            ids = subprocess.run(
+                ["docker", "ps", "-aq"], env=env, capture_output=True, text=True, check=False
+            ).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], env=env, check=False, timeout=120)
+        daemon.stop()
+        delete_bridges_in(lease.pool)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_docker_context_is_the_one_daemon_of_every_step(site: Site, tmp_path: Path) -> None:
+    """The operator's current docker context (no DOCKER_HOST, no compose_update_docker_host)
+    points at another daemon: login, pull, retag and recreate all reach that daemon; the
+    bed's daemon (whose project has the same name) is not touched."""
+    with another_daemon() as away:
+        away_env = {**site.stack.env(), "DOCKER_HOST": away}
+
+        def away_docker(*args: str) -> str:
+            done = subprocess.run(
+                ["docker", *args], env=away_env, capture_output=True, text=True, check=False
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        away_docker("--config", str(site.stack.docker_config), "pull", site.app_ref)
+        compose = ["compose", "-f", str(site.compose_file), "-p", PROJECT]
+        away_docker(*compose, "up", "-d", "--wait")
+        config = tmp_path / "docker-config"
+        config.mkdir()
+        away_docker("--config", str(config), "context", "create", "away", "--docker", f"host={away}")
+        away_docker("--config", str(config), "context", "use", "away")
+        bed_containers = site.containers()
+        new = site.publish()
+
+        shell = {k: v for k, v in site.env.items() if k != "DOCKER_HOST"}
+        run = run_playbook({**shell, "DOCKER_CONFIG": str(config)})
+        assert run.returncode == 0, run.explain()
+        ids = away_docker(*compose, "ps", "-aq").split()
+        images = away_docker("inspect", "--format", "{{.Image}}", *ids).split()
+        assert set(images) == {new}, run.explain()
+        assert site.containers() == bed_containers  # the bed's daemon was not touched
+        assert set(site.images().values()) == {site.v1}
+        away_docker(*compose, "down", "--volumes", "--timeout", "1")
