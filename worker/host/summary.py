@@ -337,11 +337,35 @@ class RunOutcome:
                 return data
         return {}
 
+    def host_reports(self, key: str = STATS_KEY) -> dict[str, Mapping[str, Any]]:
+        """{inventory host: its report under `key`}: the playbook publishes it per host
+        (`set_stats` with `per_host: true`, issue 20), read from the result of each host's
+        set_stats task (ansible-runner's stats event carries only the global ones); the last
+        one of a host wins. Older playbooks published one global copy: then {"": that}."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for event in self.events:
+            if event.get("event") != "runner_on_ok":
+                continue
+            data = event.get("event_data") or {}
+            res = data.get("res")
+            stats = res.get("ansible_stats") if isinstance(res, Mapping) else None
+            published = stats.get("data") if isinstance(stats, Mapping) else None
+            if isinstance(published, Mapping) and isinstance(published.get(key), Mapping):
+                found[str(data.get("host") or "")] = published[key]
+        if not found:
+            artifact = self.stats_event.get("artifact_data") or {}
+            if isinstance(artifact.get(key), Mapping):
+                found[""] = artifact[key]
+        return found
+
+    def host_report(self, key: str = STATS_KEY) -> Mapping[str, Any]:
+        """The report of the run's host (the worker runs one host: the first one published)."""
+        reports = self.host_reports(key)
+        return next(iter(reports.values()), {})
+
     @property
     def report(self) -> Mapping[str, Any]:
-        artifact = self.stats_event.get("artifact_data") or {}
-        report: Mapping[str, Any] = artifact.get(STATS_KEY) or {}
-        return report
+        return self.host_report(STATS_KEY)
 
 
 def build_summary(
