@@ -181,8 +181,8 @@ def run_playbook(
                     warnings.extend(str(w) for w in result.get("warnings", []) or [])
                 if host_result.get("failed"):
                     failures.append((name, str(host_result.get("msg", ""))))
-    # Published per host (set_stats per_host: true): the one host's copy; a global one before issue 20.
-    report = output.get("global_custom_stats", {}).get(report_key) or next(
+    # Published per host (set_stats per_host: true): the one host's copy; global before issue 20.
+    report: dict[str, Any] = output.get("global_custom_stats", {}).get(report_key) or next(
         (
             stats[report_key]
             for host, stats in (output.get("custom_stats") or {}).items()

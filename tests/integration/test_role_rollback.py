@@ -93,7 +93,9 @@ class Site:
 
     def rollback_refs(self) -> list[str]:
         """The references the role keeps on previous images while a rollback point exists."""
-        listed = self.stack.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", ROLLBACK_REPO)
+        listed = self.stack.docker(
+            "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", ROLLBACK_REPO
+        )
         return listed.stdout.split()
 
     def restore_v1(self) -> None:
@@ -212,7 +214,7 @@ def test_a_cut_off_update_is_rolled_back_after_an_image_prune(site: Site) -> Non
     try:
         new = site.publish("unhealthy")
         inventory, shell = operator_run(site.env)
-        cut = subprocess.Popen(  # noqa: S603 - our own playbook, no shell
+        cut = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
                 "playbooks/update.yml", "-e",
@@ -300,7 +302,9 @@ def test_a_docker_context_is_the_one_daemon_of_every_step(site: Site, tmp_path: 
         away_docker(*compose, "up", "-d", "--wait")
         config = tmp_path / "docker-config"
         config.mkdir()
-        away_docker("--config", str(config), "context", "create", "away", "--docker", f"host={away}")
+        away_docker(
+            "--config", str(config), "context", "create", "away", "--docker", f"host={away}"
+        )
         away_docker("--config", str(config), "context", "use", "away")
         bed_containers = site.containers()
         new = site.publish()

@@ -51,7 +51,7 @@ def inspect(host: str, tls: bool = False, skip_verify: bool = False) -> str:
         (inspect("tcp://10.0.0.2:2376", tls=True), "cannot be followed"),
         (inspect("tcp://10.0.0.2:2376", skip_verify=True), "cannot be followed"),
         (inspect("ssh://deploy@web1"), "cannot be followed"),
-        ("context \"away\" does not exist", "could not be read"),
+        ('context "away" does not exist', "could not be read"),
         ("[]", "could not be read"),
     ],
 )

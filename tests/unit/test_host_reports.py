@@ -34,16 +34,35 @@ B = {"compose_project": "b"}
 @pytest.mark.parametrize(
     ("events", "key", "expected"),
     [
-        ([stats_task("web1", {"update_executor": A}), stats_event({})], "update_executor", {"web1": A}),
         (
-            [stats_task("web1", {"update_executor": A}), stats_task("web2", {"update_executor": B})],
+            [stats_task("web1", {"update_executor": A}), stats_event({})],
+            "update_executor",
+            {"web1": A},
+        ),
+        (
+            [
+                stats_task("web1", {"update_executor": A}),
+                stats_task("web2", {"update_executor": B}),
+            ],
             "update_executor",
             {"web1": A, "web2": B},
         ),
         ([stats_task("web1", {"update_executor_rollback": A})], "update_executor", {}),
-        ([stats_task("web1", {"update_executor_rollback": A})], "update_executor_rollback", {"web1": A}),
-        ([stats_event({"update_executor": B})], "update_executor", {"": B}),  # global, before issue 20
-        ([{"event": "runner_on_ok", "event_data": {"host": "x", "res": {"msg": "hi"}}}], "update_executor", {}),
+        (
+            [stats_task("web1", {"update_executor_rollback": A})],
+            "update_executor_rollback",
+            {"web1": A},
+        ),
+        (
+            [stats_event({"update_executor": B})],
+            "update_executor",
+            {"": B},
+        ),  # global, before issue 20
+        (
+            [{"event": "runner_on_ok", "event_data": {"host": "x", "res": {"msg": "hi"}}}],
+            "update_executor",
+            {},
+        ),
         ([], "update_executor", {}),
     ],
 )

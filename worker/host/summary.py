@@ -22,6 +22,7 @@ from ..shared.result import (
     UpdateStatus,
     rejected_summary,
 )
+from .failures import describe
 
 # The result's types live on the shared side (worker/shared/result.py): the API reads them.
 __all__ = [
@@ -81,11 +82,15 @@ def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
-def failure_message(result: Mapping[str, Any]) -> str:
-    """The most useful text of a failed task's result: its msg, plus stderr when it adds to it."""
+def failure_message(result: Mapping[str, Any], task: str = "") -> str:
+    """The most useful text of a failed task's result: one sentence for compose's failures and a
+    failed command (failures.describe), else its msg, plus stderr when it adds to it."""
     if result.get("censored"):
         # no_log tasks (login): ansible hides the result, so we say what we know.
         return "the task's output is hidden (no_log); see the worker log for the cause"
+    sentence = describe(task, result)
+    if sentence is not None:
+        return _clip(sentence)
     message = str(result.get("msg") or "").strip()
     stderr = str(result.get("stderr") or result.get("module_stderr") or "").strip()
     if stderr and stderr not in message:
@@ -133,7 +138,7 @@ def add_task_result(acc: StepAccumulator, kind: str, data: Mapping[str, Any]) ->
     if kind == "failed":
         acc.failed += 1
         if not acc.failure:
-            acc.failure = failure_message(result)
+            acc.failure = failure_message(result, str(data.get("task") or ""))
     elif kind == "skipped":
         acc.skipped += 1
         reason = str(result.get("skip_reason") or "")
