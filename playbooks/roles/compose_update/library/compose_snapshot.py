@@ -41,11 +41,6 @@ options:
     description: Each service's image reference from the compose file (for the repo digest).
     type: dict
     required: true
-  keep_as:
-    description:
-      - Also return the snapshot as C(_compose_update_<keep_as>) and the states as C(_compose_update_<keep_as>_states)
-        (the playbook keeps the states before and after the update as V(before) and V(after)).
-    type: str
   unchanged_since:
     description:
       - A snapshot and its states (C(snapshot), C(states)) taken earlier in this run, returned as
@@ -85,12 +80,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-ansible_facts:
+snapshot:
+  description: "{service - {container_id, image_id, digest, state} or null}; state is docker's (running, exited, created...)."
+  returned: success
+  type: dict
+states:
   description:
-    - C(_compose_update_snapshot) = {service - {container_id, image_id, digest, state} or null}; state is
-      docker's (running, exited, created...).
-    - C(_compose_update_snapshot_states) = {service - {status, running, health, exit_code}} for the targets that
-      have a container; health is healthy, unhealthy or starting, or empty without a healthcheck.
+    - "{service - {status, running, health, exit_code}} for the targets that have a container; health is healthy,
+      unhealthy or starting, or empty without a healthcheck."
   returned: success
   type: dict
 """
@@ -111,7 +108,6 @@ ARGUMENT_SPEC = {
     "project": {"type": "str", "required": True},
     "targets": {"type": "list", "elements": "str", "required": True},
     "service_image": {"type": "dict", "required": True},
-    "keep_as": {"type": "str"},
     "unchanged_since": {"type": "dict"},
     "rollback_point": {"type": "path"},
     "rollback_record": {"type": "dict", "default": {}},
@@ -378,11 +374,8 @@ def run_task(params, check_mode=False):
         except OSError as err:
             return dict(failed=True, changed=False, msg="Could not write the rollback point %s: %s"
                         % (params["rollback_point"], err))
-    facts = {"_compose_update_snapshot": snapshot, "_compose_update_snapshot_states": states}
-    if params["keep_as"]:
-        facts["_compose_update_%s" % params["keep_as"]] = snapshot
-        facts["_compose_update_%s_states" % params["keep_as"]] = states
-    return dict(changed=False, ansible_facts=facts)
+    # A result to register (not ansible_facts: ansible-core 2.20 warns about module facts read as variables).
+    return dict(changed=False, snapshot=snapshot, states=states)
 
 
 def main():

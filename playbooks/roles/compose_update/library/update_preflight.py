@@ -125,22 +125,23 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-ansible_facts:
+# The result's keys (register it; vars/main.yml of the role names key <k> _compose_update_<k>):
+preflight_error:
   description:
-    - C(_compose_update_docker_info_text), C(_compose_update_compose_version_text), C(_compose_update_requested), C(_compose_update_health_timeout),
-      C(_compose_update_run_migrations), C(_compose_update_rollback_on_migration_failure), C(_compose_update_create_backup),
-      C(_compose_update_backup_dir), C(_compose_update_lock_dir), C(_compose_update_lock_max_age), C(_compose_update_project), C(_compose_update_service_names),
-      C(_compose_update_service_image), C(_compose_update_service_restart), C(_compose_update_service_deps), C(_compose_update_service_hooks), C(_compose_update_targets),
-      C(_compose_update_skipped), as far as the checks got; C(_compose_update_daemon_host), the
-      C(DOCKER_HOST) the module ran with (or its docker context's address); C(_compose_update_context_host), the address
+    - C(docker_info_text), C(compose_version_text), C(requested), C(health_timeout),
+      C(run_migrations), C(rollback_on_migration_failure), C(create_backup),
+      C(backup_dir), C(lock_dir), C(lock_max_age), C(project), C(service_names),
+      C(service_image), C(service_restart), C(service_deps), C(service_hooks), C(targets),
+      C(skipped), as far as the checks got; C(daemon_host), the
+      C(DOCKER_HOST) the module ran with (or its docker context's address); C(context_host), the address
       of the docker context the CLI uses when no C(DOCKER_HOST) is set and that context is not the default one
       (every later task gets it as C(DOCKER_HOST); a context with TLS material or an SSH address fails the
-      preflight: set compose_update_docker_host), else empty; C(_compose_update_cli_plugins_dir), the user's docker CLI
+      preflight: set compose_update_docker_host), else empty; C(cli_plugins_dir), the user's docker CLI
       plugin directory (C($DOCKER_CONFIG/cli-plugins) or C(~/.docker/cli-plugins)) when Compose is
-      installed there, else empty (the login links it into the run's private Docker config); C(_compose_update_preflight_error) is the message of the first
+      installed there, else empty (the login links it into the run's private Docker config); C(preflight_error) is the message of the first
       check that failed, or null.
   returned: always
-  type: dict
+  type: raw
 """
 
 import json
@@ -183,6 +184,9 @@ MINIMUM_COMPOSE = (2, 18, 0)
 DOCKER_INFO_FORMAT = '{"ID": {{json .ID}}, "DockerRootDir": {{json .DockerRootDir}}}'
 SKIPPED_BUILD_ONLY = "no image: build-only service"
 COMMAND_TIMEOUT = 120
+
+
+PREFIX = "_compose_update_"
 
 
 class PreflightFailed(Exception):
@@ -532,7 +536,9 @@ def run_task(params):
     # for the commands an operator runs by hand when a rollback fails.
     facts["_compose_update_daemon_host"] = os.environ.get("DOCKER_HOST", "") or facts["_compose_update_context_host"]
     facts["_compose_update_cli_plugins_dir"] = user_cli_plugins_dir(os.environ)
-    return dict(changed=False, ansible_facts=facts)
+    # A result to register (not ansible_facts: ansible-core 2.20 warns about module facts read as
+    # variables); the role's vars/main.yml names each key _compose_update_<key>.
+    return dict(changed=False, **{name[len(PREFIX):]: value for name, value in facts.items()})
 
 
 def main():
