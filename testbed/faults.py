@@ -181,7 +181,15 @@ def run_playbook(
                     warnings.extend(str(w) for w in result.get("warnings", []) or [])
                 if host_result.get("failed"):
                     failures.append((name, str(host_result.get("msg", ""))))
-    report = output.get("global_custom_stats", {}).get(report_key, {})
+    # Published per host (set_stats per_host: true): the one host's copy; global before issue 20.
+    report: dict[str, Any] = output.get("global_custom_stats", {}).get(report_key) or next(
+        (
+            stats[report_key]
+            for host, stats in (output.get("custom_stats") or {}).items()
+            if host != "_run" and isinstance(stats, dict) and report_key in stats
+        ),
+        {},
+    )
     return PlaybookRun(done.returncode, report, failures, warnings, done.stderr, duration)
 
 

@@ -315,7 +315,7 @@ def test_a_preflight_that_passes_sets_every_fact(
     fake_docker_for_preflight(tmp_path, monkeypatch)
     params = settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="api,db")
     result = preflight.run_task(params)
-    facts = result["ansible_facts"]
+    facts = as_facts(result)
     assert result["changed"] is False
     assert facts["_compose_update_preflight_error"] is None
     assert (
@@ -336,7 +336,7 @@ def test_a_failed_check_keeps_the_facts_found_before_it(
     result = preflight.run_task(
         settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="nope")
     )
-    facts = result["ansible_facts"]
+    facts = as_facts(result)
     assert facts["_compose_update_preflight_error"].startswith(
         "Unknown service(s) nope in project 'shop'"
     )
@@ -350,7 +350,7 @@ def test_a_daemon_that_does_not_answer_fails_first(
     result = preflight.run_task(
         settings(cwd=str(tmp_path), project_dir=str(tmp_path), services="-bad")
     )
-    assert result["ansible_facts"]["_compose_update_preflight_error"] == (
+    assert as_facts(result)["_compose_update_preflight_error"] == (
         "The Docker daemon does not answer: Cannot connect to the Docker daemon at unix:///d.sock."
     )
 
@@ -483,18 +483,11 @@ def test_an_unchanged_deployment_reuses_the_earlier_snapshot_without_docker(
         "states": {"api": {"running": True, "health": "healthy"}},
     }
     params = {name: spec.get("default") for name, spec in snapshot.ARGUMENT_SPEC.items()}
-    params.update(
-        project="shop", targets=["api"], service_image={}, keep_as="after", unchanged_since=earlier
-    )
-    facts = snapshot.run_task(params)["ansible_facts"]
-    assert (
-        facts["_compose_update_snapshot"] == facts["_compose_update_after"] == earlier["snapshot"]
-    )
-    assert (
-        facts["_compose_update_snapshot_states"]
-        == facts["_compose_update_after_states"]
-        == earlier["states"]
-    )
+    params.update(project="shop", targets=["api"], service_image={}, unchanged_since=earlier)
+    result = snapshot.run_task(params)
+    assert "ansible_facts" not in result  # registered, not facts (issue 20)
+    assert result["snapshot"] == earlier["snapshot"]
+    assert result["states"] == earlier["states"]
 
 
 @pytest.mark.parametrize(
@@ -617,3 +610,8 @@ def test_the_engine_api_gives_the_same_snapshot_as_the_cli_would(tmp_path: Path)
         "worker": {"status": "running", "running": True, "exit_code": 0, "health": ""},
     }
     assert "secret" not in json.dumps([containers, digests])  # the environment is not kept
+
+
+def as_facts(result: dict[str, Any]) -> dict[str, Any]:
+    """The preflight's registered result under the names the role gives its keys (vars/main.yml)."""
+    return {f"_compose_update_{key}": value for key, value in result.items() if key != "changed"}

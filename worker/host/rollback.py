@@ -33,8 +33,8 @@ ROLLBACK_MARGIN_S = 120
 
 def rollback_result(outcome: RunOutcome, duration_s: float = 0.0) -> CutOffRollback:
     """Read the rollback playbook's report (its set_stats) out of a run."""
-    artifact = outcome.stats_event.get("artifact_data") or {}
-    report = artifact.get(ROLLBACK_STATS_KEY)
+    reports = outcome.host_reports(ROLLBACK_STATS_KEY)
+    report = next(iter(reports.values()), None)
     if not isinstance(report, Mapping):
         return CutOffRollback(
             ran=False,

@@ -110,9 +110,6 @@ def ansible_env(extra: Mapping[str, str]) -> dict[str, str]:
         # ansible-playbook from the worker's own virtualenv, whatever systemd's PATH is.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         ANSIBLE_CONFIG=str(ANSIBLE_CONFIG),
-        # The playbooks' steps return facts that must not outlive the run (ansible.cfg says so
-        # too; this holds when an ANSIBLE_CACHE_PLUGIN in our environment says otherwise).
-        ANSIBLE_CACHE_PLUGIN="memory",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
     )

@@ -22,6 +22,7 @@ from ..shared.result import (
     UpdateStatus,
     rejected_summary,
 )
+from .failures import describe
 
 # The result's types live on the shared side (worker/shared/result.py): the API reads them.
 __all__ = [
@@ -81,11 +82,15 @@ def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
-def failure_message(result: Mapping[str, Any]) -> str:
-    """The most useful text of a failed task's result: its msg, plus stderr when it adds to it."""
+def failure_message(result: Mapping[str, Any], task: str = "") -> str:
+    """The most useful text of a failed task's result: one sentence for compose's failures and a
+    failed command (failures.describe), else its msg, plus stderr when it adds to it."""
     if result.get("censored"):
         # no_log tasks (login): ansible hides the result, so we say what we know.
         return "the task's output is hidden (no_log); see the worker log for the cause"
+    sentence = describe(task, result)
+    if sentence is not None:
+        return _clip(sentence)
     message = str(result.get("msg") or "").strip()
     stderr = str(result.get("stderr") or result.get("module_stderr") or "").strip()
     if stderr and stderr not in message:
@@ -133,7 +138,7 @@ def add_task_result(acc: StepAccumulator, kind: str, data: Mapping[str, Any]) ->
     if kind == "failed":
         acc.failed += 1
         if not acc.failure:
-            acc.failure = failure_message(result)
+            acc.failure = failure_message(result, str(data.get("task") or ""))
     elif kind == "skipped":
         acc.skipped += 1
         reason = str(result.get("skip_reason") or "")
@@ -337,11 +342,35 @@ class RunOutcome:
                 return data
         return {}
 
+    def host_reports(self, key: str = STATS_KEY) -> dict[str, Mapping[str, Any]]:
+        """{inventory host: its report under `key`}: the playbook publishes it per host
+        (`set_stats` with `per_host: true`, issue 20), read from the result of each host's
+        set_stats task (ansible-runner's stats event carries only the global ones); the last
+        one of a host wins. Older playbooks published one global copy: then {"": that}."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for event in self.events:
+            if event.get("event") != "runner_on_ok":
+                continue
+            data = event.get("event_data") or {}
+            res = data.get("res")
+            stats = res.get("ansible_stats") if isinstance(res, Mapping) else None
+            published = stats.get("data") if isinstance(stats, Mapping) else None
+            if isinstance(published, Mapping) and isinstance(published.get(key), Mapping):
+                found[str(data.get("host") or "")] = published[key]
+        if not found:
+            artifact = self.stats_event.get("artifact_data") or {}
+            if isinstance(artifact.get(key), Mapping):
+                found[""] = artifact[key]
+        return found
+
+    def host_report(self, key: str = STATS_KEY) -> Mapping[str, Any]:
+        """The report of the run's host (the worker runs one host: the first one published)."""
+        reports = self.host_reports(key)
+        return next(iter(reports.values()), {})
+
     @property
     def report(self) -> Mapping[str, Any]:
-        artifact = self.stats_event.get("artifact_data") or {}
-        report: Mapping[str, Any] = artifact.get(STATS_KEY) or {}
-        return report
+        return self.host_report(STATS_KEY)
 
 
 def build_summary(

@@ -41,11 +41,6 @@ options:
     description: Each service's image reference from the compose file (for the repo digest).
     type: dict
     required: true
-  keep_as:
-    description:
-      - Also return the snapshot as C(_compose_update_<keep_as>) and the states as C(_compose_update_<keep_as>_states)
-        (the playbook keeps the states before and after the update as V(before) and V(after)).
-    type: str
   unchanged_since:
     description:
       - A snapshot and its states (C(snapshot), C(states)) taken earlier in this run, returned as
@@ -63,6 +58,14 @@ options:
     description: What the rollback point holds besides the snapshot (project, files, targets...).
     type: dict
     default: {}
+  keep_images:
+    description:
+      - With O(rollback_point), a repository (V(update-executor-rollback/<project>)) under which each
+        target's image before the update is tagged as C(<repository>:<service>), and the list of
+        those references recorded in the point as C(kept_images). The pull moves the compose
+        references to the new images; these references keep the previous ones from being deleted
+        by a C(docker image prune) until the rollback point is removed (M(update_lock) untags them).
+    type: str
 """
 
 EXAMPLES = r"""
@@ -77,12 +80,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-ansible_facts:
+snapshot:
+  description: "{service - {container_id, image_id, digest, state} or null}; state is docker's (running, exited, created...)."
+  returned: success
+  type: dict
+states:
   description:
-    - C(_compose_update_snapshot) = {service - {container_id, image_id, digest, state} or null}; state is
-      docker's (running, exited, created...).
-    - C(_compose_update_snapshot_states) = {service - {status, running, health, exit_code}} for the targets that
-      have a container; health is healthy, unhealthy or starting, or empty without a healthcheck.
+    - "{service - {status, running, health, exit_code}} for the targets that have a container; health is healthy,
+      unhealthy or starting, or empty without a healthcheck."
   returned: success
   type: dict
 """
@@ -103,10 +108,10 @@ ARGUMENT_SPEC = {
     "project": {"type": "str", "required": True},
     "targets": {"type": "list", "elements": "str", "required": True},
     "service_image": {"type": "dict", "required": True},
-    "keep_as": {"type": "str"},
     "unchanged_since": {"type": "dict"},
     "rollback_point": {"type": "path"},
     "rollback_record": {"type": "dict", "default": {}},
+    "keep_images": {"type": "str"},
 }
 
 # One JSON line per container. Label keys contain dots and State has no Health without a
@@ -304,6 +309,35 @@ def take_snapshot(project, targets):
     return take_snapshot_with_cli(project, targets)
 
 
+def keep_images(repository, snapshot):
+    """Tag each target's image as <repository>:<service> (the Engine API on the local socket, else
+    the CLI); the references made, in the order of the targets."""
+    wanted = [("%s:%s" % (repository, service), entry["image_id"])
+              for service, entry in snapshot.items() if entry and entry.get("image_id")]
+    if not wanted:
+        return []
+    socket_path = docker_socket(os.environ, os.path.expanduser("~"))
+    if socket_path is not None and os.path.exists(socket_path):
+        connection = UnixHTTPConnection(socket_path, COMMAND_TIMEOUT)
+        try:
+            for reference, image_id in wanted:
+                repo, tag = reference.rsplit(":", 1)
+                query = urllib.parse.urlencode({"repo": repo, "tag": tag})
+                connection.request("POST", "/images/%s/tag?%s" % (urllib.parse.quote(image_id, safe=":"), query))
+                response = connection.getresponse()
+                body = response.read()
+                if response.status != 201:
+                    raise SnapshotFailed("tag %s: HTTP %d %s" % (reference, response.status, body[:200].decode("utf-8", "replace")))
+            return [reference for reference, _image_id in wanted]
+        except (OSError, http.client.HTTPException):
+            pass  # the CLI says why
+        finally:
+            connection.close()
+    for reference, image_id in wanted:
+        docker(["image", "tag", image_id, reference])
+    return [reference for reference, _image_id in wanted]
+
+
 def write_rollback_point(path, record, snapshot):
     """The rollback point playbooks/rollback.yml restores from: 0600, written under a temporary
     name and renamed, so that it is never seen half-written."""
@@ -329,16 +363,19 @@ def run_task(params, check_mode=False):
                         % (params["project"], err))
         snapshot, states = build_snapshot(params["targets"], containers, digests, params["service_image"])
     if params["rollback_point"] and not check_mode:
+        record = dict(params["rollback_record"] or {})
         try:
-            write_rollback_point(params["rollback_point"], params["rollback_record"] or {}, snapshot)
+            if params["keep_images"]:
+                record["kept_images"] = keep_images(params["keep_images"], snapshot)
+        except SnapshotFailed as err:
+            return dict(failed=True, changed=False, msg="Could not keep the images before the update: %s" % err)
+        try:
+            write_rollback_point(params["rollback_point"], record, snapshot)
         except OSError as err:
             return dict(failed=True, changed=False, msg="Could not write the rollback point %s: %s"
                         % (params["rollback_point"], err))
-    facts = {"_compose_update_snapshot": snapshot, "_compose_update_snapshot_states": states}
-    if params["keep_as"]:
-        facts["_compose_update_%s" % params["keep_as"]] = snapshot
-        facts["_compose_update_%s_states" % params["keep_as"]] = states
-    return dict(changed=False, ansible_facts=facts)
+    # A result to register (not ansible_facts: ansible-core 2.20 warns about module facts read as variables).
+    return dict(changed=False, snapshot=snapshot, states=states)
 
 
 def main():

@@ -65,7 +65,9 @@ options:
       - With O(state=present), when the file exists, the lock is not taken and the task fails
         with a message naming the cut-off update, unless O(allow_rollback_point=true).
       - With O(state=absent) and O(remove_rollback_point=true), the file is removed together
-        with the lock (only when this run held the lock).
+        with the lock (only when this run held the lock), and the image references it lists as
+        C(kept_images) (V(update-executor-rollback/...), see compose_snapshot's keep_images) are
+        removed with C(docker image rm) (a failure is a warning).
     type: path
   allow_rollback_point:
     description: Take the lock even when O(rollback_point) exists (the rollback playbook does).
@@ -150,12 +152,18 @@ import getpass
 import json
 import os
 import shutil
+import re
 import socket
+import subprocess
 import time
 import uuid
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_env import compose_environment
+
+# Only references the role made (compose_snapshot's keep_images) are ever removed.
+KEPT_REFERENCE = re.compile(r"\Aupdate-executor-rollback/[a-z0-9][a-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 PUBLIC_KEYS = ("id", "job_id", "user", "host", "pid", "started_at", "project")
 GUARD_TIMEOUT = 10.0
@@ -411,6 +419,32 @@ def read_rollback_point(path):
     return {key: data.get(key) for key in ("job_id", "started_at", "project")}
 
 
+def kept_images(path):
+    """The references the update made to keep its previous images (the point's kept_images)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return []
+    kept = data.get("kept_images") if isinstance(data, dict) else None
+    return [ref for ref in kept if isinstance(ref, str) and KEPT_REFERENCE.match(ref)] if isinstance(kept, list) else []
+
+
+def untag(references):
+    """Remove the references (`docker image rm`: an image that has other references, or a
+    container, stays); None, or why it failed."""
+    if not references:
+        return None
+    try:
+        done = subprocess.run(["docker", "image", "rm"] + references, stdin=subprocess.DEVNULL, capture_output=True,
+                              env=compose_environment(os.environ), timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    if done.returncode != 0 and b"No such image" not in done.stderr:
+        return done.stderr.decode("utf-8", "replace").strip()[-500:]
+    return None
+
+
 def interrupted_message(project, point, path):
     """Why an update is refused while a cut-off update's rollback point is on disk."""
     who = "job %s" % point["job_id"] if point.get("job_id") not in (None, "", "manual") else "a manual run"
@@ -490,8 +524,12 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
             if not released and seen is not None:
                 warn("Lock %s is held by %s, not by this run: left in place." % (path, describe(seen, now)))
             if released and params["remove_rollback_point"] and params["rollback_point"]:
+                kept = kept_images(params["rollback_point"])
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(params["rollback_point"])
+                problem = untag(kept)
+                if problem:
+                    warn("Could not remove the references %s kept for the rollback: %s" % (", ".join(kept), problem))
             removed = remove_paths(params["remove_paths"] or [])
             return dict(changed=released or bool(removed), released=released, removed=removed, acquired=False, path=path,
                         holder=public(seen), broke_stale=None, rollback_point=None)

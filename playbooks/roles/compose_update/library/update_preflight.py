@@ -125,19 +125,23 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-ansible_facts:
+# The result's keys (register it; vars/main.yml of the role names key <k> _compose_update_<k>):
+preflight_error:
   description:
-    - C(_compose_update_docker_info_text), C(_compose_update_compose_version_text), C(_compose_update_requested), C(_compose_update_health_timeout),
-      C(_compose_update_run_migrations), C(_compose_update_rollback_on_migration_failure), C(_compose_update_create_backup),
-      C(_compose_update_backup_dir), C(_compose_update_lock_dir), C(_compose_update_lock_max_age), C(_compose_update_project), C(_compose_update_service_names),
-      C(_compose_update_service_image), C(_compose_update_service_restart), C(_compose_update_service_deps), C(_compose_update_service_hooks), C(_compose_update_targets),
-      C(_compose_update_skipped), as far as the checks got; C(_compose_update_daemon_host), the
-      C(DOCKER_HOST) the module ran with; C(_compose_update_cli_plugins_dir), the user's docker CLI
+    - C(docker_info_text), C(compose_version_text), C(requested), C(health_timeout),
+      C(run_migrations), C(rollback_on_migration_failure), C(create_backup),
+      C(backup_dir), C(lock_dir), C(lock_max_age), C(project), C(service_names),
+      C(service_image), C(service_restart), C(service_deps), C(service_hooks), C(targets),
+      C(skipped), as far as the checks got; C(daemon_host), the
+      C(DOCKER_HOST) the module ran with (or its docker context's address); C(context_host), the address
+      of the docker context the CLI uses when no C(DOCKER_HOST) is set and that context is not the default one
+      (every later task gets it as C(DOCKER_HOST); a context with TLS material or an SSH address fails the
+      preflight: set compose_update_docker_host), else empty; C(cli_plugins_dir), the user's docker CLI
       plugin directory (C($DOCKER_CONFIG/cli-plugins) or C(~/.docker/cli-plugins)) when Compose is
-      installed there, else empty (the login links it into the run's private Docker config); C(_compose_update_preflight_error) is the message of the first
+      installed there, else empty (the login links it into the run's private Docker config); C(preflight_error) is the message of the first
       check that failed, or null.
   returned: always
-  type: dict
+  type: raw
 """
 
 import json
@@ -180,6 +184,9 @@ MINIMUM_COMPOSE = (2, 18, 0)
 DOCKER_INFO_FORMAT = '{"ID": {{json .ID}}, "DockerRootDir": {{json .DockerRootDir}}}'
 SKIPPED_BUILD_ONLY = "no image: build-only service"
 COMMAND_TIMEOUT = 120
+
+
+PREFIX = "_compose_update_"
 
 
 class PreflightFailed(Exception):
@@ -259,6 +266,42 @@ def compose_version(text):
     if match is None:
         return None
     return tuple(int(part or 0) for part in match.groups())
+
+
+def current_context(environ):
+    """The docker context the CLI would use ("" for the default one): none when DOCKER_HOST is
+    set (it wins), else DOCKER_CONTEXT, else currentContext of the Docker config."""
+    if environ.get("DOCKER_HOST"):
+        return ""
+    name = environ.get("DOCKER_CONTEXT", "")
+    if not name:
+        config = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME") or "~", ".docker")
+        try:
+            with open(os.path.join(os.path.expanduser(config), "config.json"), encoding="utf-8") as handle:
+                name = json.load(handle).get("currentContext") or ""
+        except (OSError, ValueError, AttributeError):
+            name = ""
+    return "" if name == "default" else name
+
+
+def context_endpoint(name, text):
+    """The daemon address of context `name` from `docker context inspect` output; PreflightFailed
+    when it cannot be handed to every step as DOCKER_HOST (TLS material, SSH, unreadable)."""
+    hint = ("Set compose_update_docker_host (or DOCKER_HOST) to the daemon instead: the role's steps must reach "
+            "one daemon, and the run's private Docker config (the login) and community.docker's API modules do "
+            "not follow docker contexts. Nothing was changed.")
+    try:
+        entry = json.loads(text)[0]
+        endpoint = entry["Endpoints"]["docker"]
+        host = endpoint["Host"]
+    except (ValueError, LookupError, TypeError):
+        raise PreflightFailed("The docker context '%s' could not be read (`docker context inspect`): %s %s"
+                              % (name, text.strip()[-300:], hint))
+    tls = (entry.get("TLSMaterial") or {}).get("docker") or endpoint.get("SkipTLSVerify")
+    if tls or not re.match(r"(unix|tcp)://", host or ""):
+        raise PreflightFailed("The docker context '%s' (%s%s) cannot be followed by every step. %s"
+                              % (name, host, ", TLS" if tls else "", hint))
+    return host
 
 
 def user_cli_plugins_dir(environ, exists=os.path.exists):
@@ -465,11 +508,17 @@ def choose_targets(params, facts):
 def run_task(params):
     """The Preflight checks in order; the facts found and the first failure's message (or None).
     The three docker queries run at the same time (they take most of the step's time)."""
-    facts = {}
+    facts = {"_compose_update_context_host": ""}
+    context = current_context(os.environ)
+    context_query = start_command(["docker", "context", "inspect", context]) if context else None
     info = start_command(["docker", "info", "--format", DOCKER_INFO_FORMAT])
     version_query = start_command(["docker", "compose", "version", "--short"])
     config_query = start_compose_config(params)
     try:
+        if context_query is not None:
+            # One daemon for every step: the context's address becomes every later task's DOCKER_HOST.
+            _rc, out, err = finish_command(context_query)
+            facts["_compose_update_context_host"] = context_endpoint(context, out or err)
         check_docker(facts, info, version_query)
         check_settings(params, facts)
         read_compose_config(params, facts, config_query)
@@ -479,15 +528,17 @@ def run_task(params):
     except PreflightFailed as failure:
         error = str(failure)
     finally:
-        for started in (info, version_query, config_query):
+        for started in (context_query, info, version_query, config_query):
             if started is not None:
                 drop_command(started)
     facts["_compose_update_preflight_error"] = error
     # The daemon the steps reach (the task's DOCKER_HOST: compose_update_docker_host or the host's own),
     # for the commands an operator runs by hand when a rollback fails.
-    facts["_compose_update_daemon_host"] = os.environ.get("DOCKER_HOST", "")
+    facts["_compose_update_daemon_host"] = os.environ.get("DOCKER_HOST", "") or facts["_compose_update_context_host"]
     facts["_compose_update_cli_plugins_dir"] = user_cli_plugins_dir(os.environ)
-    return dict(changed=False, ansible_facts=facts)
+    # A result to register (not ansible_facts: ansible-core 2.20 warns about module facts read as
+    # variables); the role's vars/main.yml names each key _compose_update_<key>.
+    return dict(changed=False, **{name[len(PREFIX):]: value for name, value in facts.items()})
 
 
 def main():
