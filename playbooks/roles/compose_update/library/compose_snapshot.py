@@ -87,11 +87,15 @@ ansible_facts:
   type: dict
 """
 
+import contextlib
+import errno
 import http.client
 import json
 import os
 import re
+import secrets
 import socket
+import stat
 import subprocess
 import time
 import urllib.parse
@@ -304,17 +308,39 @@ def take_snapshot(project, targets):
     return take_snapshot_with_cli(project, targets)
 
 
+def check_directory(directory, uid=None):
+    """Refuse to write into a directory someone else could plant files in (the rollback point
+    chooses the compose files a start-up rollback runs): it must belong to the running user (or
+    root) and be writable by no group or other user. The same rule as update_lock's."""
+    uid = os.geteuid() if uid is None else uid
+    info = os.stat(directory)
+    if info.st_uid not in (uid, 0):
+        raise PermissionError(errno.EPERM, "the directory belongs to uid %d, not to this user (uid %d)"
+                              % (info.st_uid, uid), directory)
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(errno.EPERM, "the directory is writable by its group or others (mode %04o)"
+                              % stat.S_IMODE(info.st_mode), directory)
+
+
 def write_rollback_point(path, record, snapshot):
-    """The rollback point playbooks/rollback.yml restores from: 0600, written under a temporary
-    name and renamed, so that it is never seen half-written."""
+    """The rollback point playbooks/rollback.yml restores from: 0600, written to a new file of
+    a unique name in the same directory (O_EXCL|O_NOFOLLOW: never through a planted file or
+    symlink) and renamed over `path` (which replaces a symlink there, never follows it), so
+    that it is never seen half-written."""
     point = dict(record, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), before=snapshot)
-    partial = path + ".partial"
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(point, handle, indent=4, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    check_directory(os.path.dirname(path) or ".")
+    partial = "%s.%s.partial" % (path, secrets.token_hex(8))
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(point, handle, indent=4, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
 
 
 def run_task(params, check_mode=False):

@@ -151,6 +151,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import time
 import uuid
 from datetime import datetime, timezone
@@ -333,11 +334,26 @@ def guard(directory, timeout=GUARD_TIMEOUT):
         os.close(fd)
 
 
+def check_directory(directory, uid=None):
+    """Refuse a lock directory someone else could plant files in: the rollback point in it
+    chooses the compose files a start-up rollback runs. It must belong to the running user (or
+    root) and be writable by no group or other user; raise PermissionError otherwise."""
+    uid = os.geteuid() if uid is None else uid
+    info = os.stat(directory)
+    if info.st_uid not in (uid, 0):
+        raise PermissionError(errno.EPERM, "the lock directory belongs to uid %d, not to this user (uid %d): "
+                              "refused, another user could plant a rollback point in it" % (info.st_uid, uid), directory)
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(errno.EPERM, "the lock directory is writable by its group or others (mode %04o): "
+                              "refused, make it 0700" % stat.S_IMODE(info.st_mode), directory)
+
+
 def ensure_directory(directory):
-    """Create the lock directory (mode 0700) when missing."""
+    """Create the lock directory (mode 0700) when missing; refuse one that is not safe."""
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+    check_directory(directory)
 
 
 def write_new(path, holder):
