@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +32,7 @@ from worker.host.arq_worker import UpdateWorker
 from worker.host.main import create_worker
 from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.settings import Secret
 from worker.shared.signing import JobCodec, client_codec
 
 
@@ -152,3 +159,113 @@ async def test_a_huge_job_value_is_refused_without_being_fetched(
     # Redis sent the worker (and this test's polls) far less than the value: it was not read
     assert after - before < 2 * 1024 * 1024, after - before
     print(f"\n{size} B job value: Redis sent {after - before} B while it was refused")
+
+
+# ------------------------------------------------------------------ a flood of refused jobs
+@dataclass
+class Receiver:
+    """An HTTP server on loopback that keeps every JSON body POSTed to it, with the time."""
+
+    server: ThreadingHTTPServer
+    messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    received: list[tuple[float, dict[str, Any]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            received.append((time.monotonic(), json.loads(self.rfile.read(length))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Receiver(server, received)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FLOOD = 1000
+INTERVAL_S = 10
+
+
+async def test_a_flood_of_refused_jobs_is_reported_in_bulk_and_real_jobs_go_on(
+    deployment: Deployment, client: UpdateClient, receiver: Receiver, tmp_path: Path
+) -> None:
+    """1,000 unsigned or garbage jobs: before, 1,000 notifications and 1,000 history records
+    (the stream keeps 500: every real update pushed out). Now at most one notification per
+    REFUSAL_REPORT_INTERVAL (10 s here) and a few aggregated records that add up to 1,000;
+    the real records stay, and a valid update queued as the flood ends is served."""
+    settings = replace(
+        deployment.settings,
+        notify_urls=Secret(receiver.url),  # NOTIFY_ON=failure: a refusal is notified
+        refusal_report_interval=INTERVAL_S,
+        history_file=tmp_path / "history.jsonl",
+    )
+    queue = settings.queue_name
+    r: Any = client.redis
+    codec = client_codec(settings)
+    async with serving_worker(settings) as (_, task):
+        before = await put_job(r, queue, signed(codec, dry_run=True, requested_by="before"))
+        assert (await served(client, before, task))["status"] == "successful"
+        flood_started = time.monotonic()
+        async with r.pipeline(transaction=False) as pipe:
+            for n in range(FLOOD):
+                job_id = f"flood{n:04d}"
+                value = b'{"not": "signed"}' if n % 2 else b"\xff garbage"
+                pipe.psetex(job_key_prefix + job_id, 600_000, value)
+                pipe.zadd(queue, {job_id: now_ms() - 1000})
+            await pipe.execute()
+        # the flood has ended: a valid update is queued behind it
+        flood_ended = time.monotonic()
+        after = await put_job(r, queue, signed(codec, dry_run=True, requested_by="after"))
+        summary = await served(client, after, task, timeout=180)
+        served_in = time.monotonic() - flood_ended
+        assert summary["status"] == "successful", summary["error"]
+        refused = await client.status("flood0999")
+        assert refused["summary"]["notification"] == "batched", refused["summary"]
+        assert "not signed" in refused["summary"]["error"]["message"]
+        flood_s = time.monotonic() - flood_started
+    # the worker stopped: what was not reported yet is recorded (notified only when due)
+    times = [at for at, _ in receiver.messages]
+    titles = [message["title"] for _, message in receiver.messages]
+    assert all(title.startswith("Jobs refused (") for title in titles), titles
+    # reports start at least INTERVAL_S apart; their delivery takes a varying time on a
+    # loaded machine, hence the margin
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
+    assert all(gap >= INTERVAL_S - 2 for gap in gaps), (gaps, flood_s)
+    assert 1 <= len(times) <= flood_s / INTERVAL_S + 1, (len(times), flood_s)
+    first = receiver.messages[0][1]["message"]
+    assert "refused in the last 10 seconds; first at " in first, first
+    records = await client.history(50)
+    real = [rec["requested_by"] for rec in records if rec["kind"] == "update"]
+    assert real == ["before", "after"], records
+    bulk = [rec for rec in records if rec["kind"] == "refused"]
+    assert sum(rec["count"] for rec in bulk) == FLOOD, bulk
+    assert len(bulk) <= len(times) + 1, bulk
+    reasons = {kind for rec in bulk for kind in rec["reasons"]}
+    assert reasons == {
+        "the payload is not signed (UPDATE_JOB_SECRET is required)",
+        "the payload is not JSON",
+    }, reasons
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 2 + len(bulk)  # the host's file too: no record per refused job
+    print(
+        f"\n{FLOOD} refused jobs: {len(times)} notification(s) in {flood_s:.1f} s "
+        f"(interval {INTERVAL_S} s), {len(bulk)} history record(s); "
+        f"the valid update queued as the flood ended was served {served_in:.1f} s later"
+    )

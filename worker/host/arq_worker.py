@@ -48,11 +48,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..shared.cancel import cancel_key, verify_cancel
 from ..shared.inflight import release
 from ..shared.keys import nonce_key
-from ..shared.signing import MAX_JOB_BYTES, REPLAY_REASON, WorkerJobCodec, now_ms
+from ..shared.signing import (
+    MAX_JOB_BYTES,
+    REJECTED_FUNCTION,
+    REPLAY_REASON,
+    WorkerJobCodec,
+    now_ms,
+)
 from ..shared.untrusted import InvalidJobId, job_id_from, loggable
+from .refusals import report_refusals
 
 logger = logging.getLogger("update_executor.worker")
 security_log = logging.getLogger("update_executor.security")
+
+arq_logger = logging.getLogger("arq.worker")
 
 # The same complaint (a bad key read at every poll) is logged at most this often (s).
 REPEAT_LOG_S = 60.0
@@ -69,7 +78,10 @@ class UpdateWorker(Worker):
         self.ctx[CTX_MARK] = True  # startup() refuses to serve without these checks
         self._last_logged: dict[str, float] = {}
         self.jobs_started_total = 0  # start_jobs that started a task (the read window moves on)
+        self._started_task: asyncio.Task[Any] | None = None  # by the last start_jobs
         codec.require_granted_nonce = True  # only nonces this worker's SET NX created
+        if not any(isinstance(f, _QuietRefusals) for f in arq_logger.filters):
+            arq_logger.addFilter(_QuietRefusals())
 
     def _log_once(self, topic: str, message: str, *args: object) -> None:
         now = time.monotonic()
@@ -80,35 +92,20 @@ class UpdateWorker(Worker):
     # ------------------------------------------------------------------ poll loop
     async def _poll_iteration(self) -> None:
         """ARQ's poll iteration, with a queue that cannot be read logged and skipped, entries
-        whose score is not a time removed, and no error about one job ending the loop."""
-        count = self.queue_read_limit
-        if self.burst and self.max_burst_jobs >= 0:
-            remaining = self.max_burst_jobs - self._jobs_started()
-            if remaining < 1:
-                return
-            count = min(remaining, count)
-        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
-            try:
-                entries = await self.pool.zrangebyscore(
-                    self.queue_name,
-                    min=float("-inf"),
-                    start=self._queue_read_offset,
-                    num=count,
-                    max=timestamp_ms(),
-                    withscores=True,
-                )
-            except ResponseError as exc:
-                self._log_once("queue", "cannot read the queue %s: %s", self.queue_name, exc)
-            else:
-                started = self.jobs_started_total
-                due = await self._due_job_ids(entries)
-                await self.start_jobs(due)
-                # ARQ reads the `count` most overdue entries, and skips for ever those it
-                # cannot start (an in-progress key planted for them): a window full of such
-                # entries would hide every real job behind it. Look further next time.
-                stuck = self.jobs_started_total == started and len(due) >= count
-                self._queue_read_offset = self._queue_read_offset + count if stuck else 0
+        whose score is not a time removed, and no error about one job ending the loop.
+
+        ARQ starts at most max_jobs (1) job per poll, then sleeps poll_delay: a flood of 1,000
+        junk jobs, each refused in milliseconds, would hold a real job back for 1,000 polls.
+        So a job that is over within that poll_delay lets the next one start at once."""
+        for _ in range(self.queue_read_limit):
+            started = await self._start_due_jobs()
+            if started is None:
+                break
+            done, _ = await asyncio.wait({started}, timeout=self.poll_delay_s)
+            if not done:
+                break  # a real job: it runs on; the loop polls as usual
         await self._cancel_requested_jobs()
+        report_refusals(self.ctx)  # refused jobs' bulk report, once its interval has passed
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
@@ -117,6 +114,39 @@ class UpdateWorker(Worker):
                 except Exception:  # one job's failure never ends the loop
                     logger.exception("job %s: unexpected error, going on", loggable(job_id))
         await self.heart_beat()
+
+    async def _start_due_jobs(self) -> asyncio.Task[Any] | None:
+        """Read the queue and start what is due, as ARQ's poll does; the task started."""
+        count = self.queue_read_limit
+        if self.burst and self.max_burst_jobs >= 0:
+            remaining = self.max_burst_jobs - self._jobs_started()
+            if remaining < 1:
+                return None
+            count = min(remaining, count)
+        if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
+            return None
+        try:
+            entries = await self.pool.zrangebyscore(
+                self.queue_name,
+                min=float("-inf"),
+                start=self._queue_read_offset,
+                num=count,
+                max=timestamp_ms(),
+                withscores=True,
+            )
+        except ResponseError as exc:
+            self._log_once("queue", "cannot read the queue %s: %s", self.queue_name, exc)
+            return None
+        started = self.jobs_started_total
+        self._started_task = None
+        due = await self._due_job_ids(entries)
+        await self.start_jobs(due)
+        # ARQ reads the `count` most overdue entries, and skips for ever those it cannot start
+        # (an in-progress key planted for them): a window full of such entries would hide
+        # every real job behind it. Look further next time.
+        stuck = self.jobs_started_total == started and len(due) >= count
+        self._queue_read_offset = self._queue_read_offset + count if stuck else 0
+        return self._started_task
 
     async def _due_job_ids(self, entries: list[tuple[bytes, float]]) -> list[bytes]:
         """The ids of `entries` (id, score); an entry whose score is not a time in ms (ARQ
@@ -173,6 +203,7 @@ class UpdateWorker(Worker):
             else:
                 if self.job_counter > counted:  # a task was created (it has not run yet)
                     self.jobs_started_total += 1
+                    self._started_task = self.tasks.get(raw.decode())
 
     async def run_job(self, job_id: str, score: int) -> None:
         try:
@@ -397,3 +428,16 @@ class _PrefetchedPipeline:
         if self._at is not None:
             results.insert(self._at, self._value)
         return results
+
+
+class _QuietRefusals(logging.Filter):
+    """Drop ARQ's two INFO lines per job ("→ id:rejected_job(...)", "← ... ●") for refused
+    jobs: those are logged once per burst and counted (worker/host/refusals.py); a flood
+    must not write two lines per junk job."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not isinstance(record.args, tuple):
+            return True
+        return not any(
+            isinstance(arg, str) and arg.endswith(f":{REJECTED_FUNCTION}") for arg in record.args
+        )

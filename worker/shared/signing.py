@@ -354,11 +354,13 @@ def client_codec(settings: ClientSettings) -> JobCodec:
     return JobCodec(secret_key(settings), max_age_s=settings.job_max_age)
 
 
-async def rejected_job(ctx: dict[str, Any], *, reason: str) -> dict[str, Any]:
-    """The job ARQ runs instead of a refused one: log it, and say why in the result."""
+async def rejected_job(ctx: dict[str, Any], *, reason: str, quiet: bool = False) -> dict[str, Any]:
+    """The job ARQ runs instead of a refused one: log it (unless `quiet`: the worker logs
+    refusals once per burst, worker/host/refusals.py), and say why in the result."""
     job_id = str(ctx.get("job_id") or "unknown")
     reason = str(reason)[:500]
-    security_log.warning("job %s refused, nothing was run: %s", loggable(job_id), reason)
+    if not quiet:
+        security_log.warning("job %s refused, nothing was run: %s", loggable(job_id), reason)
     if not is_job_id(job_id):
         job_id = "invalid"
     now = datetime.now(UTC)
