@@ -28,10 +28,13 @@ from arq.jobs import serialize_job
 
 from tests.integration.conftest import Deployment
 from tests.summary_schema import assert_valid_summary
+from worker.host import history
 from worker.host.arq_worker import UpdateWorker
+from worker.host.history import stream_id_ms
 from worker.host.main import create_worker
 from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
+from worker.shared.keys import history_key
 from worker.shared.settings import Secret
 from worker.shared.signing import JobCodec, client_codec
 
@@ -269,3 +272,27 @@ async def test_a_flood_of_refused_jobs_is_reported_in_bulk_and_real_jobs_go_on(
         f"(interval {INTERVAL_S} s), {len(bulk)} history record(s); "
         f"the valid update queued as the flood ended was served {served_in:.1f} s later"
     )
+
+
+# ------------------------------------------------------------------ history bound to its place
+async def test_a_history_record_added_again_or_moved_is_left_out(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """Records are signed; before, a Redis writer could XADD a copy of a real record again
+    (an update that "happened" twice, or last) and it verified. Now each is bound to the id
+    it was written under."""
+    settings = deployment.settings
+    r: Any = client.redis
+    stream = history_key(settings.queue_name)
+    for job_id in ("first", "second"):
+        await history.record(r, settings, {"kind": "update", "job_id": job_id})
+    genuine = await r.xrange(stream)
+    assert [e["job_id"] for e in await client.history(10)] == ["first", "second"]
+    first_id, first_fields = genuine[0]
+    await r.xadd(stream, first_fields)  # the first record added again, now last
+    await r.xadd(stream, first_fields, id=f"{stream_id_ms(first_id) + 10**7}-1")
+    assert [e["job_id"] for e in await client.history(10)] == ["first", "second"]
+    # a top id put far ahead does not stop the worker from writing after it
+    await r.xadd(stream, {"p": "{}", "s": ""}, id=f"{now_ms() + 10**9}-0")
+    await history.record(r, settings, {"kind": "update", "job_id": "third"})
+    assert [e["job_id"] for e in await client.history(10)] == ["first", "second", "third"]

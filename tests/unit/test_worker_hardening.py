@@ -8,6 +8,8 @@ from pathlib import Path
 
 from arq.jobs import serialize_job
 
+from worker.host.history import encode_record
+from worker.shared.history import decode_record
 from worker.shared.signing import (
     MAX_JOB_BYTES,
     NOT_GRANTED_REASON,
@@ -106,3 +108,15 @@ def test_a_crash_loop_ends_in_a_failed_unit_and_resources_are_bounded() -> None:
     assert burst > 1 and burst * restart_every < interval
     assert unit["Service"]["MemoryMax"].endswith(("M", "G"))
     assert 64 <= int(unit["Service"]["TasksMax"]) <= 4096
+
+
+# ---------------------------------------------------------------- history records bound to their id
+def test_a_history_record_verifies_only_under_the_id_it_was_written_under() -> None:
+    fields = encode_record({"job_id": "j1", "at": 1700000000000}, KEY)
+    assert decode_record(b"1700000000000-0", fields, KEY) is not None
+    assert decode_record("1700000000001-0", fields, KEY) is None  # added again later
+    assert decode_record("1700000000000-1", fields, KEY) is None  # a copy next to it
+    assert decode_record("1600000000000-0", fields, KEY) is None  # moved before older ones
+    unbound = encode_record({"job_id": "j1"}, KEY)  # signed, but not bound (before issue 21)
+    assert decode_record("1700000000000-0", unbound, KEY) is None
+    assert decode_record("5-0", encode_record({"job_id": "j1"}, None), None) is not None
