@@ -26,7 +26,7 @@ import pytest
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.host import history
 from worker.host.arq_worker import UpdateWorker
@@ -296,3 +296,43 @@ async def test_a_history_record_added_again_or_moved_is_left_out(
     await r.xadd(stream, {"p": "{}", "s": ""}, id=f"{now_ms() + 10**9}-0")
     await history.record(r, settings, {"kind": "update", "job_id": "third"})
     assert [e["job_id"] for e in await client.history(10)] == ["first", "second", "third"]
+
+
+# ------------------------------------------------------------------ job strings off the argv
+async def test_job_strings_never_reach_a_command_line(
+    deployment: Deployment, client: UpdateClient
+) -> None:
+    """Any user of the host can read a process's argv (`ps`, /proc/<pid>/cmdline; systemd's
+    ProtectProc= does not hide it from them). The job's strings now reach ansible-playbook in
+    a 0600 file of the run's private dir; only the job id (recovery's marker) is on argv."""
+    token = f"argv{uuid.uuid4().hex[:12]}"
+    requested_by = f"{token}@example.org"
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        seen.add((entry / "cmdline").read_bytes().decode("utf-8", "replace"))
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        job_id = await client.enqueue_update(
+            services=["frontend"], dry_run=True, requested_by=requested_by
+        )
+        await run_worker_burst(deployment.settings)
+    finally:
+        stop.set()
+        sampler.join(5)
+    summary = assert_valid_summary((await client.status(job_id))["summary"])
+    assert summary["status"] == "successful", summary["error"]
+    assert set(summary["services"]) == {"frontend"}  # the playbook got its variables
+    playbooks = [cmd for cmd in seen if "ansible-playbook" in cmd and job_id in cmd]
+    assert playbooks, "the sampler never saw the run's ansible-playbook"
+    assert not [cmd for cmd in seen if token in cmd]  # requested_by: in no process's argv
+    for cmd in playbooks:  # the services, the settings: in the file, not on the command line
+        assert "compose_update_services" not in cmd and "env/extravars" in cmd, cmd
