@@ -236,12 +236,13 @@ async def test_a_flood_of_refused_jobs_is_reported_in_bulk_and_real_jobs_go_on(
         # the flood has ended: a valid update is queued behind it
         flood_ended = time.monotonic()
         after = await put_job(r, queue, signed(codec, dry_run=True, requested_by="after"))
+        last = await served(client, f"flood{FLOOD - 1:04d}", task, timeout=180)
+        refused_in = time.monotonic() - flood_ended
         summary = await served(client, after, task, timeout=180)
         served_in = time.monotonic() - flood_ended
         assert summary["status"] == "successful", summary["error"]
-        refused = await client.status("flood0999")
-        assert refused["summary"]["notification"] == "batched", refused["summary"]
-        assert "not signed" in refused["summary"]["error"]["message"]
+        assert last["notification"] == "batched", last
+        assert "not signed" in last["error"]["message"]
         flood_s = time.monotonic() - flood_started
     # the worker stopped: what was not reported yet is recorded (notified only when due)
     times = [at for at, _ in receiver.messages]
@@ -270,8 +271,12 @@ async def test_a_flood_of_refused_jobs_is_reported_in_bulk_and_real_jobs_go_on(
     print(
         f"\n{FLOOD} refused jobs: {len(times)} notification(s) in {flood_s:.1f} s "
         f"(interval {INTERVAL_S} s), {len(bulk)} history record(s); "
-        f"the valid update queued as the flood ended was served {served_in:.1f} s later"
+        f"the last junk job refused {refused_in:.1f} s after the flood ended, the valid update "
+        f"(a dry run) queued behind it served {served_in:.1f} s after"
     )
+    # issue 21 asks for 30 s; measured on a quiet machine it is well under (docs/security.md),
+    # this bound allows for a loaded one
+    assert served_in < 90, served_in
 
 
 # ------------------------------------------------------------------ history bound to its place
