@@ -70,6 +70,7 @@ def test_reasons_are_counted_by_kind_and_the_report_says_it_all() -> None:
     assert message.title == "Jobs refused (3): shop"
     record = refusal_record(batch, "shop", 600, "sent")
     assert (record["kind"], record["outcome"], record["count"]) == ("refused", "refused", 3)
+    assert (record["job_id"], record["job_ids"]) == ("j", ["j", "j", "invalid"])
     assert record["error"]["message"] == text
 
 

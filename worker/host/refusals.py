@@ -155,10 +155,11 @@ def refusal_message(batch: Batch, project: str, interval_s: float) -> Message:
 def refusal_record(
     batch: Batch, project: str, interval_s: float, notification: str
 ) -> dict[str, Any]:
-    """One history record for a batch of refused jobs (kind `refused`, no job id)."""
+    """One history record for a batch of refused jobs (kind `refused`; `job_id` is the first
+    of them, `job_ids` the first few, `count` all)."""
     return {
         "kind": history.RecordKind.refused.value,
-        "job_id": None,
+        "job_id": batch.job_ids[0] if batch.job_ids else "invalid",
         "requested_by": None,
         "request": None,
         "status": "failed",
