@@ -78,6 +78,9 @@ _versions = itertools.count(2)
 def restart_worker(host: SystemdHost, command: str = "start") -> None:
     """`systemctl start/restart` the unit and wait until the worker is ready for jobs."""
     cursor = host.cursor()
+    # The tests start the unit more often than StartLimitBurst allows in StartLimitIntervalSec
+    # (a crash loop's bound): each start begins with a fresh count, as after an operator's fix.
+    host.exec("systemctl", "reset-failed", UNIT, check=False)
     host.exec("systemctl", command, UNIT)
     host.wait_journal(UNIT, READY, after=cursor)
 
@@ -467,6 +470,46 @@ def test_a_bad_configuration_fails_the_unit_with_the_problems_in_the_journal(
     finally:
         host.exec("sh", "-c", f"cat >{env_path}", input=installed.env_file)
         host.exec("systemctl", "reset-failed", UNIT, check=False)
+        restart_worker(host)
+
+
+async def test_minus_infinity_crashes_nothing_and_a_crash_loop_ends_in_a_failed_unit(
+    installed: Installed, client: UpdateClient
+) -> None:
+    """Issue 21: `ZADD <queue> -inf x1` made ARQ's poll raise and the worker exit, over and
+    over (every restart forgetting its in-memory nonces and cool-down). Now the entry is
+    removed and the same process serves on; and a worker that does crash at every start (a
+    stand-in command here) ends in a failed unit after StartLimitBurst starts instead of
+    restarting every 5 s for ever."""
+    host = installed.host
+    pid, restarts = installed.main_pid(), host.unit(UNIT, "NRestarts")["NRestarts"]
+    cursor = host.cursor()
+    await client.redis.zadd(installed.settings.queue_name, {"x1": float("-inf")})
+    host.wait_journal(UNIT, "1 queue entry removed: the score is not a time", after=cursor)
+    assert installed.main_pid() == pid
+    assert host.unit(UNIT, "NRestarts")["NRestarts"] == restarts
+    dropin_dir = f"/etc/systemd/system/{UNIT}.d"
+    crash = '[Service]\nExecStart=\nExecStart=/bin/sh -c "echo crashing; exit 1"\n'
+    host.exec("mkdir", "-p", dropin_dir)
+    host.exec("sh", "-c", f"cat >{dropin_dir}/crash.conf", input=crash)
+    host.exec("systemctl", "daemon-reload")
+    try:
+        cursor = host.cursor()
+        started = time.monotonic()
+        host.exec("systemctl", "reset-failed", UNIT, check=False)
+        host.exec("systemctl", "restart", UNIT, check=False)
+        failed = host.wait_unit(UNIT, "failed", {"ActiveState": ["failed"]}, timeout=180)
+        took = time.monotonic() - started
+        state = host.unit(UNIT, "Result", "NRestarts", "SubState")
+        # systemd 252 keeps the last run's result (exit-code); newer ones say start-limit-hit
+        assert state["Result"] in ("exit-code", "start-limit-hit"), (failed, state)
+        assert state["SubState"] == "failed", state
+        since = host.journal(UNIT, after=cursor)
+        assert "Start request repeated too quickly" in since, since
+        assert since.count("crashing") == 5, since  # StartLimitBurst=5 starts, then no more
+        print(f"\ncrash loop: the unit failed after {took:.0f} s ({state})")
+    finally:
+        host.script(f"rm -rf {dropin_dir}\nsystemctl daemon-reload\n")
         restart_worker(host)
 
 

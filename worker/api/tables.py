@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..shared.check import status_text
+from ..shared.untrusted import escaped
 
 # Exit status of `update-executor check`: 0 all up to date, 1 an error (for any service, or
 # the check did not run), 10 an update is available (and no error); 2 is a bad request.
@@ -75,7 +76,8 @@ def format_history_table(records: Sequence[Mapping[str, Any]]) -> str:
                 str(entry.get("requested_by") or "-"),
                 ",".join(changed) or "-",
                 str(entry.get("job_id") or "-"),
-                (f"{error.get('step')}: {error.get('message')}" if error else "")[:80],
+                # the message may carry container output: one line, no escape sequences
+                escaped(f"{error.get('step')}: {error.get('message')}" if error else "")[:80],
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

@@ -56,6 +56,11 @@ def check_record(
         return "not JSON"
     if not isinstance(data, dict):
         return "not a JSON object"
+    if key is not None and _text(stream_id) != f"{data.get('at')}-0":
+        # Signed records carry `at`, the ms of the stream id they were written under
+        # (worker/host/history.py): one added again, moved, or from before this binding
+        # (issue 21) sits under another id.
+        return "it was not written under this id (added again or moved)"
     return {"id": _text(stream_id), **data}
 
 

@@ -64,6 +64,21 @@ def loggable(value: object, limit: int = MAX_LOGGED) -> str:
     return f"{shown}...(+{cut} chars)" if cut > 0 else shown
 
 
+def escaped(value: object, limit: int | None = None) -> str:
+    """`value` for display on one line (a log line, a table cell): control characters (newlines,
+    ANSI escapes, NUL, C1, U+2028/9) written as Python escapes (`\\n`, `\\x1b`), the rest as
+    is; cut to its last `limit` characters (the end of an output says most). For text the
+    worker does not choose: a migration's or a hook's output, a step message."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "backslashreplace")
+    text = value if isinstance(value, str) else str(value)
+    if limit is not None and len(text) > limit:
+        text = "…" + text[-(limit - 1) :]
+    if not has_control_chars(text):
+        return text
+    return "".join(repr(c)[1:-1] if has_control_chars(c) else c for c in text)
+
+
 def has_control_chars(text: str) -> bool:
     """Control characters (newlines, NUL, escape, C1...) that free text must not carry."""
     return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in text)

@@ -160,6 +160,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_dirs import check_directory as check_owned_directory
 from ansible.module_utils.update_executor_env import compose_environment
 
 # Only references the role made (compose_snapshot's keep_images) are ever removed.
@@ -341,11 +342,17 @@ def guard(directory, timeout=GUARD_TIMEOUT):
         os.close(fd)
 
 
+def check_directory(directory, uid=None, root_equivalent=None):
+    """Refuse a lock directory someone else could plant files in (module_utils/update_executor_dirs.py)."""
+    check_owned_directory(directory, uid, "lock directory", root_equivalent)
+
+
 def ensure_directory(directory):
-    """Create the lock directory (mode 0700) when missing."""
+    """Create the lock directory (mode 0700) when missing; refuse one that is not safe."""
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+    check_directory(directory)
 
 
 def write_new(path, holder):
