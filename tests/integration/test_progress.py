@@ -12,11 +12,11 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from tests.integration.conftest import CLI, Deployment, update, worker_process
+from tests.integration.conftest import CLI, Deployment, Outcome, update, worker_process
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
 from worker.shared.client import UpdateClient
-from worker.shared.keys import RESULT_TTL_S, STREAM_MAXLEN, latest_update_key, progress_key
+from worker.shared.keys import RESULT_TTL_S, STREAM_MAXLEN, progress_key
 
 PLANNED = ["preflight", "lock", "login", "snapshot", "pull", "recreate", "migrations", "report"]
 
@@ -61,15 +61,12 @@ async def raw_stream(client: UpdateClient, deployment: Deployment, job_id: str) 
     return repr(await client.redis.xrange(key))
 
 
-async def test_a_full_update_streams_every_planned_step(
-    deployment: Deployment, client: UpdateClient
-) -> None:
-    deployment.publish(deployment.app_repo, "2")
-    summary = await update(client, deployment, services=["api", "worker"])
+async def test_a_full_update_streams_every_planned_step(updated_once: Outcome) -> None:
+    summary, deployment = updated_once.summary, updated_once.deployment
     assert summary["status"] == "successful"
     job_id = summary["job_id"]
 
-    entries = await client.progress(job_id)
+    entries = updated_once.progress
     assert entries[0]["kind"] == "job_started"
     assert entries[0]["planned"] == PLANNED
     assert_matches_summary(entries, summary)
@@ -82,10 +79,13 @@ async def test_a_full_update_streams_every_planned_step(
     # ids increase; `since` returns only what came after
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
-    assert await client.progress(job_id, since=ids[3]) == entries[4:]
-    assert await client.progress(job_id, since=ids[-1]) == []
+    async with await UpdateClient.connect(deployment.settings) as client:
+        assert await client.progress(job_id) == entries  # the stream stays as it was
+        assert await client.progress(job_id, since=ids[3]) == entries[4:]
+        assert await client.progress(job_id, since=ids[-1]) == []
+        raw = await raw_stream(client, deployment, job_id)
 
-    status = await client.status(job_id)
+    status = updated_once.status
     assert status["current_step"] is None
     assert status["progress"]["done"] == status["progress"]["planned"] == len(PLANNED)
     assert [s["name"] for s in status["progress"]["steps"]] == [
@@ -93,19 +93,16 @@ async def test_a_full_update_streams_every_planned_step(
         "report",
     ]  # fmt: skip
 
-    # bounded, and it expires with the result
-    key = progress_key(deployment.settings.queue_name, job_id)
-    assert 0 < await client.redis.ttl(key) <= RESULT_TTL_S
-    assert await client.redis.xlen(key) == len(entries) < STREAM_MAXLEN
-    assert await client.redis.ttl(latest_update_key(deployment.settings.queue_name)) > 0
+    # bounded, and it expires with the result (as read right after the update)
+    assert 0 < updated_once.ttls["progress"] <= RESULT_TTL_S
+    assert updated_once.ttls["progress_len"] == len(entries) < STREAM_MAXLEN
+    assert updated_once.ttls["latest"] > 0
     # no secret in the stream
-    raw = await raw_stream(client, deployment, job_id)
     assert deployment.stack.registry_password not in raw
     assert deployment.settings.job_secret.reveal() not in raw
 
     # an API started afterwards finds it
-    async with await UpdateClient.connect(deployment.settings) as fresh:
-        latest = await fresh.latest_update()
+    latest = updated_once.latest
     assert latest is not None
     assert latest["job_id"] == job_id
     assert latest["state"] == "finished"
@@ -113,15 +110,14 @@ async def test_a_full_update_streams_every_planned_step(
 
 
 async def test_a_failed_update_streams_the_failed_step_and_the_rollback(
-    deployment: Deployment, client: UpdateClient
+    rolled_back_once: Outcome,
 ) -> None:
-    deployment.publish(deployment.app_repo, "2", behaviour="unhealthy")
-    summary = await update(client, deployment, services=["api", "worker"])
+    summary = rolled_back_once.summary
     assert summary["status"] == "failed"
     assert summary["error"]["step"] == "recreate"
     assert summary["rolled_back"] is True
 
-    entries = await client.progress(summary["job_id"])
+    entries = rolled_back_once.progress
     assert_matches_summary(entries, summary)
     ends = ended(entries)
     assert ends["recreate"]["status"] == "failed"
@@ -131,31 +127,32 @@ async def test_a_failed_update_streams_the_failed_step_and_the_rollback(
     names = [name for kind, name in step_pairs(entries) if kind == "step_started"]
     assert names[names.index("recreate") :] == ["recreate", "rollback", "report"]
 
-    status = await client.status(summary["job_id"])
+    status = rolled_back_once.status
     steps = {s["name"]: s for s in status["progress"]["steps"]}
     assert steps["rollback"]["planned"] is False
     assert steps["migrations"]["status"] == "skipped"
     assert status["progress"]["done"] < status["progress"]["planned"]
 
 
-async def test_a_refused_request_ends_its_stream_with_the_error(
-    deployment: Deployment, client: UpdateClient
-) -> None:
-    summary = await update(client, deployment, services=["db"])  # not an update service
-    job_id = summary["job_id"]
-    entries = await client.progress(job_id)
-    assert [e["kind"] for e in entries] == ["job_ended"]
-    assert entries[0]["status"] == "failed"
-    assert entries[0]["error"] == summary["error"]
-    assert entries[0]["error"]["step"] == "validation"
+async def test_a_refused_request_ends_its_stream_with_the_error(outcome_site: Deployment) -> None:
+    """Refused before the playbook runs: the session's outcome site serves, nothing changes."""
+    deployment = outcome_site
+    async with await UpdateClient.connect(deployment.settings) as client:
+        summary = await update(client, deployment, services=["db"])  # not an update service
+        job_id = summary["job_id"]
+        entries = await client.progress(job_id)
+        assert [e["kind"] for e in entries] == ["job_ended"]
+        assert entries[0]["status"] == "failed"
+        assert entries[0]["error"] == summary["error"]
+        assert entries[0]["error"]["step"] == "validation"
 
-    # A Redis writer without the job secret cannot make a UI show progress: a forged entry
-    # (or one copied from another job's stream) is left out.
-    key = progress_key(deployment.settings.queue_name, job_id)
-    forged = {"kind": "job_ended", "at": "x", "status": "successful", "job": job_id}
-    await client.redis.xadd(key, {"p": json.dumps(forged), "s": "0" * 64})
-    assert await client.progress(job_id) == entries
-    assert (await client.status(job_id))["progress"]["steps"] == []
+        # A Redis writer without the job secret cannot make a UI show progress: a forged entry
+        # (or one copied from another job's stream) is left out.
+        key = progress_key(deployment.settings.queue_name, job_id)
+        forged = {"kind": "job_ended", "at": "x", "status": "successful", "job": job_id}
+        await client.redis.xadd(key, {"p": json.dumps(forged), "s": "0" * 64})
+        assert await client.progress(job_id) == entries
+        assert (await client.status(job_id))["progress"]["steps"] == []
 
 
 async def watch(client: UpdateClient, timeout: float) -> list[dict[str, Any]]:

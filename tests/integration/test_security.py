@@ -3,7 +3,8 @@ registry token and the job secret leak nowhere; Redis with a password, an ACL us
 the cool-down; the start-up refusal without a secret; the hardened systemd unit.
 
 Real components only: the test bed's dockerd, registry and Redis, redis-servers started
-here for the password/ACL/TLS cases, and the real ARQ worker.
+here for the password/ACL/TLS cases, and the real ARQ worker. The tests that need a deployment
+share one of this module, each on a queue of its own (the `deployment` fixture below).
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ def one_byte_changed(raw: bytes) -> bytes:
     return raw.replace(b"false", b"falsE")
 
 
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """The module's deployment on a fresh queue: the Redis state each test makes (nonces,
+    results, cool-down) is its own, the compose project is up once for all."""
+    return shared_deployment.with_fresh_queue()
+
+
 # ------------------------------------------------------------------------------ bad input
 async def test_bad_jobs_are_refused_change_nothing_and_the_worker_keeps_serving(
     deployment: Deployment, client: UpdateClient, caplog: pytest.LogCaptureFixture
@@ -86,7 +94,7 @@ async def test_bad_jobs_are_refused_change_nothing_and_the_worker_keeps_serving(
     codec = client_codec(settings)
     expired_codec = JobCodec(codec.key, clock=lambda: time.time() - 1200)
     # A new version waits in the registry: a pull would move the local tag, a recreate the IDs.
-    deployment.publish(deployment.app_repo, "2")
+    deployment.publish(deployment.app_repo, deployment.next_version())
     ref = f"{deployment.stack.registry}/{deployment.app_repo}:latest"
     local_tag_before = deployment.stack.docker("image", "inspect", "-f", "{{.Id}}", ref).stdout
     containers_before = deployment.container_ids()
@@ -342,7 +350,7 @@ def test_the_token_and_the_job_secret_leak_nowhere(
     job_secret = f"LEAKCANARYJOBSECRET{suffix}"
     username = f"leakcheck{suffix[:8]}"
     add_registry_user(stack, username, token)
-    new_app = deployment.publish(deployment.app_repo, "2")
+    new_app = deployment.publish(deployment.app_repo, deployment.next_version())
 
     log_file = tmp_path / "worker.log"
     env = deployment.worker_env()
@@ -659,8 +667,10 @@ async def test_redis_over_tls_with_a_client_certificate_and_an_acl_user(
 
 # ------------------------------------------------------------------------------ cool-down
 async def test_an_update_inside_the_cooldown_is_refused(
-    deployment: Deployment, client: UpdateClient
+    own_deployment: Deployment, own_client: UpdateClient
 ) -> None:
+    # its own: the cool-down is per compose project
+    deployment, client = own_deployment, own_client
     settings = replace(deployment.settings, min_interval=60)
     first = await client.enqueue_update(run_migrations=False, services=["api"])
     await run_worker_burst(settings)
@@ -669,7 +679,7 @@ async def test_an_update_inside_the_cooldown_is_refused(
     ttl = await client.redis.ttl(cooldown_key(settings))
     assert 0 < ttl <= 60
 
-    deployment.publish(deployment.app_repo, "2")
+    deployment.publish(deployment.app_repo, deployment.next_version())
     before = deployment.container_ids()
     second = await client.enqueue_update(run_migrations=False, services=["api"])
     await run_worker_burst(settings)
