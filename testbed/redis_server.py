@@ -1,9 +1,11 @@
-"""A throw-away Redis (Debian's redis-server) on a loopback port: the ARQ queue of the tests."""
+"""A throw-away Redis (Debian's redis-server) on a loopback port: the ARQ queue of the tests,
+and the password/ACL/TLS servers of tests/integration/test_security.py (`extra_args`, `tls`)."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from testbed.procs import spawn, terminate, wait_until
@@ -12,17 +14,32 @@ from testbed.procs import spawn, terminate, wait_until
 class RedisServer:
     """One redis-server child process without persistence (`--save ""`, no AOF)."""
 
-    def __init__(self, base_dir: Path, port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int,
+        log_path: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        tls: bool = False,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        """`tls`: `port` is the TLS port (and no plain one); `ready` replaces the plain PING
+        as the readiness check (e.g. one that logs in or speaks TLS)."""
         self.root = base_dir / "redis"
         self.port = port
         self.log_path = log_path
+        self.extra_args = list(extra_args)
+        self.tls = tls
+        self.ready = ready or self.ping
         self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
         """The redis-server command line; the log goes to stdout, i.e. our log file."""
+        ports = ["--port", "0", "--tls-port"] if self.tls else ["--port"]
         return [
             "redis-server",
-            "--port",
+            *ports,
             str(self.port),
             "--bind",
             "127.0.0.1",
@@ -36,6 +53,7 @@ class RedisServer:
             str(self.root),
             "--logfile",
             "",
+            *self.extra_args,
         ]
 
     def start(self, *, timeout: float = 20.0) -> None:
@@ -47,7 +65,7 @@ class RedisServer:
     def wait(self) -> None:
         """Block until Redis answers PING, or raise with the log's tail."""
         wait_until(
-            self.ping,
+            self.ready,
             what="redis-server",
             timeout=self._timeout,
             proc=self.proc,

@@ -33,6 +33,7 @@ from testbed import (
     running_image_ids,
     write_sample_project,
 )
+from testbed.siteenv import site_environment
 from testbed.wheelhouse import build_wheelhouse
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
@@ -140,23 +141,21 @@ class Deployment:
     def worker_env(self) -> dict[str, str]:
         """The environment a worker process (or ansible-playbook) gets, as from systemd."""
         settings = self.settings
-        secret = self.job_secret_file
         return {
             **os.environ,
-            "REDIS_QUEUE_HOST": settings.redis_host,
-            "REDIS_QUEUE_PORT": str(settings.redis_port),
-            "UPDATE_QUEUE_NAME": settings.queue_name,
-            "COMPOSE_FILE_PATH": str(settings.compose_file),
-            "COMPOSE_PROJECT_NAME": self.project,
-            "UPDATE_LOCK_DIR": str(settings.lock_dir),
-            "REGISTRY_URL": settings.registry_url,
-            "REGISTRY_USERNAME": settings.registry_username,
-            "GITHUB_TOKEN_FILE": str(settings.registry_token_file),
-            "MIGRATION_COMMAND": settings.migration_command,
-            "HEALTH_TIMEOUT": str(settings.health_timeout),
-            "JOB_TIMEOUT": str(settings.job_timeout),
-            "LOG_FILE": "",
-            **({"UPDATE_JOB_SECRET_FILE": str(secret)} if secret is not None else {}),
+            **site_environment(
+                self.stack,
+                queue=settings.queue_name,
+                compose_file=settings.compose_file,
+                project=self.project,
+                token_file=settings.registry_token_file,
+                job_secret_file=self.job_secret_file,
+                lock_dir=settings.lock_dir,
+                migration_command=settings.migration_command,
+                health_timeout=settings.health_timeout,
+                job_timeout=settings.job_timeout,
+                min_interval=settings.min_interval,
+            ),
         }
 
     def api_env(self) -> dict[str, str]:
@@ -443,23 +442,37 @@ def worker_process(deployment: Deployment, **env: str) -> Iterator[subprocess.Po
 
 
 @contextlib.contextmanager
-def cli_worker(env: dict[str, str], tail: int = 4000) -> Iterator[subprocess.Popen[str]]:
-    """`update-executor worker` with exactly `env`; stopped with SIGTERM at the end (SIGKILL
-    after 60 s) unless the test ended it, and the last `tail` characters of its output printed."""
-    process = subprocess.Popen(
-        [CLI, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
+def cli_worker(
+    env: dict[str, str],
+    tail: int = 4000,
+    *,
+    log: Path | None = None,
+    cli: str = CLI,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[str]]:
+    """`update-executor worker` (`cli`, this venv's by default) with exactly `env`: the one way
+    the tests start a worker process. Its output goes to `log` (a temporary file when None, a
+    file never fills up as a pipe would); it is stopped with SIGTERM at the end (SIGKILL after
+    60 s) unless the test ended it, and the last `tail` characters of its output printed. A
+    test reads the whole output from `log` after the block."""
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "worker.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [cli, "worker"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+            )
         try:
-            output = process.communicate(timeout=60)[0]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate(timeout=30)[0]
-        print(f"--- worker output ---\n{output[-tail:]}")
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+            print(f"--- worker output ---\n{log.read_text(errors='replace')[-tail:]}")
 
 
 async def wait_for_step(

@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -29,7 +27,7 @@ import pytest
 
 from testbed.procs import free_port
 from tests.integration.api_app import ADMIN_NAME, ADMIN_TOKEN_ENV
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import Deployment, cli_worker
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
 from worker.shared.keys import inflight_key
@@ -116,34 +114,17 @@ def api_server(deployment: Deployment, tmp_path: Path, name: str = "api") -> Ite
 
 
 @contextlib.contextmanager
-def worker_process(
+def host_worker(
     deployment: Deployment, tmp_path: Path, name: str = "worker"
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[subprocess.Popen[str]]:
+    """The worker process (conftest's `cli_worker`) with a /tmp of its own, as systemd's
+    PrivateTmp gives the service; its output must show no secret."""
     log = tmp_path / f"{name}.log"
-    # A /tmp of its own, as systemd's PrivateTmp gives the service: a worker's start removes
-    # every ue-job-* directory in its temp dir, and other test sessions start workers too.
-    private_tmp = Path(tempfile.mkdtemp(prefix="ue-api-"))
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [str(BIN / "update-executor"), "worker"],
-            env={**deployment.worker_env(), "TMPDIR": str(private_tmp)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    private_tmp = tmp_path / f"{name}-tmp"
+    private_tmp.mkdir()
+    with cli_worker({**deployment.worker_env(), "TMPDIR": str(private_tmp)}, log=log) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        shutil.rmtree(private_tmp, ignore_errors=True)
-        output = log.read_text(errors="replace")
-        print(f"--- {name} output ---\n{output[-4000:]}")
-        assert_no_secret(deployment, output)
+    assert_no_secret(deployment, log.read_text(errors="replace"))
 
 
 def assert_no_secret(deployment: Deployment, text: str) -> None:
@@ -255,7 +236,7 @@ async def test_check_trigger_events_status(
     new_app = deployment.publish(deployment.app_repo, version)
     new_frontend = deployment.publish(deployment.frontend_repo, version)
 
-    with worker_process(deployment, tmp_path), api_server(deployment, tmp_path) as api:
+    with host_worker(deployment, tmp_path), api_server(deployment, tmp_path) as api:
         http = http_factory(api)
         response = await http.get(f"{BASE}/check", params={"wait": 30})
         assert response.status_code == 200, response.text
@@ -412,7 +393,7 @@ async def test_the_api_restarted_mid_update_reports_the_final_state(
     deployment = shared_deployment.with_gated_migration()
     new_app = deployment.publish(deployment.app_repo, deployment.next_version())
     seen: list[Event] = []
-    with worker_process(deployment, tmp_path):
+    with host_worker(deployment, tmp_path):
         with api_server(deployment, tmp_path, "api-1") as first:
             http = http_factory(first)
             response = await http.post(f"{BASE}/trigger", json={"services": ["api", "worker"]})
@@ -469,7 +450,7 @@ async def test_a_failed_update_and_its_rollback_as_a_ui_sees_them(
     deployment = shared_deployment
     before_images = deployment.image_ids()
     deployment.publish(deployment.app_repo, deployment.next_version(), behaviour="unhealthy")
-    with worker_process(deployment, tmp_path), api_server(deployment, tmp_path) as api:
+    with host_worker(deployment, tmp_path), api_server(deployment, tmp_path) as api:
         http = http_factory(api)
         response = await http.post(f"{BASE}/trigger", json={"services": ["api", "worker"]})
         assert response.status_code == 202, response.text
@@ -528,7 +509,7 @@ async def test_a_killed_worker_still_ends_the_event_stream_with_the_outcome(
     seen: list[Event] = []
     with api_server(deployment, tmp_path) as api:
         http = http_factory(api)
-        with worker_process(deployment, tmp_path, "worker-1") as first:
+        with host_worker(deployment, tmp_path, "worker-1") as first:
             response = await http.post(f"{BASE}/trigger", json={"services": ["api"]})
             assert response.status_code == 202, response.text
             job_id = response.json()["job_id"]
@@ -540,7 +521,7 @@ async def test_a_killed_worker_still_ends_the_event_stream_with_the_outcome(
                 await asyncio.sleep(0.1)
             first.kill()  # no job_ended entry will ever be written by this worker
             first.wait(timeout=10)
-        with worker_process(deployment, tmp_path, "worker-2"):  # systemd's Restart=always
+        with host_worker(deployment, tmp_path, "worker-2"):  # systemd's Restart=always
             await asyncio.wait_for(reader, 150)
     assert seen[-1].event == "status"
     final = seen[-1].data

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from testbed.faults import operator_run
-from tests.integration.conftest import Deployment, Outcome, update
+from tests.integration.conftest import CLI, Deployment, Outcome, cli_worker, update
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
 
@@ -191,26 +191,21 @@ def test_the_playbook_runs_by_hand_with_ansible_playbook(shared_deployment: Depl
     assert deployment.stack.registry_password not in result.stdout + result.stderr
 
 
-def test_a_real_worker_process_and_the_cli(shared_deployment: Deployment) -> None:
+def test_a_real_worker_process_and_the_cli(shared_deployment: Deployment, tmp_path: Path) -> None:
     deployment = shared_deployment
     new_app = deployment.publish(deployment.app_repo, deployment.next_version())
     env = deployment.worker_env()
-    cli = str(Path(sys.executable).parent / "update-executor")
-    worker = subprocess.Popen(
-        [cli, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
+    log = tmp_path / "worker.log"
+    with cli_worker(env, log=log):
         enqueue = subprocess.run(
-            [cli, "enqueue", "--services", "api,worker", "--wait", "--timeout", "200"],
+            [CLI, "enqueue", "--services", "api,worker", "--wait", "--timeout", "200"],
             env=env,
             capture_output=True,
             text=True,
             timeout=240,
             check=False,
         )
-    finally:
-        worker.terminate()
-        worker_output = worker.communicate(timeout=30)[0]
+    worker_output = log.read_text()
     assert enqueue.returncode == 0, enqueue.stdout[-3000:] + enqueue.stderr + worker_output
     summary = assert_valid_summary(json.loads(enqueue.stdout))
     assert summary["status"] == "successful"
@@ -221,7 +216,7 @@ def test_a_real_worker_process_and_the_cli(shared_deployment: Deployment) -> Non
     assert deployment.stack.registry_password not in worker_output
 
     status = subprocess.run(
-        [cli, "status", summary["job_id"]], env=env, capture_output=True, text=True, check=False
+        [CLI, "status", summary["job_id"]], env=env, capture_output=True, text=True, check=False
     )
     assert status.returncode == 0
     assert json.loads(status.stdout)["summary"]["status"] == "successful"
