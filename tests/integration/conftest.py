@@ -324,6 +324,7 @@ class Outcome:
     published: dict[str, str]
     migrations_log: str
     ttls: dict[str, int]
+    version: str = ""  # the version it published, if any
 
     @property
     def job_id(self) -> str:
@@ -331,7 +332,7 @@ class Outcome:
 
 
 async def record_update(
-    deployment: Deployment, published: dict[str, str], **kwargs: Any
+    deployment: Deployment, published: dict[str, str], version: str = "", **kwargs: Any
 ) -> Outcome:
     """Run one update (`update`) on `deployment` and record what the tests read of it."""
     before_images, before_containers = deployment.image_ids(), deployment.container_ids()
@@ -361,6 +362,7 @@ async def record_update(
         published=published,
         migrations_log=deployment.migrations_log(),
         ttls=ttls,
+        version=version,
     )
 
 
@@ -379,12 +381,12 @@ def outcome_site(
 async def updated_once(outcome_site: Deployment) -> Outcome:
     """The happy path once a session: v1 -> v2 of every registry service through the queue,
     with migrations, requested by admin@example.org."""
-    site = outcome_site
+    site, version = outcome_site, outcome_site.next_version()  # "2": the first on the site
     published = {
-        site.app_repo: site.publish(site.app_repo, "2"),
-        site.frontend_repo: site.publish(site.frontend_repo, "2"),
+        site.app_repo: site.publish(site.app_repo, version),
+        site.frontend_repo: site.publish(site.frontend_repo, version),
     }
-    return await record_update(site, published, requested_by="admin@example.org")
+    return await record_update(site, published, version, requested_by="admin@example.org")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -395,11 +397,89 @@ async def updated_again(updated_once: Outcome) -> Outcome:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def rolled_back_once(updated_again: Outcome) -> Outcome:
-    """Unhealthy -> rollback once a session: an unhealthy v3 of the app for api and worker,
-    after `updated_once` (and `updated_again`) on the same site."""
-    site = updated_again.deployment
-    published = {site.app_repo: site.publish(site.app_repo, "3", behaviour="unhealthy")}
-    return await record_update(site, published, services=["api", "worker"])
+    """Unhealthy -> rollback once a session: an unhealthy version of the app for api and
+    worker, after `updated_once` (and `updated_again`) on the same site."""
+    site, version = updated_again.deployment, updated_again.deployment.next_version()
+    published = {site.app_repo: site.publish(site.app_repo, version, behaviour="unhealthy")}
+    return await record_update(site, published, version, services=["api", "worker"])
+
+
+async def watch_latest(client: UpdateClient, timeout: float) -> list[dict[str, Any]]:
+    """What an API started mid-update sees: it finds the update with latest_update() and
+    polls status() until the update finished."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        latest = await client.latest_update()
+        if latest is not None:
+            seen.append(latest)
+            if latest["state"] == "finished":
+                return seen
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the update did not finish in {timeout} s: last seen {seen[-1:]}")
+
+
+@dataclass
+class CliOutcome:
+    """`update-executor enqueue --services api,worker --wait` served by a worker process, as
+    an operator runs it: the CLI's exit status and output, the worker's output, what an API
+    polling latest_update() saw meanwhile, and `update-executor status JOB_ID` after."""
+
+    deployment: Deployment
+    new_app: str
+    returncode: int
+    stdout: str
+    stderr: str
+    worker_output: str
+    seen: list[dict[str, Any]]
+    status_returncode: int
+    status_stdout: str
+    status_stderr: str
+    after_images: dict[str, str]
+
+
+async def _run(env: dict[str, str], *argv: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 240)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def cli_updated_once(
+    updated_again: Outcome, tmp_path_factory: pytest.TempPathFactory
+) -> CliOutcome:
+    """The CLI's update once a session, on the outcome site with a queue of its own (so the
+    latest update an API finds there is this one), after `updated_once`."""
+    site = updated_again.deployment.with_fresh_queue()
+    new_app = site.publish(site.app_repo, site.next_version())
+    env = site.worker_env()
+    log = tmp_path_factory.mktemp("cli-update") / "worker.log"
+    enqueue = [CLI, "enqueue", "--services", "api,worker", "--wait", "--timeout", "200"]
+    with cli_worker(env, log=log):
+        # stderr is a pipe: plain step lines, no bar
+        cli = asyncio.create_task(_run(env, *enqueue))
+        try:
+            async with await UpdateClient.connect(site.settings) as api:
+                seen = await watch_latest(api, timeout=220)
+        finally:
+            returncode, stdout, stderr = await asyncio.wait_for(cli, 60)
+    job_id = str(seen[-1]["job_id"])
+    status_rc, status_out, status_err = await _run(env, CLI, "status", job_id)
+    return CliOutcome(
+        deployment=site,
+        new_app=new_app,
+        returncode=returncode,
+        stdout=stdout,
+        stderr=stderr,
+        worker_output=log.read_text(errors="replace"),
+        seen=seen,
+        status_returncode=status_rc,
+        status_stdout=status_out,
+        status_stderr=status_err,
+        after_images=site.image_ids(),
+    )
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import time
 from dataclasses import replace
 from typing import Any
 
-from tests.integration.conftest import CLI, Deployment, Outcome, update, worker_process
+from tests.integration.conftest import CliOutcome, Deployment, Outcome, update
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
 from worker.shared.client import UpdateClient
@@ -155,46 +154,14 @@ async def test_a_refused_request_ends_its_stream_with_the_error(outcome_site: De
         assert (await client.status(job_id))["progress"]["steps"] == []
 
 
-async def watch(client: UpdateClient, timeout: float) -> list[dict[str, Any]]:
-    """What an API started mid-update sees: it finds the update with latest_update() and
-    polls status() until the update finished."""
-    deadline = time.monotonic() + timeout
-    seen: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        latest = await client.latest_update()
-        if latest is not None:
-            seen.append(latest)
-            if latest["state"] == "finished":
-                return seen
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the update did not finish in {timeout} s: last seen {seen[-1:]}")
+def test_progress_while_a_real_worker_runs_and_the_cli_waits(cli_updated_once: CliOutcome) -> None:
+    done = cli_updated_once  # `enqueue --wait` served by `update-executor worker` (conftest.py)
+    deployment, seen, stdout, stderr = done.deployment, done.seen, done.stdout, done.stderr
 
-
-async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
-    deployment: Deployment,
-) -> None:
-    new_app = deployment.publish(deployment.app_repo, "2")
-    env = deployment.worker_env()
-    with worker_process(deployment):
-        # stderr is a pipe: plain step lines, no bar
-        cli = await asyncio.create_subprocess_exec(
-            *[CLI, "enqueue", "--services", "api,worker", "--wait", "--timeout", "200"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        output = asyncio.create_task(cli.communicate())
-        try:
-            async with await UpdateClient.connect(deployment.settings) as api:
-                seen = await watch(api, timeout=220)
-        finally:
-            out, err = await asyncio.wait_for(output, 60)
-    stdout, stderr = out.decode(), err.decode()
-
-    assert cli.returncode == 0, stdout[-3000:] + stderr
+    assert done.returncode == 0, stdout[-3000:] + stderr
     summary = assert_valid_summary(json.loads(stdout))
     assert summary["status"] == "successful"
-    assert deployment.image_ids()["api"] == new_app
+    assert done.after_images["api"] == done.new_app
 
     # while it ran, status() named the step and counted done < planned, never going back
     running = [s for s in seen if s["state"] == "running" and s["current_step"]]
@@ -202,8 +169,8 @@ async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
     assert {s["job_id"] for s in seen} == {summary["job_id"]}
     assert all(s["progress"]["done"] < s["progress"]["planned"] == 8 for s in running)
     assert len({s["current_step"] for s in running}) >= 2  # it moved on while we watched
-    done = [s["progress"]["done"] for s in seen]
-    assert done == sorted(done)
+    progress = [s["progress"]["done"] for s in seen]
+    assert progress == sorted(progress)
     assert seen[-1]["current_step"] is None
     assert seen[-1]["progress"]["done"] == 8
 
@@ -219,12 +186,8 @@ async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
     assert deployment.stack.registry_password not in stdout + stderr
 
     # `status JOB_ID` shows the final progress
-    status = await asyncio.create_subprocess_exec(
-        CLI, "status", summary["job_id"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    status_out, status_err = await status.communicate()
-    assert status.returncode == 0, status_err.decode()
-    answer = json.loads(status_out)
+    assert done.status_returncode == 0, done.status_stderr
+    answer = json.loads(done.status_stdout)
     assert answer["current_step"] is None
     assert answer["progress"]["done"] == answer["progress"]["planned"] == 8
 

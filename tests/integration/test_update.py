@@ -13,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from testbed.faults import operator_run
-from tests.integration.conftest import CLI, Deployment, Outcome, cli_worker, update
+from tests.integration.conftest import (
+    CliOutcome,
+    Deployment,
+    Outcome,
+    record_update,
+    update,
+)
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
 
@@ -64,8 +71,8 @@ def test_full_update_recreates_only_the_registry_services(updated_once: Outcome)
     }
     assert summary["migrations"]["ran"] is True
     assert summary["migrations"]["rc"] == 0
-    assert "migrated to 2" in summary["migrations"]["output_tail"]
-    assert "migrated 2" in updated_once.migrations_log
+    assert f"migrated to {updated_once.version}" in summary["migrations"]["output_tail"]
+    assert f"migrated {updated_once.version}" in updated_once.migrations_log
     assert summary["request"]["requested_by"] == "admin@example.org"
     assert summary["compose_project"] == deployment.project
 
@@ -81,28 +88,31 @@ def test_nothing_new_recreates_nothing(updated_again: Outcome) -> None:
     assert summary["rolled_back"] is False
 
 
-async def test_without_migrations(
-    shared_deployment: Deployment, shared_client: UpdateClient
-) -> None:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def api_only(shared_deployment: Deployment) -> Outcome:
+    """A new app version for the api service alone, without migrations, once for the module."""
     deployment, version = shared_deployment, shared_deployment.next_version()
-    new_app = deployment.publish(deployment.app_repo, version)
-    summary = await update(shared_client, deployment, run_migrations=False, services=["api"])
+    published = {deployment.app_repo: deployment.publish(deployment.app_repo, version)}
+    return await record_update(
+        deployment, published, version, run_migrations=False, services=["api"]
+    )
+
+
+def test_without_migrations(api_only: Outcome) -> None:
+    summary, deployment = api_only.summary, api_only.deployment
+    new_app = api_only.published[deployment.app_repo]
     assert summary["status"] == "successful", summary["error"]
-    assert deployment.image_ids()["api"] == new_app
+    assert api_only.after_images["api"] == new_app
     assert steps(summary)["migrations"] == "skipped"
     assert summary["migrations"] == {"ran": False, "rc": None, "output_tail": ""}
-    assert f"migrated {version}" not in deployment.migrations_log()
+    assert f"migrated {api_only.version}" not in api_only.migrations_log
 
 
-async def test_a_subset_of_services(
-    shared_deployment: Deployment, shared_client: UpdateClient
-) -> None:
-    deployment = shared_deployment
-    before = deployment.image_ids()
-    new_app = deployment.publish(deployment.app_repo, deployment.next_version())
-    summary = await update(shared_client, deployment, services=["api"])
+def test_a_subset_of_services(api_only: Outcome) -> None:
+    summary, deployment = api_only.summary, api_only.deployment
+    before, new_app = api_only.before_images, api_only.published[deployment.app_repo]
     assert summary["status"] == "successful", summary["error"]
-    after = deployment.image_ids()
+    after = api_only.after_images
     assert after["api"] == new_app
     assert after["worker"] == before["worker"]  # same image, not chosen: untouched
     assert list(summary["services"]) == ["api"]
@@ -191,35 +201,20 @@ def test_the_playbook_runs_by_hand_with_ansible_playbook(shared_deployment: Depl
     assert deployment.stack.registry_password not in result.stdout + result.stderr
 
 
-def test_a_real_worker_process_and_the_cli(shared_deployment: Deployment, tmp_path: Path) -> None:
-    deployment = shared_deployment
-    new_app = deployment.publish(deployment.app_repo, deployment.next_version())
-    env = deployment.worker_env()
-    log = tmp_path / "worker.log"
-    with cli_worker(env, log=log):
-        enqueue = subprocess.run(
-            [CLI, "enqueue", "--services", "api,worker", "--wait", "--timeout", "200"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    worker_output = log.read_text()
-    assert enqueue.returncode == 0, enqueue.stdout[-3000:] + enqueue.stderr + worker_output
-    summary = assert_valid_summary(json.loads(enqueue.stdout))
+def test_a_real_worker_process_and_the_cli(cli_updated_once: CliOutcome) -> None:
+    done = cli_updated_once  # `enqueue --wait` served by `update-executor worker` (conftest.py)
+    deployment, worker_output = done.deployment, done.worker_output
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr + worker_output
+    summary = assert_valid_summary(json.loads(done.stdout))
     assert summary["status"] == "successful"
-    assert deployment.image_ids()["api"] == new_app
+    assert done.after_images["api"] == done.new_app
     # one log line per step, and none shows the registry password
     for step in ("preflight", "login", "pull", "recreate", "migrations"):
         assert f"step {step}" in worker_output
     assert deployment.stack.registry_password not in worker_output
 
-    status = subprocess.run(
-        [CLI, "status", summary["job_id"]], env=env, capture_output=True, text=True, check=False
-    )
-    assert status.returncode == 0
-    assert json.loads(status.stdout)["summary"]["status"] == "successful"
+    assert done.status_returncode == 0
+    assert json.loads(done.status_stdout)["summary"]["status"] == "successful"
 
 
 def test_an_unhealthy_new_version_is_rolled_back_through_the_worker(
