@@ -531,28 +531,29 @@ def cli_worker(
     cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
     """`update-executor worker` (`cli`, this venv's by default) with exactly `env`: the one way
-    the tests start a worker process. Its output goes to `log` (a temporary file when None, a
-    file never fills up as a pipe would); it is stopped with SIGTERM at the end (SIGKILL after
-    60 s) unless the test ended it, and the last `tail` characters of its output printed. A
-    test reads the whole output from `log` after the block."""
-    with contextlib.ExitStack() as stack:
-        if log is None:
-            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "worker.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [cli, "worker"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
-            )
+    the tests start a worker process. It is stopped with SIGTERM at the end (SIGKILL after
+    60 s) unless the test ended it, and the last `tail` characters of its output printed.
+
+    Its output goes to `log` when given (a file never fills up as a pipe would; the test
+    reads it after the block), else to a pipe the test may read (`process.communicate()`)."""
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("ab")) if log is not None else subprocess.PIPE
+        process = subprocess.Popen(
+            [cli, "worker"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
         try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
-            print(f"--- worker output ---\n{log.read_text(errors='replace')[-tail:]}")
+            output = process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate(timeout=30)[0]
+        if log is not None:
+            output = log.read_text(errors="replace")
+        print(f"--- worker output ---\n{(output or '')[-tail:]}")
 
 
 async def wait_for_step(
