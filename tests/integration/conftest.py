@@ -193,16 +193,16 @@ class Deployment:
         self.compose("exec", "-T", "api", "sh", "-c", command)
 
 
-_v1_images: dict[str, str] = {}
+_v1_images: dict[str, str] = {}  # registry -> the reference of its version 1 app image
 
 
 def _push_v1(stack: Stack, repo: str) -> None:
-    """Version 1 of the app image under `repo`: built once per session, then only tagged and
+    """Version 1 of the app image under `repo`: built once per bed, then only tagged and
     pushed (the registry mounts the layers it already has)."""
-    if "ref" not in _v1_images:
-        _v1_images["ref"] = build_app_image(stack, f"t{SESSION_TAG}base/app", "1")
+    if stack.registry not in _v1_images:
+        _v1_images[stack.registry] = build_app_image(stack, f"t{SESSION_TAG}base/app", "1")
     ref = f"{stack.registry}/{repo}:latest"
-    stack.docker("tag", _v1_images["ref"], ref)
+    stack.docker("tag", _v1_images[stack.registry], ref)
     stack.docker("push", ref, logged_in=True, timeout=300)
 
 
