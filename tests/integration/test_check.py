@@ -418,9 +418,11 @@ def push_to(stack: Stack, source: str, target: str, docker_config: Path) -> None
 
 @pytest.fixture
 async def bearer_project(
-    deployment: Deployment, token_registry: TokenRegistry, tmp_path: Path
+    shared_deployment: Deployment, token_registry: TokenRegistry, tmp_path: Path
 ) -> AsyncIterator[tuple[Settings, str]]:
-    """A one-service compose project whose image lives in the token-auth registry."""
+    """A one-service compose project whose image lives in the token-auth registry (the
+    module's deployment gives the image, nothing else of it changes)."""
+    deployment = shared_deployment
     stack, issuer = deployment.stack, token_registry.issuer
     docker_config = tmp_path / "docker-token"
     docker_config.mkdir(mode=0o700)
@@ -460,13 +462,14 @@ async def bearer_project(
 
 
 async def test_the_bearer_token_flow_against_a_token_auth_registry(
-    deployment: Deployment,
+    shared_deployment: Deployment,
     token_registry: TokenRegistry,
     bearer_project: tuple[Settings, str],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    deployment = shared_deployment
     stack, issuer = deployment.stack, token_registry.issuer
     settings, docker_config = bearer_project
     image = f"{token_registry.address}/t/app:latest"
