@@ -370,11 +370,13 @@ async def record_update(
 def outcome_site(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory, lock_dir: Path
 ) -> Iterator[Deployment]:
-    """The deployment `updated_once` and `rolled_back_once` run on, one after the other."""
+    """The deployment `updated_once`, `rolled_back_once` and `cli_updated_once` run on, one
+    after the other. The environment is left as it was: its workers get the job secret from
+    the settings (in-process) or from `worker_env()`, not from this session's os.environ."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         created = new_deployment(stack, tmp_path_factory.mktemp("outcomes"), lock_dir, monkeypatch)
-        yield created
-        remove_deployment(created)
+    yield created
+    remove_deployment(created)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
