@@ -25,10 +25,10 @@ lint: setup
 	$(BIN)/pytest -q -p no:cacheprovider --no-cov tests/unit/test_docs_match_code.py
 
 # Lint, then every test: unit tests and the integration tests, which start their own dockerd,
-# registry and Redis (see tests/conftest.py) and stop them at the end, also on failure. The
-# coverage of worker/ is measured in this process (workers started as subprocesses are not
-# counted) and printed at the end; no threshold fails the run.
-# The 20 slowest tests are listed too: CI must stay under 30 minutes.
+# registry and Redis (see tests/integration/conftest.py) and stop them at the end, also on
+# failure. The coverage of worker/ is measured in this process (workers started as
+# subprocesses are not counted) and printed at the end; no threshold fails the run.
+# The 20 slowest tests are listed too, and the total: CI must stay under 15 minutes (issue 22).
 COV_ARGS ?= --cov=worker --cov-report=term:skip-covered
 test: lint
 	$(BIN)/pytest $(COV_ARGS) --durations=20 $(PYTEST_ARGS)

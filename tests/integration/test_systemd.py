@@ -36,10 +36,16 @@ from pathlib import Path
 import pytest
 
 from testbed import Stack, build_app_image, running_image_ids, write_sample_project
+from testbed.siteenv import site_environment
 from testbed.stack import docker_binary
 from testbed.systemd import Mount, SystemdHost, rootfs_tarball
 from testbed.wheelhouse import complete_for_python
-from tests.integration.conftest import wait_for_step
+from tests.integration.conftest import (
+    GATED_MIGRATION,
+    GATED_MIGRATION_PATH,
+    MIGRATION_GATE,
+    wait_for_step,
+)
 from tests.summary_schema import assert_valid_summary
 from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
@@ -55,12 +61,7 @@ SOURCE_DIR = "/root/update-executor"  # the release's files: deploy/ and dist/
 WHEELHOUSE_DIR = "/root/wheelhouse"
 TOKEN_PLACEHOLDER = "'ghp_…'"
 LOCK_DIR = "/var/lib/update-executor/locks"  # UPDATE_LOCK_DIR's default, a StateDirectory
-GATE = "/data/release-migration"
-GATED_MIGRATION = f"""#!/bin/sh
-# The test's migration: waits until the test opens the gate, then migrates.
-until [ -e {GATE} ]; do sleep 0.1; done
-exec /app/migrate
-"""
+GATE = MIGRATION_GATE  # GATED_MIGRATION waits until the test creates it
 # The host's Docker, as far as systemd is concerned: the daemon is the bed's, outside.
 DOCKER_SERVICE = """[Unit]
 Description=Docker (stand-in: the test bed's dockerd runs outside this container)
@@ -186,7 +187,7 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     site.api(
         "sh",
         "-c",
-        "cat >/data/gated-migrate && chmod 0755 /data/gated-migrate",
+        f"cat >{GATED_MIGRATION_PATH} && chmod 0755 {GATED_MIGRATION_PATH}",
         input=GATED_MIGRATION,
     )
     yield site
@@ -251,18 +252,14 @@ def installed(
         host.copy_in(site.compose_file.parent, SITE_DIR)
         env_file = edited_env_file(
             (REPO_ROOT / "deploy" / "update-executor.env.example").read_text(),
-            {
-                "REDIS_QUEUE_HOST": stack.redis_host,
-                "REDIS_QUEUE_PORT": str(stack.redis_port),
-                "UPDATE_QUEUE_NAME": "update-executor:systemd",
-                "COMPOSE_PROJECT_NAME": site.project,
-                "REGISTRY_URL": stack.registry,
-                "REGISTRY_USERNAME": stack.registry_username,
-                "MIGRATION_COMMAND": "/data/gated-migrate",
-                "HEALTH_TIMEOUT": "60",
-                "JOB_TIMEOUT": "300",
-                "UPDATE_MIN_INTERVAL": "0",
-            },
+            site_environment(
+                stack,
+                queue="update-executor:systemd",
+                project=site.project,
+                migration_command=GATED_MIGRATION_PATH,
+                job_timeout=300,
+                log_file=None,  # the example file's: the journal
+            ),
         )
         timings["copy in"] = time.monotonic() - began
         began = time.monotonic()
