@@ -105,7 +105,9 @@ def test_the_point_is_not_written_into_an_unsafe_directory(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("module", [lock, snapshot])
-def test_root_accepts_a_lock_directory_of_a_docker_group_member(tmp_path: Path, module: Any) -> None:
+def test_root_accepts_a_lock_directory_of_a_docker_group_member(
+    tmp_path: Path, module: Any
+) -> None:
     """The unit's StateDirectory belongs to the service user, a member of the docker group (who
     controls the host through the daemon anyway): root's `update-executor rollback` and manual
     runs use it. Any other user's directory stays refused, and a non-root user never gets this."""
