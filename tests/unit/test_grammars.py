@@ -99,9 +99,16 @@ async def test_a_job_id_query_with_a_trailing_newline_is_a_422() -> None:
 PREFIX_READERS = {
     ("worker/host/registry.py", "scheme_re.match(text, position)"),
     ("worker/host/registry.py", "_AUTH_PARAM.match(text, position)"),
+    # A failure message's leading words, cut off before it is shown.
+    ("worker/host/failures.py", "_COMPOSE_PREFIX.match(message.strip())"),
+    ("worker/host/failures.py", "_UNKNOWN_ERROR.match(message)"),
     (
         "playbooks/roles/compose_update/library/compose_snapshot.py",
         're.match(re.escape(repo) + "@", short)',
+    ),
+    (  # a docker host's scheme
+        "playbooks/roles/compose_update/library/update_preflight.py",
+        're.match(r"(unix|tcp)://", host or "")',
     ),
     (
         "playbooks/roles/compose_update/library/update_preflight.py",

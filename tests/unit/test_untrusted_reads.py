@@ -50,6 +50,16 @@ def test_a_bad_history_record_is_a_reason_never_an_exception(fields: dict[bytes,
 
 
 def test_a_signed_history_record_is_read() -> None:
-    payload = json.dumps({"kind": "update", "job_id": "j"})
+    payload = json.dumps({"kind": "update", "job_id": "j", "at": 1})
     fields = {b"p": payload.encode(), b"s": record_mac(KEY, payload).encode()}
-    assert check_record(b"1-0", fields, KEY) == {"id": "1-0", "kind": "update", "job_id": "j"}
+    assert check_record(b"1-0", fields, KEY) == {
+        "id": "1-0",
+        "kind": "update",
+        "job_id": "j",
+        "at": 1,
+    }
+    # The same signed record under another stream id (added again, moved) is left out.
+    assert (
+        check_record(b"2-0", fields, KEY)
+        == "it was not written under this id (added again or moved)"
+    )

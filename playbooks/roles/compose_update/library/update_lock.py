@@ -434,7 +434,7 @@ def kept_images(path):
     except (OSError, ValueError):
         return []
     kept = data.get("kept_images") if isinstance(data, dict) else None
-    return [ref for ref in kept if isinstance(ref, str) and KEPT_REFERENCE.match(ref)] if isinstance(kept, list) else []
+    return [ref for ref in kept if isinstance(ref, str) and KEPT_REFERENCE.fullmatch(ref)] if isinstance(kept, list) else []
 
 
 def untag(references):
