@@ -3,7 +3,7 @@
 
 - Every environment variable of ours named in README.md, docs/*.md or the env file example is
   read somewhere in worker/ (a string constant there).
-- README's configuration table gives, for each row whose default is one literal (`300`,
+- The configuration table (docs/configuration.md) gives, for each row whose default is one literal (`300`,
   `localhost`, `true`, empty), the default the settings reader has in its call
   (`reader.integer("HEALTH_TIMEOUT", 300, …)`).
 - Every `update-executor <command> --flag` in the docs is an option of that command (or a
@@ -114,10 +114,10 @@ def named_in_docs() -> dict[str, set[str]]:
 
 @functools.cache
 def readme_table() -> dict[str, str]:
-    """{variable: default cell} of README's configuration table."""
-    text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Configuration") :]
-    table = table[: table.index("\n\n", table.index("| variable"))]
+    """{variable: default cell} of the configuration table (docs/configuration.md)."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    table = text[text.index("| variable") :]
+    table = table[: table.index("\n\n")]
     rows: dict[str, str] = {}
     for line in table.splitlines()[2:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
@@ -137,7 +137,7 @@ def test_the_readme_table_lists_the_settings_the_code_reads() -> None:
     table = readme_table()
     missing = sorted(name for name in code_defaults() if name not in table)
 
-    assert missing == [], f"read by the settings, not in README's table: {missing}"
+    assert missing == [], f"read by the settings, not in docs/configuration.md's table: {missing}"
 
 
 def _as_text(value: object) -> str:
@@ -156,7 +156,7 @@ def test_the_readme_default_is_the_code_s(name: str) -> None:
     if name not in defaults or (literal is None and cell != "empty"):
         return  # a default the code computes, described in words
     expected = "" if cell == "empty" else literal.group(1) if literal else cell
-    assert _as_text(defaults[name]) == expected, f"README says {cell}, the code {defaults[name]!r}"
+    assert _as_text(defaults[name]) == expected, f"docs/configuration.md says {cell}, the code {defaults[name]!r}"
 
 
 def options_by_command() -> dict[str, set[str]]:
