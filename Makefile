@@ -21,8 +21,10 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/yamllint -s playbooks inventory collections
 	$(BIN)/ansible-lint --profile production playbooks/update.yml playbooks/rollback.yml playbooks/roles/compose_update
-	# The docs name only variables, defaults and CLI flags the code has.
-	$(BIN)/pytest -q -p no:cacheprovider --no-cov tests/unit/test_docs_match_code.py
+	# The docs name only variables, defaults and CLI flags the code has; comments name only
+	# files that exist.
+	$(BIN)/pytest -q -p no:cacheprovider --no-cov tests/unit/test_docs_match_code.py \
+		tests/unit/test_paths_in_comments.py
 
 # Lint, then every test: unit tests and the integration tests, which start their own dockerd,
 # registry and Redis (see tests/integration/conftest.py) and stop them at the end, also on

@@ -39,7 +39,7 @@ def _copy_sources(dest: Path) -> None:
     for name in DIST_FILES:
         source = REPO_ROOT / name
         if source.is_dir():
-            # symlinks=False: the action plugins are links to controller_step.py; a build from
+            # symlinks=False: a link in the Ansible content would be copied as a link; a build from
             # copies shows that the wheel carries working files, not links.
             shutil.copytree(source, dest / name, ignore=ignore)
         else:

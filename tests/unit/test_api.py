@@ -1,4 +1,4 @@
-"""Routing concerns of worker/api.py that need no Redis: auth comes first, bad input is a 422
+"""Routing concerns of worker/api/router.py that need no Redis: auth comes first, bad input is a 422
 before anything touches the queue, cursors parse. The flows are in tests/integration/test_api.py.
 """
 

@@ -3,8 +3,8 @@
 
 - Every environment variable of ours named in README.md, docs/*.md or the env file example is
   read somewhere in worker/ (a string constant there).
-- The configuration table (docs/configuration.md) gives, for each row whose default is one literal (`300`,
-  `localhost`, `true`, empty), the default the settings reader has in its call
+- The configuration table (docs/configuration.md) gives, for each row whose default is one
+  literal (`300`, `localhost`, `true`, empty), the default the settings reader has in its call
   (`reader.integer("HEALTH_TIMEOUT", 300, …)`).
 - Every `update-executor <command> --flag` in the docs is an option of that command (or a
   global one).
@@ -156,7 +156,9 @@ def test_the_readme_default_is_the_code_s(name: str) -> None:
     if name not in defaults or (literal is None and cell != "empty"):
         return  # a default the code computes, described in words
     expected = "" if cell == "empty" else literal.group(1) if literal else cell
-    assert _as_text(defaults[name]) == expected, f"docs/configuration.md says {cell}, the code {defaults[name]!r}"
+    assert _as_text(defaults[name]) == expected, (
+        f"docs/configuration.md says {cell}, the code {defaults[name]!r}"
+    )
 
 
 def options_by_command() -> dict[str, set[str]]:

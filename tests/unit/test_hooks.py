@@ -1,5 +1,6 @@
 """Lifecycle hooks (issue 16), the pure parts: the labels preflight keeps, which containers run
-a hook (playbooks/filter_plugins/update_hooks.py), and the summary's hook steps and `hooks`.
+a hook (playbooks/roles/compose_update/filter_plugins/update_hooks.py), and the summary's hook
+steps and `hooks`.
 The hooks themselves run on the test bed in tests/integration/test_hooks.py."""
 
 from __future__ import annotations

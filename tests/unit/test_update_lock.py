@@ -1,5 +1,6 @@
-"""The pure parts of the playbook's lock module (playbooks/library/update_lock.py): holder
-text, staleness, atomic take and token-checked release. A fake /proc keeps them deterministic."""
+"""The pure parts of the role's lock module
+(playbooks/roles/compose_update/library/update_lock.py): holder text, staleness, atomic take
+and token-checked release. A fake /proc keeps them deterministic."""
 
 from __future__ import annotations
 

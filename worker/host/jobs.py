@@ -82,7 +82,8 @@ def playbook_vars(
         "compose_update_migration_command": settings.migration_command,
         "compose_update_health_timeout": settings.health_timeout,
         "compose_update_job_id": job_id,
-        # Free text from a user: marked unsafe, Ansible never templates it (worker/untrusted.py).
+        # Free text from a user: marked unsafe, Ansible never templates it
+        # (worker/shared/untrusted.py).
         "compose_update_requested_by": ansible_unsafe(request.requested_by or ""),
         "compose_update_work_dir": str(work_dir),
         # Without a BACKUP_COMMAND a backup cannot be made: the update runs without one and
@@ -115,7 +116,7 @@ async def process_system_update(
     job_id: str = ctx.get("job_id") or "local"
     redis = ctx.get("redis")
     if not is_job_id(job_id):
-        # UpdateWorker refuses such ids before they get here (worker/arq_worker.py); the id
+        # UpdateWorker refuses such ids before they get here (worker/host/arq_worker.py); the id
         # would become a playbook variable and a path, so check again.
         logger.warning("job %s refused: invalid job id", loggable(job_id))
         return rejected_summary(
@@ -125,7 +126,7 @@ async def process_system_update(
             finished_at=now(),
         ).as_dict()
     try:
-        # Cool-down (UPDATE_MIN_INTERVAL, worker/cooldown.py); a dry run restarts nothing.
+        # Cool-down (UPDATE_MIN_INTERVAL, worker/host/cooldown.py); a dry run restarts nothing.
         refusal = (
             None if redis is None or dry_run is True else await check_cooldown(redis, settings)
         )
@@ -214,7 +215,7 @@ async def _update(
             uncancel_current_task()
             outcome = canceled.outcome
         # Cut off mid-way, the playbook could not roll back by itself (its rescue never ran):
-        # put back the state it recorded before changing anything (worker/rollback.py).
+        # put back the state it recorded before changing anything (worker/host/rollback.py).
         if outcome.status in CUT_OFF and not request.dry_run:
             await progress.step("rollback", "started")
             rollback = await shielded(

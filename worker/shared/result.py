@@ -82,7 +82,7 @@ class Summary:
     rollback: dict[str, Any] = field(default_factory=dict)
     rollback_error: str | None = None
     backup: dict[str, Any] | None = None
-    # Whether the operators were told (worker/notify.py): sent, failed, or off.
+    # Whether the operators were told (worker/host/notify.py): sent, failed, or off.
     notification: str = "off"
     # Lifecycle hooks that ran (labels update-executor.pre-update / post-update).
     hooks: dict[str, Any] = field(default_factory=dict)
