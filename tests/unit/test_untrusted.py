@@ -254,7 +254,7 @@ def test_a_non_utf8_progress_entry_is_left_out_not_raised(fields: dict[bytes, by
 
 # ------------------------------------------------------------------ arq's own Worker
 async def test_arq_s_own_worker_refuses_to_serve() -> None:
-    """`arq worker.host.arq_app.WorkerSettings` builds arq's Worker, without UpdateWorker's
+    """arq's Worker built from the worker's settings lacks UpdateWorker's
     checks."""
     from worker.host.main import StartupError, startup
 

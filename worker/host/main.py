@@ -71,7 +71,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     check_job_signing(settings)
     if not ctx.get(CTX_MARK):
-        # arq's own Worker (e.g. `arq worker.host.arq_app.WorkerSettings`) lacks the checks of
+        # arq's own Worker (built from worker_kwargs by other code) lacks the checks of
         # worker/host/arq_worker.py: job ids, replay across restarts, signed cancel requests.
         raise StartupError("run the worker with `update-executor worker` (UpdateWorker)")
     problems = settings.missing_ansible_content() + await check_host()
