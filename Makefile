@@ -19,6 +19,7 @@ lint: setup
 	$(BIN)/ruff check worker tests testbed bench
 	$(BIN)/ruff format --check worker tests testbed bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/yamllint -s playbooks inventory collections
 	$(BIN)/ansible-lint --profile production playbooks/update.yml playbooks/rollback.yml playbooks/roles/compose_update
 	# The docs name only variables, defaults and CLI flags the code has; comments name only
