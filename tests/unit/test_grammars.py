@@ -97,8 +97,8 @@ async def test_a_job_id_query_with_a_trailing_newline_is_a_422() -> None:
 # Regular expressions that check a whole string must use fullmatch; `match` is left only where
 # a pattern reads a prefix on purpose (a parser at a position, a version number's start).
 PREFIX_READERS = {
-    ("worker/host/registry.py", "scheme_re.match(text, position)"),
-    ("worker/host/registry.py", "_AUTH_PARAM.match(text, position)"),
+    ("worker/host/references.py", "scheme_re.match(text, position)"),
+    ("worker/host/references.py", "_AUTH_PARAM.match(text, position)"),
     # A failure message's leading words, cut off before it is shown.
     ("worker/host/failures.py", "_COMPOSE_PREFIX.match(message.strip())"),
     ("worker/host/failures.py", "_UNKNOWN_ERROR.match(message)"),

@@ -1,6 +1,7 @@
-"""The registry client's pure parts (worker/host/registry.py) and the check's comparisons
-(worker/host/check.py), table-driven. Fast: no Docker, no Redis; one loopback HTTP server stands
-in for a registry that omits Docker-Content-Digest (the real one always sends it)."""
+"""The registry's names and answers (worker/host/references.py), the client's pure parts
+(worker/host/registry.py) and the check's comparisons (worker/host/check.py), table-driven.
+Fast: no Docker, no Redis; one loopback HTTP server stands in for a registry that omits
+Docker-Content-Digest (the real one always sends it)."""
 
 from __future__ import annotations
 
@@ -17,27 +18,23 @@ import requests
 
 from worker.api.tables import check_exit_status, format_check_table, short_digest
 from worker.host.check import compare, repo_digests_for
-from worker.host.registry import (
-    ACCEPT,
+from worker.host.references import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
     Challenge,
-    Credentials,
     ImageReference,
-    RegistryClient,
     RegistryError,
-    connection_reason,
     is_loopback_host,
     manifest_children,
     parse_reference,
     parse_www_authenticate,
-    redact,
     registry_base_url,
     registry_host,
     sha256_digest,
 )
+from worker.host.registry import ACCEPT, Credentials, RegistryClient, connection_reason, redact
 from worker.host.settings import Settings
 from worker.shared.check import (
     ServiceCheck,

@@ -28,15 +28,8 @@ from .aftermath import METRICS_KEY
 from .compose import ComposeError, compose_config, run_command
 from .jobs import allowed_services
 from .metrics import Metrics
-from .registry import (
-    Credentials,
-    ImageReference,
-    RegistryClient,
-    RegistryError,
-    parse_reference,
-    redact,
-    registry_host,
-)
+from .references import ImageReference, RegistryError, parse_reference, registry_host
+from .registry import Credentials, RegistryClient, redact
 from .settings import Secret, Settings
 
 logger = logging.getLogger("update_executor.check")
