@@ -62,6 +62,7 @@ def test_the_router_refuses_to_exist_without_an_auth_dependency(factory: Factory
     [
         ("GET", "/system/update/check"),
         ("POST", "/system/update/trigger"),
+        ("POST", "/system/update/cancel"),
         ("GET", "/system/update/status"),
         ("GET", "/system/update/events"),
         ("GET", "/system/update/history"),
@@ -138,7 +139,8 @@ async def test_a_trigger_a_browser_may_send_cross_site_is_refused(
 async def test_the_openapi_schema_lists_the_routes(http: httpx.AsyncClient) -> None:
     schema = (await http.get("/openapi.json")).json()
     assert set(schema["paths"]) == {
-        f"/system/update/{name}" for name in ("check", "trigger", "status", "events", "history")
+        f"/system/update/{name}"
+        for name in ("check", "trigger", "cancel", "status", "events", "history")
     }
     body = schema["components"]["schemas"]["TriggerBody"]
     assert set(body["properties"]) == {"run_migrations", "create_backup", "services", "dry_run"}
@@ -161,6 +163,9 @@ async def test_bad_query_values_are_422(http: httpx.AsyncClient) -> None:
 
 async def test_an_unreachable_redis_is_a_503_that_says_so(http: httpx.AsyncClient) -> None:
     response = await http.get("/system/update/status?job_id=abc", headers=TOKEN)
+    assert response.status_code == 503
+    assert "Redis" in response.json()["detail"]
+    response = await http.post("/system/update/cancel?job_id=abc", json={}, headers=TOKEN)
     assert response.status_code == 503
     assert "Redis" in response.json()["detail"]
 

@@ -1,10 +1,13 @@
-"""A drop-in FastAPI router for the API side of an update: check, trigger, status, live events.
+"""A drop-in FastAPI router for the API side of an update: check, trigger, cancel, status,
+history, live events.
 
     from worker.api import SharedClient, build_router
 
     updates = SharedClient()  # one Redis pool for the whole app, settings from the environment
     app = FastAPI(lifespan=updates.lifespan)  # closes it at shutdown
     app.include_router(build_router(updates, require_superuser), prefix="/api")
+    # or: staff may look, only superusers may trigger or cancel
+    build_router(updates, require_staff, change_dependency=require_superuser)
 
 Only this module imports FastAPI (the optional extra `update-executor[api]`); the worker does
 not need it. Everything the routes show lives in Redis, keyed by job id, so an API process
@@ -326,10 +329,15 @@ def _kind(entry: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(entry.get("kind") or "progress"))  # one line
 
 
+def _as_depends(dependency: Callable[..., Any] | DependsParam) -> DependsParam:
+    return dependency if isinstance(dependency, DependsParam) else Depends(dependency)
+
+
 def build_router(
     client_factory: ClientFactory,
     auth_dependency: Callable[..., Any] | DependsParam,
     *,
+    change_dependency: Callable[..., Any] | DependsParam | None = None,
     requested_by: Callable[..., str | None] | None = None,
     prefix: str = "/system/update",
     max_check_wait_s: float = 30.0,
@@ -338,13 +346,20 @@ def build_router(
     frontend_images: Iterable[str] | None = None,
     check_interval_s: float = 10.0,
 ) -> APIRouter:
-    """The update routes: GET {prefix}/check, POST {prefix}/trigger, GET {prefix}/status and
-    GET {prefix}/events (Server-Sent Events).
+    """The update routes: GET and POST {prefix}/check, POST {prefix}/trigger, POST
+    {prefix}/cancel, GET {prefix}/status, GET {prefix}/history and GET {prefix}/events
+    (Server-Sent Events).
 
     The router has NO authentication or authorisation of its own. `auth_dependency` is the
     host application's check (typically "is a superuser"; a callable or a `Depends(...)`); it
     is applied to every route and must raise (401/403) to refuse a request. Updating the
     deployment is an administrator's action: pass your strictest check.
+
+    `change_dependency`: optional, a second check run after `auth_dependency` on the routes
+    that change something (POST /trigger, POST /check, POST /cancel), so that an application
+    can let some users view (GET /check, /status, /history, /events: `auth_dependency`) and
+    only others order or cancel an update (both must pass). Without it, `auth_dependency`
+    alone guards every route.
 
     `client_factory`: a zero-argument callable returning the UpdateClient to use (or an
     awaitable of one), called on every request. The router never closes that client: return a
@@ -366,10 +381,14 @@ def build_router(
             "build_router needs the host application's auth dependency (its superuser "
             "check): the update routes have no authentication of their own"
         )
-    auth = (
-        auth_dependency if isinstance(auth_dependency, DependsParam) else Depends(auth_dependency)
+    router = APIRouter(
+        prefix=prefix, tags=["system update"], dependencies=[_as_depends(auth_dependency)]
     )
-    router = APIRouter(prefix=prefix, tags=["system update"], dependencies=[auth])
+    # The routes that change something: the host's second check (if any), then the CSRF guard.
+    changes = [
+        *([] if change_dependency is None else [_as_depends(change_dependency)]),
+        Depends(require_json),
+    ]
     frontend = None if frontend_images is None else list(frontend_images)
 
     def with_legacy(check: dict[str, Any]) -> dict[str, Any]:
@@ -460,7 +479,7 @@ def build_router(
 
         return await answer_check(client, wait, find)
 
-    @router.post("/check", dependencies=[Depends(require_json)])
+    @router.post("/check", dependencies=changes)
     async def start_check(
         client: Client, wait: CheckWait = 5.0, services: CheckServices = None
     ) -> dict[str, Any]:
@@ -475,7 +494,7 @@ def build_router(
     @router.post(
         "/trigger",
         status_code=202,
-        dependencies=[Depends(require_json)],
+        dependencies=changes,
         responses={
             409: {"description": "an update is already queued or running (its id)"},
             415: {"description": "not sent as application/json (CSRF guard)"},
@@ -528,6 +547,60 @@ def build_router(
                 "status": "updating",
                 "message": "Update queued; the worker will start it shortly.",
                 "progress": None,
+                "error": None,
+            },
+        )
+
+    @router.post(
+        "/cancel",
+        status_code=202,
+        dependencies=changes,
+        responses={
+            404: {"description": "no such job (or no update yet)"},
+            409: {"description": "the job already ended: nothing to cancel"},
+            415: {"description": "not sent as application/json (CSRF guard)"},
+        },
+    )
+    async def cancel(client: Client, who: RequestedBy, job_id: JobIdQuery = None) -> JSONResponse:
+        """Cancel an update (default: the latest) that is queued or running: 202 once the
+        signed cancel request is stored (worker/shared/cancel.py). The worker ends a queued job
+        `canceled` without running it, or cuts a running one off and puts back what it had
+        changed; follow it with /status or /events. 404: no such job; 409: it already ended."""
+        try:
+            answer = await (client.status(job_id) if job_id else client.latest_update())
+            active = answer is not None and answer["state"] in (JobState.queued, JobState.running)
+            if answer is not None and active:
+                await client.request_cancel(str(answer["job_id"]))
+        except LookupError:  # finished, but its result expired between two reads
+            return _not_found(job_id, "no such update job (or its result expired)")
+        except (RedisError, OSError) as exc:
+            raise _queue_down(exc) from None
+        if answer is None or answer["state"] == JobState.not_found:
+            if job_id is None:
+                return _not_found(None, "no update has been queued yet: nothing to cancel")
+            return _not_found(job_id, "no such update job (or its result expired)")
+        if not active:
+            ended = (answer.get("summary") or {}).get("status") or "finished"
+            return JSONResponse(
+                status_code=409,
+                content={
+                    **legacy_status_fields(answer),
+                    "detail": f"the update already ended ({ended}): nothing to cancel",
+                    "job_id": answer["job_id"],
+                    "state": answer["state"],
+                },
+            )
+        logger.info(
+            "cancel of update job %s requested through the API by %s", answer["job_id"], who or "-"
+        )
+        return JSONResponse(
+            status_code=202,
+            content={
+                "job_id": answer["job_id"],
+                "state": answer["state"],
+                "status": "updating",
+                "message": "Cancel requested: the worker stops the update and puts back what "
+                "it had changed.",
                 "error": None,
             },
         )

@@ -371,17 +371,23 @@ class UpdateClient:
                 raise TimeoutError(f"update job {job_id} did not finish in {timeout} s")
             await asyncio.sleep(RESULT_POLL_S)
 
+    async def request_cancel(self, job_id: str) -> None:
+        """Write a signed cancel request for the job and return at once (`abort` also waits for
+        the job's end). The worker takes it before a queued job starts (which then ends
+        `canceled` without running) or within a poll of a running one (cut off, rolled back)."""
+        check_job_id(job_id)
+        queue = self.settings.queue_name
+        ttl = MAX_JOB_TIMEOUT_S + CANCEL_MARGIN_S
+        request = seal_cancel(client_codec(self.settings), queue, job_id, ttl)
+        await self.redis.set(cancel_key(queue, job_id), request, ex=ttl)
+
     async def abort(self, job_id: str, timeout: float = 60) -> bool:
         """Ask the worker to cancel the job; True once it ended canceled. The worker stops
         ansible, rolls back what the update had changed, and returns a `canceled` summary.
 
         The request is signed and bound to the job and queue (worker/shared/cancel.py): ARQ's own
         abort set is ignored by the worker, since anyone who can write to Redis can fill it."""
-        check_job_id(job_id)
-        queue = self.settings.queue_name
-        ttl = MAX_JOB_TIMEOUT_S + CANCEL_MARGIN_S
-        request = seal_cancel(client_codec(self.settings), queue, job_id, ttl)
-        await self.redis.set(cancel_key(queue, job_id), request, ex=ttl)
+        await self.request_cancel(job_id)
         try:
             summary = await self.result(job_id, timeout=timeout)
         except (TimeoutError, LookupError):
