@@ -20,8 +20,9 @@ dockerd imports it once per bed as BASE_IMAGE, and two small Dockerfiles build o
   alembic_version equals the head its code expects (the last revision it carries), else 503;
   a HEALTHCHECK calls it. Pushed to the bed's registry, as an application image is.
 
-`write_db_project()` writes a compose project {db, api}; `migrate()` runs
-`docker compose exec api alembic upgrade head` in it, as the worker's migration step does.
+`write_db_project()` writes a compose project {db, api} (`DbProject`); its `migrate()` runs
+`docker compose exec api alembic upgrade head`, as the worker's migration step does;
+`publish_version()` pushes a version as `:latest` to the registry only, as CI releases one.
 """
 
 from __future__ import annotations
@@ -230,6 +231,25 @@ def build_app_image(
     return ref
 
 
+def publish_version(stack: Stack, version: int, *, repo: str = "acme/dbapp") -> str:
+    """Release `version` as CI would: push it as `{registry}/{repo}:latest` to the registry
+    only; the daemon's `:latest` keeps pointing at what it pointed at (the containers' image),
+    so only a pull brings the new one. Returns the image ID a pull gives."""
+    ref = build_app_image(stack, version, repo=repo)
+    latest = f"{stack.registry}/{repo}:latest"
+    previous = image_id_of(stack, latest)
+    stack.docker("tag", ref, latest)
+    stack.docker("push", latest, logged_in=True, timeout=300)
+    if previous is not None:
+        stack.docker("tag", previous, latest)
+    else:
+        stack.docker("image", "rm", latest)
+    image_id = image_id_of(stack, ref)
+    if image_id is None:
+        raise RuntimeError(f"{ref} vanished after its push")
+    return image_id
+
+
 COMPOSE_FILE_NAME = "docker-compose.yml"
 ENV_FILE_NAME = "db.env"
 _COMPOSE = f"""\
@@ -330,8 +350,16 @@ class DbProject:
         return [row[0] for row in rows]
 
     def run_version(self, version_ref: str) -> None:
-        """Point `app_image` at `version_ref` (a local tag) and recreate api (no wait)."""
+        """Point the local `app_image` tag at `version_ref` and recreate api (no wait): a
+        version change by hand, without the registry (see `publish_version` for that)."""
         self.stack.docker("tag", version_ref, self.app_image)
+        self.compose("up", "-d", API_SERVICE)
+
+    def pull_and_recreate(self) -> None:
+        """`docker compose pull api` (logged in) then `up -d api`: what an update does."""
+        self.stack.compose(
+            self.compose_file, self.project, "pull", API_SERVICE, logged_in=True, timeout=300
+        )
         self.compose("up", "-d", API_SERVICE)
 
     def health(self) -> str | None:
