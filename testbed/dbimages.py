@@ -261,15 +261,15 @@ services:
     image: @DB_IMAGE@
     env_file: {ENV_FILE_NAME}
     volumes:
-      - db-data:/var/lib/postgresql/data
+      - db-data:/var/lib/postgresql/data@DB_SOCKET@
 
   {API_SERVICE}:
     # Migrations: docker compose exec {API_SERVICE} alembic upgrade head
     image: @APP_IMAGE@
     env_file: {ENV_FILE_NAME}
     environment:
-      POSTGRES_SERVER: {DB_SERVICE}
-      POSTGRES_PORT: "{DB_PORT}"
+      POSTGRES_SERVER: @SERVER@
+      POSTGRES_PORT: "{DB_PORT}"@API_SOCKET@
     ports:
       - "127.0.0.1::{APP_PORT}"
     depends_on:
@@ -277,8 +277,9 @@ services:
         condition: service_healthy
 
 volumes:
-  db-data: {{}}
+  db-data: {{}}@SOCKET_VOLUME@
 """
+SOCKET_DIR = "/run/postgresql"
 
 
 @dataclass(frozen=True)
@@ -398,10 +399,15 @@ def write_db_project(
     repo: str = "acme/dbapp",
     version: int = 1,
     db_password: str | None = None,
+    via_socket: bool = False,
 ) -> DbProject:
     """Write `docker-compose.yml` and `db.env` (0600) for {db, api} in `directory`, build the
     db image and the app at `version` (tagged `{registry}/{repo}:latest` and pushed, the image
-    the file names); start nothing. The password is random unless given."""
+    the file names); start nothing. The password is random unless given.
+
+    `via_socket=True`: api reaches db through PostgreSQL's socket directory on a volume both
+    mount, not over TCP, for machines where containers cannot reach each other (another
+    dockerd's FORWARD policy DROP with br_netfilter, see testbed/dockerd.py)."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", project):
         raise ValueError(f"invalid compose project name {project!r}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -422,5 +428,11 @@ def write_db_project(
         _COMPOSE.replace("@PROJECT@", project)
         .replace("@DB_IMAGE@", db_image)
         .replace("@APP_IMAGE@", app_image)
+        .replace("@SERVER@", SOCKET_DIR if via_socket else DB_SERVICE)
+        .replace("@DB_SOCKET@", f"\n      - db-socket:{SOCKET_DIR}" if via_socket else "")
+        .replace(
+            "@API_SOCKET@", f"\n    volumes:\n      - db-socket:{SOCKET_DIR}" if via_socket else ""
+        )
+        .replace("@SOCKET_VOLUME@", "\n  db-socket: {}" if via_socket else "")
     )
     return DbProject(stack, project, compose_file, app_image)

@@ -101,7 +101,8 @@ def test_v1_to_v2_migrates_keeps_the_rows_and_downgrades_back(
     wait_endpoint(site, 503, f"schema {REVISIONS[1]}, code expects {REVISIONS[2]}")
     site.wait_health("unhealthy")
 
-    site.migrate()
+    _status, output = site.migrate()
+    assert f"Running upgrade {REVISIONS[1]} -> {REVISIONS[2]}" in output
     site.wait_health("healthy")
     assert site.current_revision() == REVISIONS[2]
     assert site.columns("items") == ["id", "name", "note"]

@@ -3,6 +3,8 @@ revision (`transaction_per_migration`): a failing revision leaves the ones befor
 
 from __future__ import annotations
 
+from logging.config import fileConfig
+
 from alembic import context
 from dburl import database_url
 from sqlalchemy import create_engine, pool
@@ -16,6 +18,9 @@ def run_migrations_online() -> None:
             context.run_migrations()
 
 
+# alembic.ini's logging: "Running upgrade A -> B" lines on stderr, as a real project prints.
+if context.config.config_file_name is not None:
+    fileConfig(context.config.config_file_name)
 if context.is_offline_mode():
     raise SystemExit("the test app migrates online only")
 run_migrations_online()
