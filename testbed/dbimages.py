@@ -391,6 +391,20 @@ class DbProject:
         return containers(self.stack, self.project)[service].name
 
 
+def compose_text(project: str, db_image: str, app_image: str, *, via_socket: bool = False) -> str:
+    """The compose file of a {db, api} project (see `write_db_project`)."""
+    api_volumes = f"\n    volumes:\n      - db-socket:{SOCKET_DIR}"
+    return (
+        _COMPOSE.replace("@PROJECT@", project)
+        .replace("@DB_IMAGE@", db_image)
+        .replace("@APP_IMAGE@", app_image)
+        .replace("@SERVER@", SOCKET_DIR if via_socket else DB_SERVICE)
+        .replace("@DB_SOCKET@", f"\n      - db-socket:{SOCKET_DIR}" if via_socket else "")
+        .replace("@API_SOCKET@", api_volumes if via_socket else "")
+        .replace("@SOCKET_VOLUME@", "\n  db-socket: {}" if via_socket else "")
+    )
+
+
 def write_db_project(
     stack: Stack,
     directory: Path,
@@ -424,15 +438,5 @@ def write_db_project(
         "POSTGRES_DB=app\n"
     )
     compose_file = directory / COMPOSE_FILE_NAME
-    compose_file.write_text(
-        _COMPOSE.replace("@PROJECT@", project)
-        .replace("@DB_IMAGE@", db_image)
-        .replace("@APP_IMAGE@", app_image)
-        .replace("@SERVER@", SOCKET_DIR if via_socket else DB_SERVICE)
-        .replace("@DB_SOCKET@", f"\n      - db-socket:{SOCKET_DIR}" if via_socket else "")
-        .replace(
-            "@API_SOCKET@", f"\n    volumes:\n      - db-socket:{SOCKET_DIR}" if via_socket else ""
-        )
-        .replace("@SOCKET_VOLUME@", "\n  db-socket: {}" if via_socket else "")
-    )
+    compose_file.write_text(compose_text(project, db_image, app_image, via_socket=via_socket))
     return DbProject(stack, project, compose_file, app_image)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from testbed.dbimages import (
     APP_DIR,
@@ -14,7 +15,9 @@ from testbed.dbimages import (
     DB_PACKAGES,
     DB_ROOTFS_VERSION,
     REVISIONS,
+    SOCKET_DIR,
     app_files,
+    compose_text,
     db_rootfs_key,
 )
 from testbed.systemd import ROOTFS_PACKAGES, rootfs_key
@@ -100,3 +103,40 @@ def test_the_revision_files_exist_for_every_version() -> None:
     assert [int(name[1 : name.index("_")]) for name in names] == list(APP_VERSIONS)
     assert set(REVISIONS) == set(APP_VERSIONS)
     assert all(isinstance(path, Path) for path in app_files(3).values())
+
+
+@pytest.mark.parametrize(
+    ("via_socket", "server", "db_volumes", "api_volumes", "volumes"),
+    [
+        (False, "db", ["db-data:/var/lib/postgresql/data"], None, {"db-data"}),
+        (
+            True,
+            SOCKET_DIR,
+            ["db-data:/var/lib/postgresql/data", f"db-socket:{SOCKET_DIR}"],
+            [f"db-socket:{SOCKET_DIR}"],
+            {"db-data", "db-socket"},
+        ),
+    ],
+)
+def test_the_compose_file_connects_api_to_db_over_tcp_or_the_socket(
+    via_socket: bool,
+    server: str,
+    db_volumes: list[str],
+    api_volumes: list[str] | None,
+    volumes: set[str],
+) -> None:
+    text = compose_text(
+        "shop", "127.0.0.1:9/local/postgres:15", "r:1/a:latest", via_socket=via_socket
+    )
+    data = yaml.safe_load(text)
+    assert data["name"] == "shop"
+    assert set(data["services"]) == {"db", "api"}
+    db, api = data["services"]["db"], data["services"]["api"]
+    assert db["volumes"] == db_volumes
+    assert api.get("volumes") == api_volumes
+    assert set(data["volumes"]) == volumes
+    assert api["environment"] == {"POSTGRES_SERVER": server, "POSTGRES_PORT": "5432"}
+    assert api["depends_on"] == {"db": {"condition": "service_healthy"}}
+    # The password is in the 0600 env file both read, never in the compose file.
+    assert db["env_file"] == api["env_file"] == "db.env"
+    assert "PASSWORD" not in text
