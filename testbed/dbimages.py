@@ -218,6 +218,7 @@ def build_app_image(
 ) -> str:
     """Build the app at `version` (1, 2, 3) as `{registry}/{repo}:v{version}`, push it (the
     daemon keeps it tagged too), return the reference. Its health wants REVISIONS[version]."""
+    files = app_files(version)  # refuses an unknown version before anything is built
     ref = app_image_ref(stack, version, repo)
     base = ensure_base_image(stack)
     dockerfile = (
@@ -225,7 +226,7 @@ def build_app_image(
         .replace("@VERSION@", str(version))
         .replace("@HEAD@", REVISIONS[version])
     )
-    _build(stack, ref, dockerfile, app_files(version))
+    _build(stack, ref, dockerfile, files)
     if push:
         stack.docker("push", ref, logged_in=True, timeout=300)
     return ref

@@ -111,7 +111,19 @@ def test_v1_to_v2_migrates_keeps_the_rows_and_downgrades_back(
         ["2", "pear", "note of pear"],
     ]
 
+    # The old code on the new schema (what a rollback of the images alone leaves) is not
+    # healthy, and cannot undo a revision it does not carry.
+    site.run_version(app_images[1])
+    wait_endpoint(site, 503, f"schema {REVISIONS[2]}, code expects {REVISIONS[1]}")
+    status, output = site.alembic("downgrade", REVISIONS[1], check=False)
+    assert status != 0
+    assert f"Can't locate revision identified by '{REVISIONS[2]}'" in output
+    status, output = site.alembic("current", check=False)  # nor tell where the schema is
+    assert status != 0
+    assert f"Can't locate revision identified by '{REVISIONS[2]}'" in output
+
     # The newer image knows how to undo its revision: v1's schema comes back, rows intact.
+    site.run_version(app_images[2])
     status, output = site.alembic("downgrade", REVISIONS[1])
     assert status == 0, output
     assert site.current_revision() == REVISIONS[1]
