@@ -4,7 +4,8 @@
 distribution registry with htpasswd auth standing in for GHCR, and a Redis for the ARQ queue,
 all under one short base dir in /tmp, and removes all of it on exit. See docs in each module:
 `bed` (lifecycle, cleanup), `dockerd` (daemon flags and why), `images` (test images and their
-behaviours), `project` (the sample compose stack), `containers` (what tests compare before/after).
+behaviours), `project` (the sample compose stack), `containers` (what tests compare before/after),
+`dbimages` (PostgreSQL and an Alembic app from Debian's packages), `systemd` (a systemd host).
 """
 
 from testbed.bed import TestBed, cleanup_stale

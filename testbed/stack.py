@@ -138,6 +138,7 @@ class Stack:
         logged_in: bool = False,
         timeout: float = 600.0,
         env: Mapping[str, str] | None = None,
+        input: str | None = None,  # same name as subprocess.run's
     ) -> subprocess.CompletedProcess[str]:
         """Run `docker compose -f FILE -p PROJECT ARGS` (cwd = the file's directory)."""
         return self.docker(
@@ -152,6 +153,7 @@ class Stack:
             timeout=timeout,
             env=env,
             cwd=compose_file.parent,
+            input=input,
         )
 
     def log_tails(self, lines: int = 30) -> str:

@@ -73,9 +73,10 @@ def apt_mirror() -> str:
     raise TestBedError(f"no Debian {DEBIAN_SUITE} main archive in apt's sources ({SOURCES})")
 
 
-def rootfs_key(mirror: str) -> str:
-    """Names the cached tarball: a new package list or archive makes a new one."""
-    recipe = {"suite": DEBIAN_SUITE, "mirror": mirror, "packages": ROOTFS_PACKAGES, "v": 1}
+def rootfs_key(mirror: str, packages: Sequence[str] = ROOTFS_PACKAGES, version: int = 1) -> str:
+    """Names the cached tarball: a new package list, archive or recipe version (bumped when
+    what is done to the tree changes) makes a new one."""
+    recipe = {"suite": DEBIAN_SUITE, "mirror": mirror, "packages": tuple(packages), "v": version}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,11 +91,24 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def rootfs_tarball(cache_dir: Path = CACHE_DIR) -> Path:
-    """The cached root file system tarball, built with debootstrap when missing."""
+def rootfs_tarball(
+    cache_dir: Path = CACHE_DIR,
+    *,
+    name: str = "systemd",
+    packages: Sequence[str] = ROOTFS_PACKAGES,
+    version: int = 1,
+    prune: Sequence[str] = (),
+) -> Path:
+    """The cached root file system tarball, built with debootstrap when missing.
+
+    `packages` are added to minbase; `prune` are globs (relative to the root) removed before
+    the tarball is made (caches, what a package's postinst created and the image does not
+    use); a change to them needs a new `version`, which is part of the key.
+    """
     mirror = apt_mirror()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tarball = cache_dir / f"debian-{DEBIAN_SUITE}-systemd-{rootfs_key(mirror)}.tar"
+    key = rootfs_key(mirror, packages, version)
+    tarball = cache_dir / f"debian-{DEBIAN_SUITE}-{name}-{key}.tar"
     with _locked(cache_dir / ".lock"):
         if tarball.is_file():
             return tarball
@@ -103,7 +117,7 @@ def rootfs_tarball(cache_dir: Path = CACHE_DIR) -> Path:
             raise TestBedError("debootstrap is missing: run scripts/bootstrap.sh as root")
         with tempfile.TemporaryDirectory(prefix="rootfs-", dir=cache_dir) as tmp:
             root = Path(tmp) / "root"
-            argv = [debootstrap, "--variant=minbase", "--include=" + ",".join(ROOTFS_PACKAGES)]
+            argv = [debootstrap, "--variant=minbase", "--include=" + ",".join(packages)]
             done = subprocess.run(
                 [*argv, DEBIAN_SUITE, str(root), mirror],
                 capture_output=True,
@@ -117,6 +131,12 @@ def rootfs_tarball(cache_dir: Path = CACHE_DIR) -> Path:
                 if log.is_file():
                     lines += log.read_text(errors="replace").splitlines()
                 raise TestBedError("debootstrap failed:\n" + "\n".join(lines[-30:]))
+            for pattern in prune:
+                for path in root.glob(pattern):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
             partial = Path(tmp) / "rootfs.tar"
             subprocess.run(
                 ["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."],
