@@ -62,7 +62,7 @@ def test_the_install_recipe_is_in_the_order_an_operator_needs() -> None:
     env file edited) before `enable --now`, and nothing run from under /home."""
     steps = install_steps(OPERATIONS_MD.read_text())
     names = [step.name for step in steps]
-    assert names == ["user", "project", "wheel", "secret", "token", "env", "unit"]
+    assert names == ["user", "project", "wheel", "secret", "token", "env", "unit", "check"]
     by_name = {step.name: step.script for step in steps}
     # Debian 12's systemd has no /etc/sysusers.d: the copy creates it.
     assert "install -D -m 0644 deploy/sysusers.d/" in by_name["user"]
@@ -73,7 +73,13 @@ def test_the_install_recipe_is_in_the_order_an_operator_needs() -> None:
     assert env_lines[1].startswith("editor /etc/update-executor/update-executor.env")
     started = [step.name for step in steps if "systemctl enable --now" in step.script]
     assert started == ["unit"]
-    assert "systemctl" not in "".join(by_name[name] for name in names[:-1])
+    before_the_unit = names[: names.index("unit")]
+    assert "systemctl" not in "".join(by_name[name] for name in before_the_unit)
+    # The check goes through the unit's worker with its settings, never a sourced env file.
+    assert (
+        "--env-file /etc/update-executor/update-executor.env enqueue --dry-run --wait"
+        in (by_name["check"])
+    )
     # The token step is one line an operator without a token skips.
     assert len(by_name["token"].splitlines()) == 1
     assert all("/home" not in step.script for step in steps)
