@@ -42,9 +42,11 @@ unit: setup
 integration: setup
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# The worker installed as docs/operations.md says, under a real systemd (PID 1 in a Debian 12
-# container of the test bed's dockerd), updating through the unit; a few minutes, the first
-# run also builds the cached root file system (debootstrap, ~80 s). `make test` runs it too.
+# The worker installed by docs/operations.md's install steps (its `<!-- install-step -->` sh
+# blocks, run as written) under a real systemd (PID 1 in a Debian 12 container of the test
+# bed's dockerd), updating through the unit, also from a registry without a token; a few
+# minutes, the first run also builds the cached root file system (debootstrap, ~80 s).
+# `make test` runs it too.
 test-systemd: setup
 	$(BIN)/pytest tests/integration/test_systemd.py $(PYTEST_ARGS)
 

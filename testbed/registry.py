@@ -58,10 +58,7 @@ class Registry(Daemon):
         """Write htpasswd and config (JSON is valid YAML for the registry); return its path."""
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
-        htpasswd = self.root / "htpasswd"
-        htpasswd.write_text(bcrypt_htpasswd_line(self.username, self.password) + "\n")
-        htpasswd.chmod(0o600)
-        config = {
+        config: dict[str, object] = {
             "version": "0.1",
             "log": {"level": "info", "formatter": "text"},
             "storage": {
@@ -75,11 +72,20 @@ class Registry(Daemon):
                 "secret": secrets.token_hex(16),
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
-            "auth": {"htpasswd": {"realm": REALM, "path": str(htpasswd)}},
         }
+        auth = self.auth()
+        if auth is not None:
+            config["auth"] = auth
         path = self.root / "config.yml"
         path.write_text(json.dumps(config, indent=2) + "\n")
         return path
+
+    def auth(self) -> dict[str, object] | None:
+        """The registry's `auth:` section (htpasswd, its file written here)."""
+        htpasswd = self.root / "htpasswd"
+        htpasswd.write_text(bcrypt_htpasswd_line(self.username, self.password) + "\n")
+        htpasswd.chmod(0o600)
+        return {"htpasswd": {"realm": REALM, "path": str(htpasswd)}}
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         config = self.root / "config.yml"
@@ -99,5 +105,27 @@ class Registry(Daemon):
         try:
             conn.request("GET", "/v2/")
             return conn.getresponse().status == 401
+        finally:
+            conn.close()
+
+
+class OpenRegistry(Registry):
+    """A registry that needs no credentials at all (as a public or in-house mirror): anyone may
+    pull and push. Ready once GET /v2/ answers 200 without credentials."""
+
+    name = "docker-registry (no auth)"
+
+    def __init__(self, base_dir: Path, port: int, log_path: Path) -> None:
+        super().__init__(base_dir, port, "", "", log_path)
+        self.root = base_dir / "open-registry"
+
+    def auth(self) -> dict[str, object] | None:
+        return None
+
+    def ready(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
+        try:
+            conn.request("GET", "/v2/")
+            return conn.getresponse().status == 200
         finally:
             conn.close()

@@ -5,15 +5,19 @@ these flags, and why `/` is made shared first). It plays the Docker host: the be
 socket is mounted at /run/docker.sock (its group is the host's `docker` group, which the unit's
 `SupplementaryGroups=docker` names), the docker CLI and the compose plugin are mounted in, and a
 stand-in `docker.service` satisfies the unit's `Requires=docker.service`. Then the install
-block of docs/operations.md runs as it stands (the wheel from dist/, its dependencies from a
-local wheelhouse: the container takes nothing from PyPI), with the bed's registry password as
-the token and the env file edited for the bed. The unit is deploy/'s, unchanged.
+steps of docs/operations.md (its `<!-- install-step: … -->` blocks, tests/docsteps.py) run as
+they stand, in the doc's order, in one root shell (the wheel from dist/, its dependencies from
+a local wheelhouse: the container takes nothing from PyPI), with the bed's registry password as
+the token and the env file edited for the bed (the `editor` line). The site is in /srv/app as
+in the doc, its `.env` root's 0600 as an operator's would be: the doc's step makes it readable
+by the worker. The unit is deploy/'s, unchanged.
 
 From outside, as the API would, the tests enqueue signed updates on the bed's Redis and look
 at the result, the site, the unit's directories, the journal; then the faults: `systemctl
 stop` mid-update (finished within the grace period; past it, rolled back), `systemctl kill -s
-KILL` mid-update (the restart rolls it back), a bad configuration; and `systemd-analyze
-security`. The migration of every
+KILL` mid-update (the restart rolls it back), a bad configuration; `systemd-analyze
+security`; and, with the token step undone, an update from a registry that needs no token
+(testbed.registry.OpenRegistry). The migration of every
 update here waits for a gate file in the app's volume: the tests hold an update in its
 migration step, look, act, then open the gate, instead of guessing with sleeps.
 
@@ -36,10 +40,13 @@ from pathlib import Path
 import pytest
 
 from testbed import Stack, build_app_image, running_image_ids, write_sample_project
+from testbed.procs import free_port
+from testbed.registry import OpenRegistry
 from testbed.siteenv import site_environment
 from testbed.stack import docker_binary
 from testbed.systemd import Mount, SystemdHost, rootfs_tarball
 from testbed.wheelhouse import complete_for_python
+from tests.docsteps import install_steps
 from tests.integration.conftest import (
     GATED_MIGRATION,
     GATED_MIGRATION_PATH,
@@ -56,7 +63,11 @@ pytestmark = pytest.mark.timeout(900)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS_MD = REPO_ROOT / "docs" / "operations.md"
 UNIT = "update-executor.service"
-SITE_DIR = "/srv/app"  # COMPOSE_FILE_PATH's directory in deploy/update-executor.env.example
+SITE_DIR = "/srv/app"  # the doc's compose project (COMPOSE_FILE_PATH's directory)
+# The site's .env: the doc's "project" step makes it readable by the service user.
+SITE_DOT_ENV = "APP_ENV=production\nDB_PASSWORD=kept-from-other-users\n"
+API_SECRET = f"{SITE_DIR}/secrets/update_job_secret"  # the API's copy (the doc's "secret" step)
+OPEN_SITE_DIR = "/srv/open"
 SOURCE_DIR = "/root/update-executor"  # the release's files: deploy/ and dist/
 WHEELHOUSE_DIR = "/root/wheelhouse"
 TOKEN_PLACEHOLDER = "'ghp_…'"
@@ -86,16 +97,6 @@ def restart_worker(host: SystemdHost, command: str = "start") -> None:
     host.wait_journal(UNIT, READY, after=cursor)
 
 
-def install_steps() -> str:
-    """The install block of docs/operations.md, between its install-steps markers."""
-    text = OPERATIONS_MD.read_text()
-    match = re.search(
-        r"<!-- install-steps:.*?-->\s*```sh\n(.*?)```\s*<!-- /install-steps -->", text, re.S
-    )
-    assert match, f"no install-steps block in {OPERATIONS_MD}"
-    return match.group(1)
-
-
 def edited_env_file(example: str, values: dict[str, str]) -> str:
     """deploy/update-executor.env.example with `values` set, as an operator edits it."""
     lines, left = [], dict(values)
@@ -108,14 +109,25 @@ def edited_env_file(example: str, values: dict[str, str]) -> str:
     return "\n".join([*lines, *(f"{k}={v}" for k, v in left.items())]) + "\n"
 
 
-def operator_script(token: str, env_file: str) -> str:
-    """The doc's block with the operator's two inputs: the token, the edited env file."""
-    steps = install_steps()
-    assert steps.count(TOKEN_PLACEHOLDER) == 1, "the token line of the install block changed"
-    steps = steps.replace(TOKEN_PLACEHOLDER, shlex.quote(token))
-    edit_line = next(line for line in steps.splitlines() if line.endswith("# then edit it"))
-    edit = f"cat >/etc/update-executor/update-executor.env <<'EOF'\n{env_file}EOF"
-    return steps.replace(edit_line, f"{edit_line}\n{edit}")
+def operator_script(token: str | None, env_file: str) -> str:
+    """docs/operations.md's install steps, in order, with the operator's inputs: the token (None:
+    the registry needs none, the token step is skipped as the doc says) and the env file as
+    edited (written where the doc runs `editor`)."""
+    script = []
+    for step in install_steps(OPERATIONS_MD.read_text()):
+        text = step.script
+        if step.name == "token":
+            if token is None:
+                continue
+            assert text.count(TOKEN_PLACEHOLDER) == 1, "the token line of the install steps changed"
+            text = text.replace(TOKEN_PLACEHOLDER, shlex.quote(token))
+        edits = [line for line in text.splitlines() if line.startswith("editor ")]
+        for line in edits:
+            path = shlex.split(line)[1]
+            text = text.replace(line, f"cat >{path} <<'EOF'\n{env_file}EOF")
+        assert (step.name == "env") == bool(edits), f"the env file is edited in {step.name}"
+        script.append(f"# --- install step {step.name} (docs/operations.md:{step.line})\n{text}")
+    return "".join(script)
 
 
 @dataclass
@@ -182,6 +194,9 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
         app_repo=app_repo,
         frontend_repo="systemd/frontend",
     )
+    dot_env = compose_file.parent / ".env"
+    dot_env.write_text(SITE_DOT_ENV)
+    dot_env.chmod(0o600)  # as an operator's: root's; the doc's "project" step opens it
     stack.compose(compose_file, project, "up", "-d", "--wait")
     site = Site(stack, project, compose_file, app_repo)
     site.api(
@@ -192,6 +207,56 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     )
     yield site
     stack.compose(compose_file, project, "down", "--volumes", "--timeout", "1", check=False)
+
+
+@dataclass
+class OpenSite:
+    """A one-service compose project whose image comes from a registry without auth."""
+
+    stack: Stack
+    registry: OpenRegistry
+    project: str
+    compose_file: Path
+    repo: str = "systemd/open"
+
+    @property
+    def image(self) -> str:
+        return f"{self.registry.address}/{self.repo}:latest"
+
+    def publish(self, version: str, *, keep_local: bool = False) -> None:
+        """Push `version` to the open registry (no login: it needs none); unless `keep_local`,
+        the daemon keeps no tag of it: only a pull brings it."""
+        built = build_app_image(self.stack, self.repo, version, push=False)
+        self.stack.docker("tag", built, self.image)
+        self.stack.docker("push", self.image, timeout=300)  # the bed's anonymous config
+        if not keep_local:
+            self.stack.docker("image", "rm", self.image, built, check=False)
+
+    def version(self) -> str:
+        return self.stack.docker("exec", f"{self.project}-api", "cat", "/app/VERSION").stdout
+
+
+@pytest.fixture(scope="module")
+def open_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSite]:
+    base = tmp_path_factory.mktemp("open-registry")
+    registry = OpenRegistry(base, free_port(), base / "registry.log")
+    registry.start()
+    project = "uesdo"
+    compose_file = tmp_path_factory.mktemp("open-site") / "docker-compose.yml"
+    try:
+        registry.wait()
+        site = OpenSite(stack, registry, project, compose_file)
+        compose_file.write_text(
+            f"name: {project}\nservices:\n  api:\n    image: {site.image}\n"
+            f"    container_name: {project}-api\n    init: true\n"
+        )
+        compose_file.parent.chmod(0o755)  # readable by the service user (install step 2)
+        site.publish("1", keep_local=True)
+        stack.compose(compose_file, project, "up", "-d", "--wait")
+        yield site
+    finally:
+        stack.compose(compose_file, project, "down", "--timeout", "1", check=False)
+        registry.stop()
 
 
 def compose_plugin() -> Path:
@@ -271,7 +336,13 @@ def installed(
         )
         timings["install steps"] = time.monotonic() - began
         assert stack.registry_password not in output
-        job_secret = host.exec("cat", "/etc/update-executor/job_secret").stdout.strip()
+        # The API signs with its own copy (the doc's "secret" step): the client below uses it.
+        job_secret = host.exec("cat", API_SECRET).stdout.strip()
+        assert job_secret == host.exec("cat", "/etc/update-executor/job_secret").stdout.strip()
+        assert host.exec("stat", "-c", "%U %a", API_SECRET).stdout.split() == ["root", "400"]
+        # The project step let the service user read the operator's .env, and only read it.
+        dot_env = host.exec("stat", "-c", "%U %G %a", f"{SITE_DIR}/.env").stdout.split()
+        assert dot_env == ["root", "update-executor", "640"], dot_env
         began = time.monotonic()
         host.wait_journal(UNIT, READY, after=cursor)
         timings["worker start"] = time.monotonic() - began
@@ -523,3 +594,52 @@ def test_systemd_analyze_security_exposure(installed: Installed) -> None:
     )
     assert recorded, "docs/security.md does not record the exposure score"
     assert score <= float(recorded.group(1)), (score, recorded.group(1))
+
+
+# ----------------------------------------------------------------------------- no token
+async def test_without_a_token_the_unit_starts_and_updates_from_a_registry_that_needs_none(
+    installed: Installed, open_site: OpenSite, client: UpdateClient
+) -> None:
+    """Issue 25: the doc's token step skipped (here: undone) for a registry without auth. A
+    `LoadCredential=` whose file is missing failed the unit (243/CREDENTIALS); now the unit's
+    `SetCredential=` fallback gives a blank credential, the worker starts without a token, and
+    the update pulls without a login."""
+    host, stack = installed.host, open_site.stack
+    token_path = "/etc/update-executor/github_token"
+    env_path = "/etc/update-executor/update-executor.env"
+    host.copy_in(open_site.compose_file.parent, OPEN_SITE_DIR)
+    values = site_environment(
+        stack,
+        queue=installed.settings.queue_name,
+        compose_file=Path(OPEN_SITE_DIR) / open_site.compose_file.name,
+        project=open_site.project,
+        job_timeout=300,
+        log_file=None,
+        REGISTRY_URL=open_site.registry.address,
+    )
+    values.pop("REGISTRY_USERNAME")  # the example's placeholder stays: harmless without a token
+    host.exec("rm", token_path)
+    host.exec("sh", "-c", f"cat >{env_path}", input=edited_env_file(installed.env_file, values))
+    try:
+        cursor = host.cursor()
+        restart_worker(host, "restart")
+        assert host.unit(UNIT, "ActiveState")["ActiveState"] == "active"
+        assert "no token: anonymous pulls" in host.journal(UNIT, after=cursor)
+        blank = host.exec("cat", f"/run/credentials/{UNIT}/github_token").stdout
+        assert blank.strip() == "", "the SetCredential= fallback is blank"
+
+        before = running_image_ids(stack, open_site.project)
+        open_site.publish("2")
+        job_id = await client.enqueue_update(run_migrations=False, requested_by="systemd")
+        summary = assert_valid_summary(await client.result(job_id, timeout=180))
+        assert summary["status"] == "successful", summary["error"]
+        steps = {step["name"]: step["status"] for step in summary["steps"]}
+        assert steps["login"] == "skipped", steps
+        assert steps["pull"] == "changed", steps
+        assert running_image_ids(stack, open_site.project)["api"] != before["api"]
+        assert open_site.version() == "2"
+        assert installed.ls(LOCK_DIR) == []
+    finally:
+        host.exec("install", "-m", "0600", "/dev/stdin", token_path, input=installed.secrets[0])
+        host.exec("sh", "-c", f"cat >{env_path}", input=installed.env_file)
+        restart_worker(host, "restart")

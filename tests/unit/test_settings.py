@@ -163,3 +163,24 @@ def test_the_api_s_safety_ttls_cover_any_job_timeout_a_worker_accepts() -> None:
     longest = Settings.from_env({"JOB_TIMEOUT": str(MAX_JOB_TIMEOUT_S), "LOG_FILE": ""})
     assert longest.job_timeout < CLAIM_TTL_S
     assert longest.job_timeout < MAX_JOB_TIMEOUT_S + CANCEL_MARGIN_S
+
+
+@pytest.mark.parametrize("content", ["", "\n", " \n"])
+def test_a_blank_systemd_credential_is_no_token(tmp_path: Path, content: str) -> None:
+    """Issue 25: the unit's `SetCredential=github_token:\\n` stands in for a token file that
+    does not exist (a registry that needs no token), and an operator may leave the file empty:
+    the worker starts without a token (no login) instead of refusing the configuration."""
+    (tmp_path / "github_token").write_text(content)
+    settings = Settings.from_env(
+        {"CREDENTIALS_DIRECTORY": str(tmp_path), "REGISTRY_USERNAME": "u", "LOG_FILE": ""}
+    )
+    assert not settings.has_registry_token
+    assert settings.registry_token_file is None
+
+
+def test_a_blank_credential_leaves_the_token_variable_in_charge(tmp_path: Path) -> None:
+    (tmp_path / "github_token").write_text("\n")
+    settings = Settings.from_env(
+        {"CREDENTIALS_DIRECTORY": str(tmp_path), "GITHUB_TOKEN": "t", "REGISTRY_USERNAME": "u"}
+    )
+    assert settings.registry_token.reveal() == "t"

@@ -124,3 +124,26 @@ def test_a_path_outside_the_sandbox_is_caught(setting: str, value: str) -> None:
     roots = writable_roots(unit)
     paths = written_paths({**unit_environment(unit), setting: value})
     assert not all(any(p.is_relative_to(root) for root in roots) for p in paths.values())
+
+
+def credential_ids(values: list[str]) -> list[str]:
+    return [value.split(":", 1)[0] for value in values]
+
+
+def test_the_unit_starts_without_a_registry_token_but_never_without_the_job_secret(
+    tmp_path: Path,
+) -> None:
+    """Issue 25: a `LoadCredential=` whose file is missing fails the unit (243/CREDENTIALS),
+    so a registry that needs no token could not run the worker. `SetCredential=` of the same
+    id is the fallback (systemd 252; an empty value is refused there, so a newline), and the
+    worker reads what it gives as no token. The job secret has no fallback."""
+    unit = directives(UNIT)
+    loaded = credential_ids(unit["LoadCredential"])
+    fallbacks = dict(value.split(":", 1) for value in unit.get("SetCredential", []))
+    assert "github_token" in loaded and "job_secret" in loaded
+    assert fallbacks.keys() == {"github_token"}, fallbacks
+    assert fallbacks["github_token"] == "\\n"  # C-style escape: one newline
+    # What the service then finds in $CREDENTIALS_DIRECTORY: a token-less worker.
+    (tmp_path / "github_token").write_text("\n")
+    env = {**unit_environment(unit), "CREDENTIALS_DIRECTORY": str(tmp_path), "LOG_FILE": ""}
+    assert not Settings.from_env(env).has_registry_token

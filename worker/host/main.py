@@ -96,10 +96,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     remove_stale_job_dirs()
     await start_reporting(ctx)  # metrics endpoint/textfile (worker/host/aftermath.py)
     logger.info(
-        "worker ready: queue %s, compose file %s, registry %s, services %s",
+        "worker ready: queue %s, compose file %s, registry %s (%s), services %s",
         settings.queue_name,
         settings.compose_file,
         settings.registry_url,
+        f"login as {settings.registry_username}"
+        if settings.has_registry_token
+        else "no token: anonymous pulls",
         ",".join(settings.update_services) or f"(every {settings.registry_url} image)",
     )
 

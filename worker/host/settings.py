@@ -212,12 +212,15 @@ class Settings(ClientSettings):
 def _registry_token(env: Mapping[str, str], problems: list[str]) -> tuple[Path | None, Secret]:
     """Where the token comes from, in order of preference: a file, systemd, the variable.
 
-    A file is preferred because the worker then hands only its path to the playbook.
+    A file is preferred because the worker then hands only its path to the playbook. A blank
+    systemd credential is no token: the unit's `SetCredential=github_token:\\n` stands in for
+    a token file that does not exist (a registry that needs none), and an empty file says the
+    same. A blank GITHUB_TOKEN_FILE is refused: naming a file says a token is expected.
     """
     path = env.get("GITHUB_TOKEN_FILE", "").strip()
     if not path and env.get("CREDENTIALS_DIRECTORY"):
         candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if candidate.is_file():
+        if candidate.is_file() and not _blank(candidate):
             path = str(candidate)
     if path:
         token_path = Path(path).absolute()
@@ -230,6 +233,14 @@ def _registry_token(env: Mapping[str, str], problems: list[str]) -> tuple[Path |
                 problems.append(f"GITHUB_TOKEN_FILE {token_path} is empty")
         return token_path, Secret("")
     return None, Secret(env.get("GITHUB_TOKEN", "").strip())
+
+
+def _blank(path: Path) -> bool:
+    """True for a file holding only whitespace (an unreadable one is reported by the caller)."""
+    try:
+        return not path.read_text().strip()
+    except OSError:
+        return False
 
 
 def _history_file(env: Mapping[str, str]) -> Path | None:
