@@ -77,6 +77,16 @@ options:
     description: With O(state=absent), also remove O(rollback_point).
     type: bool
     default: false
+  migration_marker:
+    description:
+      - A file whose existence says that an update recreated the targets and no migration succeeded
+        since. With O(state=present) its existence is returned as RV(migration_pending); with
+        O(state=absent) and O(migration_pending) set, it is written (true) or removed (false), only
+        when this run held the lock.
+    type: path
+  migration_pending:
+    description: With O(state=absent) and O(migration_marker), whether a migration is still to run.
+    type: bool
   remove_paths:
     description:
       - With O(state=absent), also remove these files or directories (the run's private Docker
@@ -107,6 +117,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+migration_pending:
+  description: With state=present and O(migration_marker), whether that marker exists.
+  returned: when the lock was taken
+  type: bool
 acquired:
   description: Whether this run holds the lock now (state=present).
   returned: always
@@ -445,6 +459,16 @@ def untag(references):
     return None
 
 
+def mark_migration(path, pending):
+    """Write (pending) or remove the marker of a migration still to run."""
+    if pending:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(descriptor)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def interrupted_message(project, point, path):
     """Why an update is refused while a cut-off update's rollback point is on disk."""
     who = "job %s" % point["job_id"] if point.get("job_id") not in (None, "", "manual") else "a manual run"
@@ -470,6 +494,8 @@ ARGUMENT_SPEC = {
     "allow_rollback_point": {"type": "bool", "default": False},
     "remove_rollback_point": {"type": "bool", "default": False},
     "remove_paths": {"type": "list", "elements": "path", "default": []},
+    "migration_marker": {"type": "path"},
+    "migration_pending": {"type": "bool"},
 }
 REQUIRED_IF = [("state", "absent", ["token"])]
 
@@ -529,6 +555,8 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
                 problem = untag(kept)
                 if problem:
                     warn("Could not remove the references %s kept for the rollback: %s" % (", ".join(kept), problem))
+            if released and params["migration_marker"] and params["migration_pending"] is not None:
+                mark_migration(params["migration_marker"], params["migration_pending"])
             removed = remove_paths(params["remove_paths"] or [])
             return dict(changed=released or bool(removed), released=released, removed=removed, acquired=False, path=path,
                         holder=public(seen), broke_stale=None, rollback_point=None)
@@ -564,8 +592,9 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
             path=path, acquired=False, released=False, holder=public(holder), broke_stale=broke,
             rollback_point=point,
         )
+    pending = bool(params["migration_marker"]) and os.path.exists(params["migration_marker"])
     return dict(changed=True, acquired=True, released=False, path=path, holder=public(holder),
-                token=holder["token"], broke_stale=broke, rollback_point=point)
+                token=holder["token"], broke_stale=broke, rollback_point=point, migration_pending=pending)
 
 
 def main():
