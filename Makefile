@@ -8,10 +8,12 @@ PYTEST_ARGS ?=
 # ansible-lint and ansible-runner look for their tools on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup lint test unit integration test-systemd demo bench clean
+.PHONY: setup lint test unit integration test-systemd demo bench wheel clean
 
+# What the tests need; `make demo` asks for less (no debootstrap, no systemd). Both print first
+# what they will install, use a dockerd and a Compose v2 already on the machine, and start nothing.
 setup:
-	@bash scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh test
 
 lint: setup
 	$(BIN)/ruff check worker tests testbed bench
@@ -19,12 +21,14 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/yamllint -s playbooks inventory collections
 	$(BIN)/ansible-lint --profile production playbooks/update.yml playbooks/rollback.yml playbooks/roles/compose_update
+	# The docs name only variables, defaults and CLI flags the code has.
+	$(BIN)/pytest -q -p no:cacheprovider --no-cov tests/unit/test_docs_match_code.py
 
 # Lint, then every test: unit tests and the integration tests, which start their own dockerd,
-# registry and Redis (see tests/conftest.py) and stop them at the end, also on failure. The
-# coverage of worker/ is measured in this process (workers started as subprocesses are not
-# counted) and printed at the end; no threshold fails the run.
-# The 20 slowest tests are listed too: CI must stay under 30 minutes.
+# registry and Redis (see tests/integration/conftest.py) and stop them at the end, also on
+# failure. The coverage of worker/ is measured in this process (workers started as
+# subprocesses are not counted) and printed at the end; no threshold fails the run.
+# The 20 slowest tests are listed too, and the total: CI must stay under 15 minutes (issue 22).
 COV_ARGS ?= --cov=worker --cov-report=term:skip-covered
 test: lint
 	$(BIN)/pytest $(COV_ARGS) --durations=20 $(PYTEST_ARGS)
@@ -41,8 +45,19 @@ integration: setup
 test-systemd: setup
 	$(BIN)/pytest tests/integration/test_systemd.py $(PYTEST_ARGS)
 
-demo: setup
+demo:
+	@bash scripts/bootstrap.sh demo
 	$(PY) -m testbed.demo
+
+# The wheel operators install (docs/operations.md): dist/update_executor-<version>-py3-none-any.whl,
+# carrying the playbooks, the role, the inventory and ansible.cfg. Nothing is published to an index.
+wheel: setup
+	rm -rf dist/update_executor-*.whl
+	@mkdir -p dist
+	@$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist . >dist/wheel.log 2>&1 \
+		|| { tail -n 30 dist/wheel.log; exit 1; }
+	rm -rf build dist/wheel.log
+	@ls dist/update_executor-*.whl
 
 # Plain docker compose vs the old script vs ansible-playbook vs the queue; writes
 # docs/performance.md and bench/results/latest.json.
@@ -50,4 +65,4 @@ bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

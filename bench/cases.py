@@ -33,7 +33,8 @@ CASES: dict[int, Case] = {
     ),
 }
 
-WAYS = ("A", "B", "C", "D")
+# D runs last: its result is the next round's starting point (the others are rolled back).
+WAYS = ("A", "B", "C", "P", "D")
 # With a lever under test (`--variant-playbook`/`--variant-env`): C and D again with the lever,
 # in the same rounds, so the comparison sees the same load on the machine.
 VARIANT_WAYS = ("C*", "D*")
@@ -41,6 +42,7 @@ WAY_TITLES = {
     "A": "plain docker compose commands",
     "B": "old script (Python subprocess sequence)",
     "C": "ansible-playbook playbooks/update.yml",
+    "P": "peer: ansible-playbook bench/variants/peer.yml (community.docker only)",
     "D": "product: client -> Redis -> worker -> ansible-runner",
     "C*": "C with the lever",
     "D*": "D with the lever",

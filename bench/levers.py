@@ -50,6 +50,9 @@ def _pair_rows(label: str, lever: dict[str, Any]) -> list[list[str]]:
                     _change(ref_wall, new_wall),
                     _change(ref_cpu, new_cpu),
                     f"{value(ref.get('ratio_to_a'))} → {value(new.get('ratio_to_a'))}",
+                    f"{value(ref.get('ratio_to_peer'))} → {value(new.get('ratio_to_peer'))}"
+                    if "P" in entries
+                    else "-",
                     str(new["wall_s"]["n"]),
                 ]
             )
@@ -90,6 +93,7 @@ def render_levers(latest: dict[str, Any], levers: list[dict[str, Any]]) -> list[
                     f"{value(soak['latency_ms']['p95'], 0)} ms",
                     "",
                     "",
+                    "",
                     str(soak["jobs"]),
                 ]
             )
@@ -99,5 +103,6 @@ def render_levers(latest: dict[str, Any], levers: list[dict[str, Any]]) -> list[
         "(same load on the machine). The poll_delay row compares with the full run above.",
         "",
     ]
-    lines += table(["lever", "case", "ways", "wall s", "CPU s", "x A", "rounds"], rows)
+    header = ["lever", "case", "ways", "wall s", "CPU s", "x A", "x peer", "rounds"]
+    lines += table(header, rows)
     return [*lines, ""]

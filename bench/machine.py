@@ -101,7 +101,8 @@ def code_fingerprint(root: Path) -> dict[str, str]:
     hashes = {}
     for area, files in areas.items():
         digest = hashlib.sha256()
-        for path in sorted(p for p in files if p.is_file()):
+        # Not the bytecode ansible writes next to the role's plugins while the run goes on.
+        for path in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
         hashes[f"{area}_sha256"] = digest.hexdigest()[:16]
     env = dict(os.environ)

@@ -6,16 +6,21 @@ from typing import Any
 
 from bench.cases import CASES, VARIANT_WAYS, WAY_TITLES, WAYS
 from bench.report import C_SEGMENTS, D_SEGMENTS
-from bench.targets import RATIO_TARGETS
+from bench.targets import PEER_TARGETS, PROCESS_TARGETS
 
 
 def value(number: float | None, digits: int = 2) -> str:
     return "-" if number is None else f"{number:.{digits}f}"
 
 
+def cell(text: str) -> str:
+    """A table cell: a `|` in it (the role's task names, "Step | What") would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(item) for item in row) + " |" for row in rows]
     return lines
 
 
@@ -55,11 +60,11 @@ def _wall_times(summary: dict[str, Any]) -> list[str]:
             e = entries[way]
             w = e["wall_s"]
             target = ""
-            if way in ("D", "D*"):
-                limit = RATIO_TARGETS[case.number]
-                ratio = e["ratio_to_a"]
+            limit = PEER_TARGETS.get(case.number)
+            if way in ("D", "D*") and limit is not None:
+                ratio = e.get("ratio_to_peer")
                 verdict = _verdict(None if ratio is None else ratio <= limit)
-                target = f"≤ {limit} {verdict}"
+                target = f"≤ {limit:.2f} {verdict}"
             rows.append(
                 [
                     f"{case.number}. {case.title}" if way == "A" else "",
@@ -68,6 +73,7 @@ def _wall_times(summary: dict[str, Any]) -> list[str]:
                     f"{value(w['q1'])}-{value(w['q3'])}",
                     f"{value(w['min'])}-{value(w['max'])}",
                     value(e["ratio_to_a"]),
+                    value(e.get("ratio_to_peer")),
                     target,
                     value(e["cpu_s"]["median"]),
                     value(e.get("cpu_ratio_to_a"), 1),
@@ -75,7 +81,7 @@ def _wall_times(summary: dict[str, Any]) -> list[str]:
                     value(e.get("load1"), 1),
                 ]
             )
-    header = ["case", "way", "median s", "IQR s", "min-max s", "x A", "target (D/A)"]
+    header = ["case", "way", "median s", "IQR s", "min-max s", "x A", "x peer", "target (D/peer)"]
     header += ["CPU s", "CPU x A", "peak RSS / PSS MB", "load"]
     return table(header, rows)
 
@@ -87,7 +93,9 @@ def _targets(summary: dict[str, Any]) -> list[str]:
 
 def _segments(summary: dict[str, Any], way: str) -> list[str]:
     segments = D_SEGMENTS if way == "D" else C_SEGMENTS
-    numbers = [n for n, e in summary["cases"].items() if way in e]
+    numbers = [n for n, e in summary["cases"].items() if way in e and "segments_s" in e[way]]
+    if not numbers:
+        return ["Not measured in this run."]
     header = ["segment", "what", *[f"case {n} s" for n in numbers]]
     rows = []
     for name, what, _, _ in segments:
@@ -126,7 +134,7 @@ def _share(summary: dict[str, Any], number: str, way: str) -> float:
 def _tasks(summary: dict[str, Any]) -> list[str]:
     rows = []
     for number, entries in summary["cases"].items():
-        for way in ("C", "D", "C*", "D*"):
+        for way in ("C", "P", "D", "C*", "D*"):
             t = entries.get(way, {}).get("tasks")
             if not t:
                 continue
@@ -139,6 +147,7 @@ def _tasks(summary: dict[str, Any]) -> list[str]:
                     value(t.get("controller_tasks"), 0),
                     value(t.get("controller_s")),
                     value(t.get("module_tasks"), 0),
+                    value(t.get("module_processes"), 0),
                     value(t.get("module_s")),
                     value(t.get("work_tasks"), 0),
                     value(t.get("work_s")),
@@ -153,6 +162,7 @@ def _tasks(summary: dict[str, Any]) -> list[str]:
             "controller-side tasks",
             "their s",
             "module tasks",
+            "module processes",
             "their s",
             "of which update work (login, pull, up, exec)",
             "their s",
@@ -160,6 +170,12 @@ def _tasks(summary: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+
+
+def _top_case(summary: dict[str, Any]) -> str:
+    """Case 1 when it was measured, else the first case measured."""
+    numbers = list(summary["cases"])
+    return "1" if "1" in numbers or not numbers else numbers[0]
 
 
 def _top_tasks(summary: dict[str, Any], number: str) -> list[str]:
@@ -176,6 +192,48 @@ def _top_tasks(summary: dict[str, Any], number: str) -> list[str]:
         for r in entry.get("top_tasks", [])
     ]
     return table(["task", "action", "median s", "runs"], rows)
+
+
+def _short_action(action: str) -> str:
+    return action.replace("community.docker.", "c.d.").replace("ansible.builtin.", "")
+
+
+def _processes(summary: dict[str, Any]) -> list[str]:
+    """Module processes of D per update, listed by task, the no-op case first; the peer's in
+    one line per case."""
+    numbers = sorted(summary["cases"], key=lambda n: (n != "2", int(n)))
+    out: list[str] = []
+    for number in numbers:
+        entries = summary["cases"][number]
+        for way in ("D", "D*"):
+            entry = entries.get(way, {})
+            if "process_tasks" not in entry:
+                continue
+            count = entry["module_processes"]["median"]
+            limit = PROCESS_TARGETS.get(int(number))
+            wanted = "" if limit is None else f" (target ≤ {limit}: {_verdict(count <= limit)})"
+            out += [
+                f"Case {number} ({CASES[int(number)].title}), {way}: {value(count, 0)} module "
+                f"processes per update (median of {entry['module_processes']['n']} runs)"
+                f"{wanted}; a typical run:",
+                "",
+            ]
+            rows = [
+                [r["task"], _short_action(r["action"]), str(r["processes"])]
+                for r in entry["process_tasks"]
+            ]
+            out += [*table(["task", "action", "processes"], rows), ""]
+        peer = entries.get("P", {})
+        if "process_tasks" in peer:
+            tasks = "; ".join(
+                f"{r['task']}" + (f" x{r['processes']}" if r["processes"] != 1 else "")
+                for r in peer["process_tasks"]
+            )
+            out += [
+                f"Case {number}, peer: {value(peer['module_processes']['median'], 0)}: {tasks}.",
+                "",
+            ]
+    return out or ["Not measured in this run (module processes are counted since issue 20).", ""]
 
 
 def _memory(summary: dict[str, Any]) -> list[str]:
@@ -211,7 +269,7 @@ registry with htpasswd auth, Redis), deploys the stacks written by `bench/projec
 healthcheck and a worker without one), and per round:
 
 1. publishes a new version of every registry image to the registry only (untimed);
-2. runs A, B, C, D in that order, each from the same state: after A, B and C the stack is
+2. runs A, B, C, P, D in that order, each from the same state: after A, B, C and P the stack is
    rolled back to the round's image IDs and the pulled images are deleted (untimed), so every
    way downloads and recreates the same thing; D's result is the next round's starting point.
 
@@ -223,6 +281,16 @@ healthcheck and a worker without one), and per round:
   and `api` *run*, exec of the migration. It does not wait for health.
 - **C**: `ansible-playbook -i inventory/localhost playbooks/update.yml -e ...` from the repository
   root, as an operator runs it.
+- **P** (the peer, issue 20): `ansible-playbook -i inventory/localhost bench/variants/peer.yml
+  -e ...` from the repository root (same `ansible.cfg` as C): the playbook an operator writes with
+  community.docker and nothing else, one play of `docker_login` (token read from the token file
+  on the controller, into a fresh Docker config like A's) → `docker_compose_v2_pull` →
+  `docker_compose_v2` (the targets, `dependencies: false`, `pull: never`, `wait: true`; case 4's
+  one-shot `init`, which `api` and `worker` wait for, runs first inside that same `up --wait`, as
+  in A) → `docker_compose_v2_run` of the one-shot services nothing waits for (none in these
+  stacks: skipped) → `docker_compose_v2_exec` of the migration. No lock, snapshots, rollback or
+  report; it runs all of it also when nothing is new (case 2). "x peer" is a way's median over
+  P's.
 - **D**: `UpdateClient.enqueue_update()` → Redis → `update-executor worker` (one process per
   deployment, started before the first round and kept running) → ansible-runner → summary read
   with `client.result()` (which polls every 0.2 s). Timed from just before the enqueue to the
@@ -230,11 +298,16 @@ healthcheck and a worker without one), and per round:
 
 Wall times are `time.perf_counter()` around the whole way. D's segments come from ARQ's own
 `enqueue_time`/`start_time`/`finish_time` (ms) and from a callback plugin
-(`bench/ansible_plugins/callback/bench_timing.py`, enabled by environment variables for C and D
-only) that records the ansible-playbook process's kernel start time, the playbook start, every
-task's start/end and the final stats; it writes a few lines per task and adds no measurable
-time. Memory: a thread samples `/proc` every 50 ms and sums RSS (and PSS, which splits shared
-pages) over the way's process tree: the commands it started (A, B, C) or the worker and all its
+(`bench/ansible_plugins/callback/bench_timing.py`, enabled by environment variables for C, P
+and D only) that records the ansible-playbook process's kernel start time, the playbook start,
+every task's start/end and the final stats; it writes a few lines per task and adds no
+measurable time. Module processes: per task that is not a controller-side action and not
+skipped, one per loop item and `until` attempt (from the task's result; an action plugin that
+runs several modules, such as `template`, would count as one). CPU seconds of D: user+sys of the
+worker process and of every child it waited for (ansible-playbook, its forks, the module
+processes and the commands they ran), read from `/proc/PID/stat` before and after the job.
+Memory: a thread samples `/proc` every 50 ms and sums RSS (and PSS, which splits shared pages)
+over the way's process tree: the commands it started (A, B, C, P) or the worker and all its
 children (D). Queue latency and RSS growth come from a separate worker running
 `bench/variants/noop.yml` (one `set_stats` task, no docker work) for consecutive jobs, each
 enqueued after a random 0-0.2 s pause; enqueue → start is ARQ's `start_time - enqueue_time`.
@@ -294,7 +367,7 @@ def render(summary: dict[str, Any], extra: list[str] | None = None) -> str:
         "Load: "
         "1-minute load average when the run started (other jobs on the machine).",
         "",
-        "## Targets (issues 6 and 13)",
+        "## Targets (issues 6 and 20)",
         "",
         *_targets(summary),
         "",
@@ -306,11 +379,17 @@ def render(summary: dict[str, Any], extra: list[str] | None = None) -> str:
         "",
         *_segments(summary, "C"),
         "",
+        "P (the peer, `bench/variants/peer.yml`):",
+        "",
+        *_segments(summary, "P"),
+        "",
         "## Inside the playbook (medians per run)",
         "",
         "Controller-side tasks (`set_fact`, `assert`, `fail`, `debug`, `set_stats`, includes) run "
-        "inside ansible-playbook; every other task starts a module process (a loop: one per "
-        "item; since issue 13 the role's own modules too). Runs of issue 6's playbooks had "
+        "inside ansible-playbook, and so does the role's argument check (`validate_argument_spec`, "
+        "counted with the module tasks before issue 20); every other task starts a module "
+        "process (a loop: one per item, `until`: one per attempt, the module processes column; "
+        "since issue 13 the role's own modules too). Runs of issue 6's playbooks had "
         "action plugins (`update_preflight`, `update_lock`, `registry_login`, "
         "`compose_snapshot`, `docker_command`) that ran inside ansible-playbook: they are "
         "counted with the module tasks, so that runs compare. Update work: login, pull, up, "
@@ -318,10 +397,13 @@ def render(summary: dict[str, Any], extra: list[str] | None = None) -> str:
         "",
         *_tasks(summary),
         "",
-        "Slowest tasks of D, case 1:",
+        f"Slowest tasks of D, case {_top_case(summary)}:",
         "",
-        *_top_tasks(summary, "1"),
+        *_top_tasks(summary, _top_case(summary)),
         "",
+        "## Module processes per update (issue 20)",
+        "",
+        *_processes(summary),
     ]
     if summary.get("slope"):
         rows = [

@@ -232,6 +232,7 @@ def way_d(
         breakdown=breakdown,
         tasks=times.task_summary(),
         task_durations=times.task_durations(),
+        process_tasks=times.process_tasks(),
         memory=sampler.as_dict(),
         cpu_s=cpu,
         load1=load,

@@ -78,6 +78,24 @@ def _top_tasks(runs: list[WayResult], limit: int = 10) -> list[dict[str, Any]]:
     return rows[:limit]
 
 
+def process_listing(runs: list[list[tuple[str, str, int]]]) -> list[dict[str, Any]]:
+    """The module processes of a typical run, by task: the listing of the (first) run whose
+    total is the median total (the lower middle one for an even number of runs)."""
+    if not runs:
+        return []
+    totals = [sum(n for _, _, n in tasks) for tasks in runs]
+    middle = sorted(totals)[(len(totals) - 1) // 2]
+    chosen = runs[totals.index(middle)]
+    return [{"task": name, "action": action, "processes": n} for name, action, n in chosen]
+
+
+def ratio(value: float | None, reference: float | None, digits: int = 3) -> float | None:
+    """value / reference, rounded; None when either is missing or the reference is 0."""
+    if value is None or not reference:
+        return None
+    return round(value / reference, digits)
+
+
 def _way_entry(runs: list[WayResult]) -> dict[str, Any]:
     entry: dict[str, Any] = {"wall_s": Spread.of([r.wall_s for r in runs]).as_dict()}
     entry["cpu_s"] = Spread.of([r.cpu_s for r in runs]).as_dict()
@@ -93,9 +111,14 @@ def _way_entry(runs: list[WayResult]) -> dict[str, Any]:
             k: _median_or_none([float(r.tasks.get(k, 0)) for r in runs]) for k in runs[0].tasks
         }
         entry["top_tasks"] = _top_tasks(runs)
+        if "module_processes" in runs[0].tasks:
+            entry["module_processes"] = Spread.of(
+                [float(r.tasks.get("module_processes", 0)) for r in runs]
+            ).as_dict()
+            entry["process_tasks"] = process_listing([r.process_tasks for r in runs])
     if runs[0].way in ("D", "D*"):
         entry["segments_s"] = _segments(runs, D_SEGMENTS)
-    elif runs[0].way in ("C", "C*"):
+    elif runs[0].way in ("C", "C*", "P"):
         entry["segments_s"] = _segments(runs, C_SEGMENTS)
     return entry
 
@@ -110,10 +133,11 @@ def aggregate(results: BenchResults) -> dict[str, Any]:
                 entries[way] = _way_entry(runs)
         a = entries.get("A", {}).get("wall_s", {}).get("median")
         a_cpu = entries.get("A", {}).get("cpu_s", {}).get("median")
+        peer = entries.get("P", {}).get("wall_s", {}).get("median")
         for entry in entries.values():
-            entry["ratio_to_a"] = round(entry["wall_s"]["median"] / a, 3) if a else None
-            cpu = entry["cpu_s"]["median"]
-            entry["cpu_ratio_to_a"] = round(cpu / a_cpu, 2) if a_cpu else None
+            entry["ratio_to_a"] = ratio(entry["wall_s"]["median"], a)
+            entry["cpu_ratio_to_a"] = ratio(entry["cpu_s"]["median"], a_cpu, 2)
+            entry["ratio_to_peer"] = ratio(entry["wall_s"]["median"], peer)
         cases[str(number)] = entries
     slope: dict[str, Any] = {}
     if "1" in cases and "3" in cases:
@@ -183,7 +207,16 @@ def _diff(a: object, b: object, path: str = "") -> list[str]:
 
 # What bench/results keeps of each way in a lever's or an old run's cases: the figures
 # docs/performance.md compares (the raw runs and the per-task detail stay in results/raw/).
-KEPT_PER_WAY = ("wall_s", "cpu_s", "ratio_to_a", "cpu_ratio_to_a", "load1", "peak_pss_mb")
+KEPT_PER_WAY = (
+    "wall_s",
+    "cpu_s",
+    "ratio_to_a",
+    "ratio_to_peer",
+    "cpu_ratio_to_a",
+    "load1",
+    "peak_pss_mb",
+    "module_processes",
+)
 
 
 def stored(summary: dict[str, Any], *, full_cases: bool = True) -> dict[str, Any]:

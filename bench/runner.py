@@ -19,7 +19,7 @@ from bench.queue import QueueDriver, WorkerProcess, way_d
 from bench.result import WayResult
 from bench.soak import SoakResult, run_soak
 from bench.timing import TimingFile
-from bench.ways import PLAYBOOK, way_a, way_b, way_c
+from bench.ways import PLAYBOOK, way_a, way_b, way_c, way_p
 from testbed import TestBed
 from testbed.stack import Stack
 
@@ -173,6 +173,7 @@ class BenchRun:
             "A": lambda rnd: way_a(dep, case.number, rnd),
             "B": lambda rnd: way_b(dep, case.number, rnd),
             "C": lambda rnd: way_c(dep, case.number, rnd, self.c_timing),
+            "P": lambda rnd: way_p(dep, case.number, rnd, self.c_timing),
             "D": lambda rnd: way_d(
                 side.driver,
                 side.worker,

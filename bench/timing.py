@@ -23,12 +23,25 @@ CONTROLLER_ACTIONS = frozenset(
         "ansible.builtin.set_stats",
         "ansible.builtin.include_tasks",
         "ansible.builtin.meta",
+        # The role's argument_specs check: an action plugin that starts no module.
+        "ansible.builtin.validate_argument_spec",
+        "validate_argument_spec",
         "set_fact",
         "assert",
         "fail",
         "debug",
         "set_stats",
         "include_tasks",
+        "meta",
+        # Other action plugins that run in ansible-playbook and start no module.
+        "ansible.builtin.include_vars",
+        "ansible.builtin.include_role",
+        "ansible.builtin.add_host",
+        "ansible.builtin.group_by",
+        "include_vars",
+        "include_role",
+        "add_host",
+        "group_by",
     }
 )
 
@@ -46,6 +59,19 @@ WORK_ACTIONS = frozenset(
         "community.docker.docker_compose_v2_exec",
     }
 )
+
+
+def module_processes(task: dict[str, Any]) -> int:
+    """Module processes one task record of the callback started: none for a controller-side
+    action or a skipped task, else one per item and `until` attempt (records without
+    `attempts` count as one). An action plugin that runs several modules (`template`, `copy`)
+    counts as one."""
+    if task.get("action") in CONTROLLER_ACTIONS or task.get("status") == "skipped":
+        return 0
+    attempts = task.get("attempts")
+    if not isinstance(attempts, list):
+        return 1
+    return sum(int(n) for n in attempts)
 
 
 def callback_env(path: Path) -> dict[str, str]:
@@ -101,6 +127,7 @@ class PlaybookTimes:
         work = [t for t in executed if t.get("action") in WORK_ACTIONS]
         return {
             "tasks": len(self.tasks),
+            "module_processes": sum(module_processes(t) for t in self.tasks),
             "controller_tasks": len(controller),
             "controller_s": round(total(controller), 3),
             "module_tasks": len(executed),
@@ -109,6 +136,15 @@ class PlaybookTimes:
             "work_tasks": len(work),
             "work_s": round(total(work), 3),
         }
+
+    def process_tasks(self) -> list[tuple[str, str, int]]:
+        """(task name, action, module processes) of every task that started one, in order."""
+        out = []
+        for task in self.tasks:
+            count = module_processes(task)
+            if count:
+                out.append((str(task.get("name")), str(task.get("action")), count))
+        return out
 
     def task_durations(self) -> list[tuple[str, str, float]]:
         return [

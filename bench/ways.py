@@ -1,5 +1,6 @@
-"""Ways A, B and C: the same update as plain commands, as the replaced script, and as
-`ansible-playbook` run by hand. Way D (the queue) is in bench.queue."""
+"""Ways A, B, C and P: the same update as plain commands, as the replaced script, as
+`ansible-playbook` of the role run by hand, and as the playbook an operator writes with
+community.docker alone (the peer). Way D (the queue) is in bench.queue."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ logger = logging.getLogger("bench.ways")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOK = REPO_ROOT / "playbooks" / "update.yml"
+PEER_PLAYBOOK = REPO_ROOT / "bench" / "variants" / "peer.yml"
 INVENTORY = REPO_ROOT / "inventory" / "localhost"
 
 # The replaced script waited with `ps` polls 5 s apart (30 tries) for db and api to run.
@@ -184,7 +186,51 @@ def way_c(
     """`ansible-playbook -i inventory/localhost playbooks/update.yml -e ...` from the repo root
     (so ansible.cfg applies, as for an operator)."""
     env = {**dep.env(), **bench_path_env(), **callback_env(timing.path), **(extra_env or {})}
-    argv = playbook_command(dep, playbook)
+    return _ansible_way(way, case, rnd, playbook_command(dep, playbook), env=env, timing=timing)
+
+
+def peer_vars(
+    dep: Deployment, docker_config: Path, oneshot: tuple[str, ...] = ()
+) -> dict[str, object]:
+    """The peer's variables (bench/variants/peer.yml): what an operator puts in group_vars.
+    The token is named by its file, never passed itself. Every target goes into the one
+    `up --wait` (case 4's one-shot `init` too: `api` and `worker` wait for it to complete),
+    except the `oneshot` ones: those run on their own after it (`compose run`)."""
+    return {
+        "app_project_src": str(dep.compose_file.parent),
+        "app_compose_files": [dep.compose_file.name],
+        "app_project_name": dep.project,
+        "app_registry": dep.stack.registry,
+        "app_registry_username": dep.stack.registry_username,
+        "app_registry_token_file": str(dep.token_file),
+        "app_docker_config": str(docker_config),
+        "app_services": [name for name in dep.targets if name not in oneshot],
+        "app_oneshot_services": [name for name in dep.targets if name in oneshot],
+        "app_migration_service": dep.migration_service,
+        "app_migration_command": dep.migration_command,
+        "app_health_timeout": 60,
+    }
+
+
+def way_p(
+    dep: Deployment, case: int, rnd: int, timing: TimingFile, oneshot: tuple[str, ...] = ()
+) -> WayResult:
+    """The peer: `ansible-playbook -i inventory/localhost bench/variants/peer.yml -e ...` from
+    the repo root (same ansible.cfg as C), logging in into a fresh Docker config like A."""
+    config = dep.temp_docker_config("p")
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY)]
+    argv += [str(PEER_PLAYBOOK), "-e", json.dumps(peer_vars(dep, config, oneshot))]
+    env = {**dep.env(), **bench_path_env(), **callback_env(timing.path)}
+    try:
+        return _ansible_way("P", case, rnd, argv, env=env, timing=timing)
+    finally:
+        shutil.rmtree(config, ignore_errors=True)
+
+
+def _ansible_way(
+    way: str, case: int, rnd: int, argv: list[str], *, env: dict[str, str], timing: TimingFile
+) -> WayResult:
+    """Run one ansible-playbook command from the repo root, timed, with its task timings."""
     load, cpu0 = load1(), children_cpu_s()
     with PeakSampler() as sampler:
         began = time.time()
@@ -207,6 +253,7 @@ def way_c(
         breakdown=breakdown,
         tasks=times.task_summary(),
         task_durations=times.task_durations(),
+        process_tasks=times.process_tasks(),
         memory=sampler.as_dict(),
         cpu_s=children_cpu_s() - cpu0,
         load1=load,

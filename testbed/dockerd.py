@@ -19,24 +19,26 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 from testbed.host import BridgeLease
-from testbed.procs import spawn, terminate, wait_until
+from testbed.procs import Daemon
 
 _PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
 
 
-class Dockerd:
-    """One dockerd process; `start()` returns once its API answers /_ping."""
+class Dockerd(Daemon):
+    """One dockerd process; ready once its API answers /_ping."""
+
+    name = "dockerd"
+    start_timeout = 60.0
+    stop_timeout = 30.0  # it stops its containerd too
 
     def __init__(self, base_dir: Path, lease: BridgeLease, log_path: Path) -> None:
+        super().__init__(log_path)
         self.root = base_dir / "docker"
         self.socket_path = base_dir / "docker.sock"
-        self.log_path = log_path
         self.lease = lease
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
@@ -67,26 +69,17 @@ class Dockerd:
             "--userland-proxy=true",
         ]
 
-    def start(self, *, timeout: float = 60.0) -> None:
-        """Spawn dockerd; call `wait()` afterwards (split so other daemons start meanwhile)."""
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "daemon.json").write_text("{}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         # dockerd finds containerd, runc, docker-proxy and docker-init on PATH (/usr/sbin too).
         path = env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env["PATH"] = ":".join([path, "/usr/local/sbin", "/usr/sbin", "/sbin"])
-        self.proc = spawn(self.argv(), self.log_path, env=env, cwd=self.root)
-        self._timeout = timeout
+        return self.argv(), env, self.root
 
-    def wait(self) -> None:
-        """Block until the API answers, or raise TestBedError with the log's tail."""
-        wait_until(
-            self.ping,
-            what="dockerd",
-            timeout=self._timeout,
-            proc=self.proc,
-            log_path=self.log_path,
-        )
+    def ready(self) -> bool:
+        return self.ping()
 
     def ping(self) -> bool:
         """True when the daemon answers GET /_ping on its socket."""
@@ -96,12 +89,3 @@ class Dockerd:
             sock.sendall(_PING)
             head = sock.recv(256).split(b"\r\n", 1)[0]
         return head.startswith(b"HTTP/1.") and b" 200 " in head + b" "
-
-    def running(self) -> bool:
-        """True while the dockerd process lives."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, *, timeout: float = 30.0) -> None:
-        """SIGTERM dockerd (it stops its containerd too) and wait; SIGKILL after `timeout`."""
-        if self.proc is not None:
-            terminate(self.proc, timeout=timeout)

@@ -109,6 +109,56 @@ def wait_until(
         time.sleep(interval)
 
 
+class Daemon:
+    """A daemon of the bed (dockerd, the registry, a Redis): `start()` spawns it into its log,
+    `wait()` polls `ready()` until it answers (split, so that the others start meanwhile),
+    `stop()` ends it with SIGTERM (SIGKILL after `stop_timeout`). A subclass says how to run
+    it (`command()`, preparing its files first) and when it is ready (`ready()`)."""
+
+    name = "daemon"
+    start_timeout = 30.0
+    stop_timeout = 10.0
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._timeout = self.start_timeout
+
+    def command(self) -> tuple[list[str], Mapping[str, str] | None, Path | None]:
+        """argv, environment (None: this process') and working directory."""
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """True once the daemon answers (OSError counts as not yet)."""
+        raise NotImplementedError
+
+    def start(self, *, timeout: float | None = None) -> None:
+        """Spawn the daemon; call `wait()` afterwards."""
+        argv, env, cwd = self.command()
+        self.proc = spawn(argv, self.log_path, env=env, cwd=cwd)
+        self._timeout = self.start_timeout if timeout is None else timeout
+
+    def wait(self) -> None:
+        """Block until `ready()`, or raise TestBedError with the log's tail."""
+        wait_until(
+            self.ready,
+            what=self.name,
+            timeout=self._timeout,
+            proc=self.proc,
+            log_path=self.log_path,
+        )
+
+    def running(self) -> bool:
+        """True while the daemon's process lives."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, *, timeout: float | None = None) -> None:
+        """SIGTERM, then SIGKILL after `timeout` (`stop_timeout` by default)."""
+        if self.proc is not None:
+            terminate(self.proc, timeout=self.stop_timeout if timeout is None else timeout)
+            self.proc = None
+
+
 def terminate(proc: subprocess.Popen[bytes], *, timeout: float = 20.0) -> None:
     """SIGTERM, wait up to `timeout`, then SIGKILL; always reaps the child."""
     if proc.poll() is None:

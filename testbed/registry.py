@@ -14,7 +14,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from testbed.procs import TestBedError, spawn, terminate, wait_until
+from testbed.procs import Daemon, TestBedError
 
 REALM = "update-executor-testbed"
 
@@ -34,18 +34,20 @@ def bcrypt_htpasswd_line(username: str, password: str) -> str:
     return line
 
 
-class Registry:
-    """One `docker-registry serve` process with a generated config under `<base>/registry`."""
+class Registry(Daemon):
+    """One `docker-registry serve` process with a generated config under `<base>/registry`;
+    ready once GET /v2/ answers 401 (up, auth on). Stopped, its data stays for a later start."""
+
+    name = "docker-registry"
 
     def __init__(
         self, base_dir: Path, port: int, username: str, password: str, log_path: Path
     ) -> None:
+        super().__init__(log_path)
         self.root = base_dir / "registry"
         self.port = port
         self.username = username
         self.password = password
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -79,28 +81,17 @@ class Registry:
         path.write_text(json.dumps(config, indent=2) + "\n")
         return path
 
-    def start(self, *, timeout: float = 30.0) -> None:
-        """Spawn the registry (config written on first start); call `wait()` afterwards."""
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
         config = self.root / "config.yml"
-        if not config.exists():
+        if not config.exists():  # written on the first start
             config = self.write_config()
         # REGISTRY_* variables override the config file in distribution (REGISTRY_URL of the
         # worker would even be rejected as an unknown field): the registry gets none of them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        self.proc = spawn(
-            ["docker-registry", "serve", str(config)], self.log_path, env=env, cwd=self.root
-        )
-        self._timeout = timeout
+        return ["docker-registry", "serve", str(config)], env, self.root
 
-    def wait(self) -> None:
-        """Block until GET /v2/ answers 401 (up, auth on), or raise with the log's tail."""
-        wait_until(
-            self.challenges,
-            what="docker-registry",
-            timeout=self._timeout,
-            proc=self.proc,
-            log_path=self.log_path,
-        )
+    def ready(self) -> bool:
+        return self.challenges()
 
     def challenges(self) -> bool:
         """True when GET /v2/ without credentials answers 401 Unauthorized."""
@@ -110,13 +101,3 @@ class Registry:
             return conn.getresponse().status == 401
         finally:
             conn.close()
-
-    def running(self) -> bool:
-        """True while the registry process lives."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        """Stop the registry (SIGTERM); its data stays for a later `start()`."""
-        if self.proc is not None:
-            terminate(self.proc, timeout=10.0)
-            self.proc = None

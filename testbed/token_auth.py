@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import secrets
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from testbed.procs import free_port, spawn, terminate, wait_until
+from testbed.procs import Daemon, free_port
 
 SERVICE = "ue-token-registry"
 ISSUER = "ue-token-issuer"
@@ -209,21 +208,27 @@ class TokenIssuer:
         return user if ok else ""
 
 
-class TokenRegistry:
-    """`docker-registry serve` with `auth: token` pointing at a TokenIssuer, on 127.0.0.1."""
+class TokenRegistry(Daemon):
+    """`docker-registry serve` with `auth: token` pointing at a TokenIssuer, on 127.0.0.1;
+    ready once GET /v2/ answers 401 with a Bearer challenge. `start()` waits for it."""
+
+    name = "docker-registry (token auth)"
 
     def __init__(self, root: Path, issuer: TokenIssuer) -> None:
+        super().__init__(root / "registry.log")
         self.root = root
         self.issuer = issuer
         self.port = free_port()
-        self.log_path = root / "registry.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, *, timeout: float | None = None) -> None:
+        super().start(timeout=timeout)
+        self.wait()
+
+    def command(self) -> tuple[list[str], dict[str, str], None]:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         bundle = self.root / "rootcerts.pem"
@@ -245,16 +250,9 @@ class TokenRegistry:
         path = self.root / "config.yml"
         path.write_text(json.dumps(config, indent=2) + "\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        self.proc = spawn(["docker-registry", "serve", str(path)], self.log_path, env=env)
-        wait_until(
-            self._challenges,
-            what="docker-registry (token auth)",
-            timeout=timeout,
-            proc=self.proc,
-            log_path=self.log_path,
-        )
+        return ["docker-registry", "serve", str(path)], env, None
 
-    def _challenges(self) -> bool:
+    def ready(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
         try:
             conn.request("GET", "/v2/")
@@ -264,8 +262,3 @@ class TokenRegistry:
             )
         finally:
             conn.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc, timeout=10.0)
-            self.proc = None

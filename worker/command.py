@@ -1,7 +1,7 @@
 """The `update-executor` command (and `python -m worker`).
 
-`update-executor worker` runs the host side (worker/host/cli.py), imported only for that
-command, so that the API side's commands (worker/api/cli.py: enqueue, status, check,
+`update-executor worker` and `rollback` run the host side (worker/host/cli.py), imported only
+for them, so that the API side's commands (worker/api/cli.py: enqueue, status, check,
 history) also work where only the base package or `[api]` is installed, without Ansible.
 """
 
@@ -11,6 +11,8 @@ import sys
 
 from .api.cli import build_parser, run_client
 
+# Commands that need the worker's side (Ansible): the rest speak to Redis only.
+HOST_COMMANDS = ("worker", "rollback")
 WORKER_MISSING = (
     "update-executor: the worker is not installed here ({error}); on the host, "
     "pip install 'update-executor[worker]'"
@@ -19,14 +21,20 @@ WORKER_MISSING = (
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "worker":
+    if args.command not in HOST_COMMANDS:
         return run_client(args)
+    if args.command == "worker" and args.env_file is not None:
+        # The worker reads its environment as systemd hands it over (EnvironmentFile=).
+        print(
+            "update-executor: --env-file is for the client commands, not `worker`", file=sys.stderr
+        )
+        return 2
     try:
-        from .host.cli import run_worker  # noqa: PLC0415 (the host side, only for this command)
+        from .host.cli import run_host_command  # noqa: PLC0415 (the host side, only here)
     except ImportError as exc:
         print(WORKER_MISSING.format(error=exc), file=sys.stderr)
         return 2
-    return run_worker(args)
+    return run_host_command(args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pytest
 from testbed import Stack, build_app_image, container_ids, registry_image_id, running_image_ids
 from testbed.faults import operator_run
 from testbed.real_shape import MIGRATION_COMMAND, RealShapedProject, write_real_shaped_project
+from testbed.siteenv import site_environment
 from testbed.stack import docker_binary
 from tests.integration.conftest import CLI, cli_worker
 from worker.host.settings import Settings
@@ -165,23 +166,20 @@ def real_site(stack: Stack, tmp_path: Path) -> Iterator[RealSite]:
     # The worker's settings, as on the host: the same names as the project's .env, other values.
     env = {
         **stack.env(),
-        "REDIS_QUEUE_HOST": stack.redis_host,
-        "REDIS_QUEUE_PORT": str(stack.redis_port),
-        "UPDATE_QUEUE_NAME": f"update-executor:test:{shape.project}",
-        "COMPOSE_FILE_PATH": str(shape.compose_file),
-        "REGISTRY_URL": stack.registry,
-        "REGISTRY_USERNAME": stack.registry_username,
-        "GITHUB_TOKEN_FILE": str(token_file),
-        # Left in the environment file next to the file setting (the file wins for the login).
-        "GITHUB_TOKEN": "token-from-the-worker-environment",
-        "UPDATE_JOB_SECRET_FILE": str(job_secret_file),
-        "UPDATE_MIN_INTERVAL": "0",
-        "MIGRATION_COMMAND": MIGRATION_COMMAND,
-        "HEALTH_TIMEOUT": "60",
-        "JOB_TIMEOUT": "300",
-        "LOG_FILE": "",
-        "UPDATE_LOCK_DIR": str(tmp_path / "locks"),
-        "BACKUP_DIR": str(tmp_path / "backups"),
+        **site_environment(
+            stack,
+            queue=f"update-executor:test:{shape.project}",
+            compose_file=shape.compose_file,
+            token_file=token_file,
+            job_secret_file=job_secret_file,
+            lock_dir=tmp_path / "locks",
+            migration_command=MIGRATION_COMMAND,
+            job_timeout=300,
+            # Left in the environment file next to the file setting (the file wins for the
+            # login).
+            GITHUB_TOKEN="token-from-the-worker-environment",
+            BACKUP_DIR=str(tmp_path / "backups"),
+        ),
     }
     site = RealSite(stack, shape, backend_repo, frontend_repo, env)
     site.clean_compose("up", "--detach", "--wait")

@@ -3,7 +3,9 @@ uvicorn process, a real worker process, the test bed's Redis, dockerd and regist
 through HTTP with httpx, as a UI would: check -> trigger -> events (SSE) -> status.
 
 The app gets the API container's environment only (Redis, queue, job secret): no registry
-token, no compose file, no Docker socket.
+token, no compose file, no Docker socket. The tests share one deployment of this module
+(`shared_deployment`), each publishing a version of its own; the ones that must see an empty
+queue take a fresh queue on it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -26,8 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed.procs import free_port
 from tests.integration.api_app import ADMIN_NAME, ADMIN_TOKEN_ENV
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import Deployment, cli_worker
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
 from worker.shared.keys import inflight_key
@@ -37,19 +37,10 @@ BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
 BASE = "/system/update"
-# What the API container does not get: the registry credentials and the deployment's files.
-HOST_ONLY = ("REGISTRY_USERNAME", "GITHUB_TOKEN_FILE", "GITHUB_TOKEN", "COMPOSE_FILE_PATH")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def api_environment(deployment: Deployment) -> dict[str, str]:
-    env = {k: v for k, v in deployment.worker_env().items() if k not in HOST_ONLY}
-    return {**env, ADMIN_TOKEN_ENV: ADMIN_TOKEN}
+    return {**deployment.api_env(), ADMIN_TOKEN_ENV: ADMIN_TOKEN}
 
 
 @dataclass
@@ -123,34 +114,17 @@ def api_server(deployment: Deployment, tmp_path: Path, name: str = "api") -> Ite
 
 
 @contextlib.contextmanager
-def worker_process(
+def host_worker(
     deployment: Deployment, tmp_path: Path, name: str = "worker"
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[subprocess.Popen[str]]:
+    """The worker process (conftest's `cli_worker`) with a /tmp of its own, as systemd's
+    PrivateTmp gives the service; its output must show no secret."""
     log = tmp_path / f"{name}.log"
-    # A /tmp of its own, as systemd's PrivateTmp gives the service: a worker's start removes
-    # every ue-job-* directory in its temp dir, and other test sessions start workers too.
-    private_tmp = Path(tempfile.mkdtemp(prefix="ue-api-"))
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [str(BIN / "update-executor"), "worker"],
-            env={**deployment.worker_env(), "TMPDIR": str(private_tmp)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    private_tmp = tmp_path / f"{name}-tmp"
+    private_tmp.mkdir()
+    with cli_worker({**deployment.worker_env(), "TMPDIR": str(private_tmp)}, log=log) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        shutil.rmtree(private_tmp, ignore_errors=True)
-        output = log.read_text(errors="replace")
-        print(f"--- {name} output ---\n{output[-4000:]}")
-        assert_no_secret(deployment, output)
+    assert_no_secret(deployment, log.read_text(errors="replace"))
 
 
 def assert_no_secret(deployment: Deployment, text: str) -> None:
@@ -241,17 +215,28 @@ async def http_factory() -> AsyncIterator[Any]:
         await client.aclose()
 
 
+@pytest.fixture
+async def fresh_queue(
+    shared_deployment: Deployment,
+) -> AsyncIterator[tuple[Deployment, UpdateClient]]:
+    """The module's deployment on a queue no job ever used, and a client of that queue."""
+    deployment = shared_deployment.with_fresh_queue()
+    async with await UpdateClient.connect(deployment.settings) as client:
+        yield deployment, client
+
+
 # ---------------------------------------------------------------------------------- tests
 
 
 async def test_check_trigger_events_status(
-    deployment: Deployment, tmp_path: Path, http_factory: Any
+    shared_deployment: Deployment, tmp_path: Path, http_factory: Any
 ) -> None:
+    deployment, version = shared_deployment, shared_deployment.next_version()
     before_images, before_containers = deployment.image_ids(), deployment.container_ids()
-    new_app = deployment.publish(deployment.app_repo, "2")
-    new_frontend = deployment.publish(deployment.frontend_repo, "2")
+    new_app = deployment.publish(deployment.app_repo, version)
+    new_frontend = deployment.publish(deployment.frontend_repo, version)
 
-    with worker_process(deployment, tmp_path), api_server(deployment, tmp_path) as api:
+    with host_worker(deployment, tmp_path), api_server(deployment, tmp_path) as api:
         http = http_factory(api)
         response = await http.get(f"{BASE}/check", params={"wait": 30})
         assert response.status_code == 200, response.text
@@ -324,8 +309,9 @@ async def test_check_trigger_events_status(
 
 
 async def test_every_route_needs_the_hosts_auth(
-    deployment: Deployment, client: UpdateClient, tmp_path: Path, http_factory: Any
+    fresh_queue: tuple[Deployment, UpdateClient], tmp_path: Path, http_factory: Any
 ) -> None:
+    deployment, client = fresh_queue
     with api_server(deployment, tmp_path) as api:
         for headers, code in (({}, 401), ({"X-Admin-Token": "wrong"}, 403)):
             http = http_factory(api, headers)
@@ -341,8 +327,9 @@ async def test_every_route_needs_the_hosts_auth(
 
 
 async def test_invalid_requests_are_422_and_queue_nothing(
-    deployment: Deployment, client: UpdateClient, tmp_path: Path, http_factory: Any
+    fresh_queue: tuple[Deployment, UpdateClient], tmp_path: Path, http_factory: Any
 ) -> None:
+    deployment, client = fresh_queue
     with api_server(deployment, tmp_path) as api:
         http = http_factory(api)
         for body, says in (
@@ -377,8 +364,10 @@ async def test_invalid_requests_are_422_and_queue_nothing(
 
 
 async def test_the_app_shares_one_redis_pool_and_closes_it(
-    deployment: Deployment, client: UpdateClient, tmp_path: Path, http_factory: Any
+    fresh_queue: tuple[Deployment, UpdateClient], tmp_path: Path, http_factory: Any
 ) -> None:
+    deployment, client = fresh_queue
+
     async def connections() -> int:
         return len(await client.redis.client_list())
 
@@ -398,13 +387,13 @@ async def test_the_app_shares_one_redis_pool_and_closes_it(
 
 
 async def test_the_api_restarted_mid_update_reports_the_final_state(
-    deployment: Deployment, tmp_path: Path, http_factory: Any
+    shared_deployment: Deployment, tmp_path: Path, http_factory: Any
 ) -> None:
-    # a migration that takes a while, so the API can be killed while it runs
-    deployment.settings = replace(deployment.settings, migration_command="sleep 15")
-    new_app = deployment.publish(deployment.app_repo, "2")
+    # a migration held until the test opens its gate, so the API can be killed while it runs
+    deployment = shared_deployment.with_gated_migration()
+    new_app = deployment.publish(deployment.app_repo, deployment.next_version())
     seen: list[Event] = []
-    with worker_process(deployment, tmp_path):
+    with host_worker(deployment, tmp_path):
         with api_server(deployment, tmp_path, "api-1") as first:
             http = http_factory(first)
             response = await http.post(f"{BASE}/trigger", json={"services": ["api", "worker"]})
@@ -438,6 +427,7 @@ async def test_the_api_restarted_mid_update_reports_the_final_state(
             assert status["current_step"] == "migrations"
             assert 0 < status["progress"]["done"] < status["progress"]["planned"]
 
+            deployment.gate(open=True)  # the migration may finish now
             rest = await read_events(http, headers={**ADMIN, "Last-Event-ID": str(seen[-1].id)})
             ids = [e.id for e in seen + rest if e.id is not None]
             assert len(set(ids)) == len(ids)  # nothing twice, ...
@@ -455,11 +445,12 @@ async def test_the_api_restarted_mid_update_reports_the_final_state(
 
 
 async def test_a_failed_update_and_its_rollback_as_a_ui_sees_them(
-    deployment: Deployment, tmp_path: Path, http_factory: Any
+    shared_deployment: Deployment, tmp_path: Path, http_factory: Any
 ) -> None:
+    deployment = shared_deployment
     before_images = deployment.image_ids()
-    deployment.publish(deployment.app_repo, "2", behaviour="unhealthy")
-    with worker_process(deployment, tmp_path), api_server(deployment, tmp_path) as api:
+    deployment.publish(deployment.app_repo, deployment.next_version(), behaviour="unhealthy")
+    with host_worker(deployment, tmp_path), api_server(deployment, tmp_path) as api:
         http = http_factory(api)
         response = await http.post(f"{BASE}/trigger", json={"services": ["api", "worker"]})
         assert response.status_code == 202, response.text
@@ -518,7 +509,7 @@ async def test_a_killed_worker_still_ends_the_event_stream_with_the_outcome(
     seen: list[Event] = []
     with api_server(deployment, tmp_path) as api:
         http = http_factory(api)
-        with worker_process(deployment, tmp_path, "worker-1") as first:
+        with host_worker(deployment, tmp_path, "worker-1") as first:
             response = await http.post(f"{BASE}/trigger", json={"services": ["api"]})
             assert response.status_code == 202, response.text
             job_id = response.json()["job_id"]
@@ -530,7 +521,7 @@ async def test_a_killed_worker_still_ends_the_event_stream_with_the_outcome(
                 await asyncio.sleep(0.1)
             first.kill()  # no job_ended entry will ever be written by this worker
             first.wait(timeout=10)
-        with worker_process(deployment, tmp_path, "worker-2"):  # systemd's Restart=always
+        with host_worker(deployment, tmp_path, "worker-2"):  # systemd's Restart=always
             await asyncio.wait_for(reader, 150)
     assert seen[-1].event == "status"
     final = seen[-1].data

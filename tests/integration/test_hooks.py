@@ -1,7 +1,9 @@
 """Lifecycle hooks (issue 16) on the test bed: compose labels `update-executor.pre-update` and
 `update-executor.post-update` on the api service, whose commands append to the api's volume
 which container ran them. Through the queue (real worker, real playbook) and by hand with
-ansible-playbook (the hooks are steps of the playbook, with their own tags)."""
+ansible-playbook (the hooks are steps of the playbook, with their own tags). The tests share one
+deployment of this module: each sets its own hooks, starts from an empty hook log and publishes
+a version of its own."""
 
 from __future__ import annotations
 
@@ -16,16 +18,24 @@ RECORD_PRE = "sh -c 'echo \"pre $$(hostname)\" >> /data/hooks.log'"
 RECORD_POST = "sh -c 'echo \"post $$(hostname)\" >> /data/hooks.log'"
 
 
+_ORIGINAL = "update-executor.testbed.original-compose"
+
+
 def add_hooks(deployment: Deployment, pre: str | None, post: str | None) -> None:
     """Put the hook labels on the api service and apply them (compose recreates the api with
-    its labels, as an operator's `docker compose up -d` would), before any update."""
+    its labels, as an operator's `docker compose up -d` would), before any update: the labels
+    replace the ones an earlier test set, and the hook log starts empty."""
+    original = deployment.compose_file.with_name(_ORIGINAL)
+    if not original.exists():
+        original.write_text(deployment.compose_file.read_text())
+    deployment.compose("exec", "-T", "api", "rm", "-f", "/data/hooks.log")
     labels = ["    labels:"]
     if pre is not None:
         labels.append(f"      update-executor.pre-update: {quote(pre)}")
     if post is not None:
         labels.append(f"      update-executor.post-update: {quote(post)}")
     labels.append('      update-executor.timeout: "60"')
-    text = deployment.compose_file.read_text()
+    text = original.read_text()
     anchor = "      APP_ROLE: api\n"
     assert anchor in text
     deployment.compose_file.write_text(text.replace(anchor, anchor + "\n".join(labels) + "\n", 1))
@@ -50,11 +60,12 @@ def status_of(summary: dict[str, Any], name: str) -> str:
 
 
 async def test_pre_hook_in_the_old_container_then_post_hook_in_the_new_one(
-    deployment: Deployment, client: UpdateClient
+    shared_deployment: Deployment, shared_client: UpdateClient
 ) -> None:
+    deployment, client = shared_deployment, shared_client
     add_hooks(deployment, RECORD_PRE, RECORD_POST)
     old = deployment.container_ids()
-    new_app = deployment.publish(deployment.app_repo, "2")
+    new_app = deployment.publish(deployment.app_repo, deployment.next_version())
 
     summary = await update(client, deployment, services=["api", "worker"])
 
@@ -87,11 +98,12 @@ async def test_pre_hook_in_the_old_container_then_post_hook_in_the_new_one(
 
 
 async def test_a_failing_pre_hook_stops_the_update_before_anything_changed(
-    deployment: Deployment, client: UpdateClient
+    shared_deployment: Deployment, shared_client: UpdateClient
 ) -> None:
+    deployment, client = shared_deployment, shared_client
     add_hooks(deployment, "sh -c 'echo cannot drain >&2; exit 3'", RECORD_POST)
     containers, images = deployment.container_ids(), deployment.image_ids()
-    deployment.publish(deployment.app_repo, "2")
+    deployment.publish(deployment.app_repo, deployment.next_version())
 
     summary = await update(client, deployment, services=["api", "worker"])
 
@@ -109,10 +121,13 @@ async def test_a_failing_pre_hook_stops_the_update_before_anything_changed(
     assert deployment.compose("exec", "-T", "api", "ls", "/data").split().count("hooks.log") == 0
 
 
-async def test_a_failing_post_hook_rolls_back(deployment: Deployment, client: UpdateClient) -> None:
+async def test_a_failing_post_hook_rolls_back(
+    shared_deployment: Deployment, shared_client: UpdateClient
+) -> None:
+    deployment, client = shared_deployment, shared_client
     add_hooks(deployment, RECORD_PRE, "sh -c 'echo cache warm-up failed; exit 4'")
     images = deployment.image_ids()
-    deployment.publish(deployment.app_repo, "2")
+    deployment.publish(deployment.app_repo, deployment.next_version())
 
     summary = await update(client, deployment, services=["api", "worker"])
 
@@ -127,10 +142,11 @@ async def test_a_failing_post_hook_rolls_back(deployment: Deployment, client: Up
     assert summary["hooks"]["api"]["post-update"]["rc"] == 4
 
 
-def test_hooks_run_by_hand_and_can_be_skipped_by_tag(deployment: Deployment) -> None:
+def test_hooks_run_by_hand_and_can_be_skipped_by_tag(shared_deployment: Deployment) -> None:
+    deployment = shared_deployment
     add_hooks(deployment, RECORD_PRE, RECORD_POST)
     old = deployment.container_ids()
-    deployment.publish(deployment.app_repo, "2")
+    deployment.publish(deployment.app_repo, deployment.next_version())
     env = {**deployment.worker_env(), "UPDATE_SERVICES": "api"}
 
     run = run_playbook(env)
@@ -139,7 +155,7 @@ def test_hooks_run_by_hand_and_can_be_skipped_by_tag(deployment: Deployment) -> 
     assert hook_log(deployment) == [f"pre {old['api'][:12]}", f"post {new['api'][:12]}"]
     assert set(run.report["hooks"]["api"]) == {"pre-update", "post-update"}
 
-    deployment.publish(deployment.app_repo, "3")
+    deployment.publish(deployment.app_repo, deployment.next_version())
     skipped = run_playbook(env, "--skip-tags", "hooks")
     assert skipped.returncode == 0, skipped.explain()
     assert deployment.container_ids()["api"] != new["api"]  # updated, without hooks

@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import time
 from dataclasses import replace
 from typing import Any
 
-from tests.integration.conftest import CLI, Deployment, update, worker_process
+from tests.integration.conftest import CliOutcome, Deployment, Outcome, update
 from tests.summary_schema import assert_valid_summary
 from worker.host.main import create_worker
 from worker.shared.client import UpdateClient
-from worker.shared.keys import RESULT_TTL_S, STREAM_MAXLEN, latest_update_key, progress_key
+from worker.shared.keys import RESULT_TTL_S, STREAM_MAXLEN, progress_key
 
 PLANNED = ["preflight", "lock", "login", "snapshot", "pull", "recreate", "migrations", "report"]
 
@@ -61,15 +60,12 @@ async def raw_stream(client: UpdateClient, deployment: Deployment, job_id: str) 
     return repr(await client.redis.xrange(key))
 
 
-async def test_a_full_update_streams_every_planned_step(
-    deployment: Deployment, client: UpdateClient
-) -> None:
-    deployment.publish(deployment.app_repo, "2")
-    summary = await update(client, deployment, services=["api", "worker"])
+async def test_a_full_update_streams_every_planned_step(updated_once: Outcome) -> None:
+    summary, deployment = updated_once.summary, updated_once.deployment
     assert summary["status"] == "successful"
     job_id = summary["job_id"]
 
-    entries = await client.progress(job_id)
+    entries = updated_once.progress
     assert entries[0]["kind"] == "job_started"
     assert entries[0]["planned"] == PLANNED
     assert_matches_summary(entries, summary)
@@ -82,10 +78,13 @@ async def test_a_full_update_streams_every_planned_step(
     # ids increase; `since` returns only what came after
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
-    assert await client.progress(job_id, since=ids[3]) == entries[4:]
-    assert await client.progress(job_id, since=ids[-1]) == []
+    async with await UpdateClient.connect(deployment.settings) as client:
+        assert await client.progress(job_id) == entries  # the stream stays as it was
+        assert await client.progress(job_id, since=ids[3]) == entries[4:]
+        assert await client.progress(job_id, since=ids[-1]) == []
+        raw = await raw_stream(client, deployment, job_id)
 
-    status = await client.status(job_id)
+    status = updated_once.status
     assert status["current_step"] is None
     assert status["progress"]["done"] == status["progress"]["planned"] == len(PLANNED)
     assert [s["name"] for s in status["progress"]["steps"]] == [
@@ -93,19 +92,16 @@ async def test_a_full_update_streams_every_planned_step(
         "report",
     ]  # fmt: skip
 
-    # bounded, and it expires with the result
-    key = progress_key(deployment.settings.queue_name, job_id)
-    assert 0 < await client.redis.ttl(key) <= RESULT_TTL_S
-    assert await client.redis.xlen(key) == len(entries) < STREAM_MAXLEN
-    assert await client.redis.ttl(latest_update_key(deployment.settings.queue_name)) > 0
+    # bounded, and it expires with the result (as read right after the update)
+    assert 0 < updated_once.ttls["progress"] <= RESULT_TTL_S
+    assert updated_once.ttls["progress_len"] == len(entries) < STREAM_MAXLEN
+    assert updated_once.ttls["latest"] > 0
     # no secret in the stream
-    raw = await raw_stream(client, deployment, job_id)
     assert deployment.stack.registry_password not in raw
     assert deployment.settings.job_secret.reveal() not in raw
 
     # an API started afterwards finds it
-    async with await UpdateClient.connect(deployment.settings) as fresh:
-        latest = await fresh.latest_update()
+    latest = updated_once.latest
     assert latest is not None
     assert latest["job_id"] == job_id
     assert latest["state"] == "finished"
@@ -113,15 +109,14 @@ async def test_a_full_update_streams_every_planned_step(
 
 
 async def test_a_failed_update_streams_the_failed_step_and_the_rollback(
-    deployment: Deployment, client: UpdateClient
+    rolled_back_once: Outcome,
 ) -> None:
-    deployment.publish(deployment.app_repo, "2", behaviour="unhealthy")
-    summary = await update(client, deployment, services=["api", "worker"])
+    summary = rolled_back_once.summary
     assert summary["status"] == "failed"
     assert summary["error"]["step"] == "recreate"
     assert summary["rolled_back"] is True
 
-    entries = await client.progress(summary["job_id"])
+    entries = rolled_back_once.progress
     assert_matches_summary(entries, summary)
     ends = ended(entries)
     assert ends["recreate"]["status"] == "failed"
@@ -131,73 +126,42 @@ async def test_a_failed_update_streams_the_failed_step_and_the_rollback(
     names = [name for kind, name in step_pairs(entries) if kind == "step_started"]
     assert names[names.index("recreate") :] == ["recreate", "rollback", "report"]
 
-    status = await client.status(summary["job_id"])
+    status = rolled_back_once.status
     steps = {s["name"]: s for s in status["progress"]["steps"]}
     assert steps["rollback"]["planned"] is False
     assert steps["migrations"]["status"] == "skipped"
     assert status["progress"]["done"] < status["progress"]["planned"]
 
 
-async def test_a_refused_request_ends_its_stream_with_the_error(
-    deployment: Deployment, client: UpdateClient
-) -> None:
-    summary = await update(client, deployment, services=["db"])  # not an update service
-    job_id = summary["job_id"]
-    entries = await client.progress(job_id)
-    assert [e["kind"] for e in entries] == ["job_ended"]
-    assert entries[0]["status"] == "failed"
-    assert entries[0]["error"] == summary["error"]
-    assert entries[0]["error"]["step"] == "validation"
+async def test_a_refused_request_ends_its_stream_with_the_error(outcome_site: Deployment) -> None:
+    """Refused before the playbook runs: the session's outcome site serves, nothing changes."""
+    deployment = outcome_site
+    async with await UpdateClient.connect(deployment.settings) as client:
+        summary = await update(client, deployment, services=["db"])  # not an update service
+        job_id = summary["job_id"]
+        entries = await client.progress(job_id)
+        assert [e["kind"] for e in entries] == ["job_ended"]
+        assert entries[0]["status"] == "failed"
+        assert entries[0]["error"] == summary["error"]
+        assert entries[0]["error"]["step"] == "validation"
 
-    # A Redis writer without the job secret cannot make a UI show progress: a forged entry
-    # (or one copied from another job's stream) is left out.
-    key = progress_key(deployment.settings.queue_name, job_id)
-    forged = {"kind": "job_ended", "at": "x", "status": "successful", "job": job_id}
-    await client.redis.xadd(key, {"p": json.dumps(forged), "s": "0" * 64})
-    assert await client.progress(job_id) == entries
-    assert (await client.status(job_id))["progress"]["steps"] == []
-
-
-async def watch(client: UpdateClient, timeout: float) -> list[dict[str, Any]]:
-    """What an API started mid-update sees: it finds the update with latest_update() and
-    polls status() until the update finished."""
-    deadline = time.monotonic() + timeout
-    seen: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        latest = await client.latest_update()
-        if latest is not None:
-            seen.append(latest)
-            if latest["state"] == "finished":
-                return seen
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the update did not finish in {timeout} s: last seen {seen[-1:]}")
+        # A Redis writer without the job secret cannot make a UI show progress: a forged entry
+        # (or one copied from another job's stream) is left out.
+        key = progress_key(deployment.settings.queue_name, job_id)
+        forged = {"kind": "job_ended", "at": "x", "status": "successful", "job": job_id}
+        await client.redis.xadd(key, {"p": json.dumps(forged), "s": "0" * 64})
+        assert await client.progress(job_id) == entries
+        assert (await client.status(job_id))["progress"]["steps"] == []
 
 
-async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
-    deployment: Deployment,
-) -> None:
-    new_app = deployment.publish(deployment.app_repo, "2")
-    env = deployment.worker_env()
-    with worker_process(deployment):
-        # stderr is a pipe: plain step lines, no bar
-        cli = await asyncio.create_subprocess_exec(
-            *[CLI, "enqueue", "--services", "api,worker", "--wait", "--timeout", "200"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        output = asyncio.create_task(cli.communicate())
-        try:
-            async with await UpdateClient.connect(deployment.settings) as api:
-                seen = await watch(api, timeout=220)
-        finally:
-            out, err = await asyncio.wait_for(output, 60)
-    stdout, stderr = out.decode(), err.decode()
+def test_progress_while_a_real_worker_runs_and_the_cli_waits(cli_updated_once: CliOutcome) -> None:
+    done = cli_updated_once  # `enqueue --wait` served by `update-executor worker` (conftest.py)
+    deployment, seen, stdout, stderr = done.deployment, done.seen, done.stdout, done.stderr
 
-    assert cli.returncode == 0, stdout[-3000:] + stderr
+    assert done.returncode == 0, stdout[-3000:] + stderr
     summary = assert_valid_summary(json.loads(stdout))
     assert summary["status"] == "successful"
-    assert deployment.image_ids()["api"] == new_app
+    assert done.after_images["api"] == done.new_app
 
     # while it ran, status() named the step and counted done < planned, never going back
     running = [s for s in seen if s["state"] == "running" and s["current_step"]]
@@ -205,8 +169,8 @@ async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
     assert {s["job_id"] for s in seen} == {summary["job_id"]}
     assert all(s["progress"]["done"] < s["progress"]["planned"] == 8 for s in running)
     assert len({s["current_step"] for s in running}) >= 2  # it moved on while we watched
-    done = [s["progress"]["done"] for s in seen]
-    assert done == sorted(done)
+    progress = [s["progress"]["done"] for s in seen]
+    assert progress == sorted(progress)
     assert seen[-1]["current_step"] is None
     assert seen[-1]["progress"]["done"] == 8
 
@@ -222,12 +186,8 @@ async def test_progress_while_a_real_worker_runs_and_the_cli_waits(
     assert deployment.stack.registry_password not in stdout + stderr
 
     # `status JOB_ID` shows the final progress
-    status = await asyncio.create_subprocess_exec(
-        CLI, "status", summary["job_id"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    status_out, status_err = await status.communicate()
-    assert status.returncode == 0, status_err.decode()
-    answer = json.loads(status_out)
+    assert done.status_returncode == 0, done.status_stderr
+    answer = json.loads(done.status_stdout)
     assert answer["current_step"] is None
     assert answer["progress"]["done"] == answer["progress"]["planned"] == 8
 

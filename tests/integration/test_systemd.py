@@ -36,10 +36,16 @@ from pathlib import Path
 import pytest
 
 from testbed import Stack, build_app_image, running_image_ids, write_sample_project
+from testbed.siteenv import site_environment
 from testbed.stack import docker_binary
 from testbed.systemd import Mount, SystemdHost, rootfs_tarball
 from testbed.wheelhouse import complete_for_python
-from tests.integration.conftest import wait_for_step
+from tests.integration.conftest import (
+    GATED_MIGRATION,
+    GATED_MIGRATION_PATH,
+    MIGRATION_GATE,
+    wait_for_step,
+)
 from tests.summary_schema import assert_valid_summary
 from worker.host.settings import Settings
 from worker.shared.client import UpdateClient
@@ -55,12 +61,7 @@ SOURCE_DIR = "/root/update-executor"  # the release's files: deploy/ and dist/
 WHEELHOUSE_DIR = "/root/wheelhouse"
 TOKEN_PLACEHOLDER = "'ghp_…'"
 LOCK_DIR = "/var/lib/update-executor/locks"  # UPDATE_LOCK_DIR's default, a StateDirectory
-GATE = "/data/release-migration"
-GATED_MIGRATION = f"""#!/bin/sh
-# The test's migration: waits until the test opens the gate, then migrates.
-until [ -e {GATE} ]; do sleep 0.1; done
-exec /app/migrate
-"""
+GATE = MIGRATION_GATE  # GATED_MIGRATION waits until the test creates it
 # The host's Docker, as far as systemd is concerned: the daemon is the bed's, outside.
 DOCKER_SERVICE = """[Unit]
 Description=Docker (stand-in: the test bed's dockerd runs outside this container)
@@ -78,6 +79,9 @@ _versions = itertools.count(2)
 def restart_worker(host: SystemdHost, command: str = "start") -> None:
     """`systemctl start/restart` the unit and wait until the worker is ready for jobs."""
     cursor = host.cursor()
+    # The tests start the unit more often than StartLimitBurst allows in StartLimitIntervalSec
+    # (a crash loop's bound): each start begins with a fresh count, as after an operator's fix.
+    host.exec("systemctl", "reset-failed", UNIT, check=False)
     host.exec("systemctl", command, UNIT)
     host.wait_journal(UNIT, READY, after=cursor)
 
@@ -183,7 +187,7 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     site.api(
         "sh",
         "-c",
-        "cat >/data/gated-migrate && chmod 0755 /data/gated-migrate",
+        f"cat >{GATED_MIGRATION_PATH} && chmod 0755 {GATED_MIGRATION_PATH}",
         input=GATED_MIGRATION,
     )
     yield site
@@ -248,18 +252,14 @@ def installed(
         host.copy_in(site.compose_file.parent, SITE_DIR)
         env_file = edited_env_file(
             (REPO_ROOT / "deploy" / "update-executor.env.example").read_text(),
-            {
-                "REDIS_QUEUE_HOST": stack.redis_host,
-                "REDIS_QUEUE_PORT": str(stack.redis_port),
-                "UPDATE_QUEUE_NAME": "update-executor:systemd",
-                "COMPOSE_PROJECT_NAME": site.project,
-                "REGISTRY_URL": stack.registry,
-                "REGISTRY_USERNAME": stack.registry_username,
-                "MIGRATION_COMMAND": "/data/gated-migrate",
-                "HEALTH_TIMEOUT": "60",
-                "JOB_TIMEOUT": "300",
-                "UPDATE_MIN_INTERVAL": "0",
-            },
+            site_environment(
+                stack,
+                queue="update-executor:systemd",
+                project=site.project,
+                migration_command=GATED_MIGRATION_PATH,
+                job_timeout=300,
+                log_file=None,  # the example file's: the journal
+            ),
         )
         timings["copy in"] = time.monotonic() - began
         began = time.monotonic()
@@ -467,6 +467,46 @@ def test_a_bad_configuration_fails_the_unit_with_the_problems_in_the_journal(
     finally:
         host.exec("sh", "-c", f"cat >{env_path}", input=installed.env_file)
         host.exec("systemctl", "reset-failed", UNIT, check=False)
+        restart_worker(host)
+
+
+async def test_minus_infinity_crashes_nothing_and_a_crash_loop_ends_in_a_failed_unit(
+    installed: Installed, client: UpdateClient
+) -> None:
+    """Issue 21: `ZADD <queue> -inf x1` made ARQ's poll raise and the worker exit, over and
+    over (every restart forgetting its in-memory nonces and cool-down). Now the entry is
+    removed and the same process serves on; and a worker that does crash at every start (a
+    stand-in command here) ends in a failed unit after StartLimitBurst starts instead of
+    restarting every 5 s for ever."""
+    host = installed.host
+    pid, restarts = installed.main_pid(), host.unit(UNIT, "NRestarts")["NRestarts"]
+    cursor = host.cursor()
+    await client.redis.zadd(installed.settings.queue_name, {"x1": float("-inf")})
+    host.wait_journal(UNIT, "1 queue entry removed: the score is not a time", after=cursor)
+    assert installed.main_pid() == pid
+    assert host.unit(UNIT, "NRestarts")["NRestarts"] == restarts
+    dropin_dir = f"/etc/systemd/system/{UNIT}.d"
+    crash = '[Service]\nExecStart=\nExecStart=/bin/sh -c "echo crashing; exit 1"\n'
+    host.exec("mkdir", "-p", dropin_dir)
+    host.exec("sh", "-c", f"cat >{dropin_dir}/crash.conf", input=crash)
+    host.exec("systemctl", "daemon-reload")
+    try:
+        cursor = host.cursor()
+        started = time.monotonic()
+        host.exec("systemctl", "reset-failed", UNIT, check=False)
+        host.exec("systemctl", "restart", UNIT, check=False)
+        failed = host.wait_unit(UNIT, "failed", {"ActiveState": ["failed"]}, timeout=180)
+        took = time.monotonic() - started
+        state = host.unit(UNIT, "Result", "NRestarts", "SubState")
+        # systemd 252 keeps the last run's result (exit-code); newer ones say start-limit-hit
+        assert state["Result"] in ("exit-code", "start-limit-hit"), (failed, state)
+        assert state["SubState"] == "failed", state
+        since = host.journal(UNIT, after=cursor)
+        assert "Start request repeated too quickly" in since, since
+        assert since.count("crashing") == 5, since  # StartLimitBurst=5 starts, then no more
+        print(f"\ncrash loop: the unit failed after {took:.0f} s ({state})")
+    finally:
+        host.script(f"rm -rf {dropin_dir}\nsystemctl daemon-reload\n")
         restart_worker(host)
 
 

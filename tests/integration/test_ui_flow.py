@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from testbed.stack import CommandError
+from tests.integration.conftest import HOST_ONLY
 from tests.integration.real_site import RealSite, real_site
 from tests.integration.test_api import ApiServer
 from tests.integration.ui_app import ADMIN_TOKEN_ENV
@@ -30,8 +31,6 @@ UI_HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 BASE = "/api/v1/system/update"
 CHECK_TIMEOUT_S = 10.0  # the page gives up on /check after 10 s
 POLL_S = 1.0  # the page polls every 5 s; faster here, same calls
-# The API container gets none of these: no registry credentials, no compose file.
-HOST_ONLY = ("REGISTRY_USERNAME", "GITHUB_TOKEN_FILE", "GITHUB_TOKEN", "COMPOSE_FILE_PATH")
 BACKUP = "sh -c 'echo \"-- dump of $POSTGRES_DB for $POSTGRES_USER\"'"
 
 

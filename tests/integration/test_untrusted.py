@@ -5,7 +5,8 @@ results are bound to their job; a non-UTF-8 progress entry breaks nothing.
 Real components only: the test bed's dockerd, registry and Redis, the real playbooks through
 the real ansible-runner, the real ARQ worker (UpdateWorker). Each hostile string is put where
 Ansible would template it if the worker let it through: a command in it would `touch` a marker
-file, which must stay absent.
+file, which must stay absent. The tests share one deployment of this module, each on a queue
+of its own (the `deployment` fixture below).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ class Written:
 
     def new(self) -> set[Path]:
         return self._names() - self.before
+
+
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """The module's deployment on a fresh queue: the Redis state each test makes (nonces,
+    in-flight claims, cool-down) is its own, the compose project is up once for all."""
+    return shared_deployment.with_fresh_queue()
 
 
 @pytest.fixture
@@ -260,7 +268,7 @@ async def test_a_replay_after_a_worker_restart_is_refused_and_migrations_do_not_
 ) -> None:
     settings = deployment.settings
     queue = settings.queue_name
-    deployment.publish(deployment.app_repo, "2")
+    deployment.publish(deployment.app_repo, deployment.next_version())
     job_id = await client.enqueue_update(services=["api"], run_migrations=True)
     captured = await client.redis.get(job_key_prefix + job_id)
     await run_worker_burst(settings)  # the first worker
@@ -323,8 +331,10 @@ async def served(client: UpdateClient, job_id: str, timeout: float = 120) -> dic
 
 
 async def test_the_worker_outlives_bad_redis_state(
-    deployment: Deployment, client: UpdateClient, caplog: pytest.LogCaptureFixture
+    own_deployment: Deployment, own_client: UpdateClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # its own: the cool-down it sets up is per compose project
+    deployment, client = own_deployment, own_client
     caplog.set_level(logging.INFO)
     settings = replace(deployment.settings, min_interval=60)
     queue = settings.queue_name

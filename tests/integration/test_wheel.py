@@ -15,8 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from testbed.faults import operator_run
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import Deployment, cli_worker
 from tests.summary_schema import assert_valid_summary
 from worker.shared.client import UpdateClient
 
@@ -59,20 +61,12 @@ def installed_content(venv: Path, cwd: Path, env: dict[str, str]) -> Path:
 def installed_worker(venv: Path, cwd: Path, env: dict[str, str]) -> Iterator[list[str]]:
     """`update-executor worker` from the venv; yields a list that receives its output."""
     output: list[str] = []
-    worker = subprocess.Popen(
-        [str(venv / "bin" / "update-executor"), "worker"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = cwd.parent / "worker-output.log"
     try:
-        yield output
+        with cli_worker(env, log=log, cli=str(venv / "bin" / "update-executor"), cwd=cwd):
+            yield output
     finally:
-        worker.terminate()
-        output.append(worker.communicate(timeout=60)[0])
-        print(f"--- worker output ---\n{output[-1][-4000:]}")
+        output.append(log.read_text(errors="replace"))
 
 
 def dry_run_by_hand(venv: Path, content: Path, env: dict[str, str]) -> None:
@@ -93,6 +87,13 @@ def dry_run_by_hand(venv: Path, content: Path, env: dict[str, str]) -> None:
     assert "failed=0" in done.stdout
 
 
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """The module's deployment (none of these tests leaves it changed but for a new version),
+    on a queue of each test's own."""
+    return shared_deployment.with_fresh_queue()
+
+
 async def test_the_wheel_in_a_fresh_venv_updates_from_an_unrelated_directory(
     deployment: Deployment, client: UpdateClient, wheelhouse: Path, tmp_path: Path
 ) -> None:
@@ -108,7 +109,7 @@ async def test_the_wheel_in_a_fresh_venv_updates_from_an_unrelated_directory(
     module = content / "playbooks" / "roles" / "compose_update" / "library" / "update_lock.py"
     assert module.is_file() and not module.is_symlink()
 
-    new_app = deployment.publish(deployment.app_repo, "2")
+    new_app = deployment.publish(deployment.app_repo, deployment.next_version())
     job_id = await client.enqueue_update(services=["api", "worker"], requested_by="wheel")
     with installed_worker(venv, elsewhere, env) as output:
         summary = assert_valid_summary(await client.result(job_id, timeout=200))
@@ -176,7 +177,7 @@ def test_the_api_extra_alone_serves_the_router_without_ansible(
         text=True,
         check=False,
     )
-    assert status.returncode == 2, status.stderr  # answered by Redis: not_found
+    assert status.returncode == 3, status.stderr  # answered by Redis: not_found (EXIT_NOT_FOUND)
     assert '"state": "not_found"' in status.stdout
     worker = subprocess.run(
         [cli, "worker"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False

@@ -359,8 +359,8 @@ def test_refused_and_check_records() -> None:
 
 @pytest.mark.parametrize("key", [b"k" * 32, None])
 def test_records_verify_only_with_the_secret(key: bytes | None) -> None:
-    fields = encode_record({"job_id": "j"}, key)
-    assert decode_record("1-0", fields, key) == {"id": "1-0", "job_id": "j"}
+    fields = encode_record({"job_id": "j", "at": 1}, key)  # written under the id 1-0
+    assert decode_record("1-0", fields, key) == {"id": "1-0", "job_id": "j", "at": 1}
     forged = {"p": json.dumps({"job_id": "evil"}), "s": ""}
     assert (decode_record("2-0", forged, key) is None) is (key is not None)
     tampered = {**fields, "p": fields["p"].replace('"j"', '"x"')}

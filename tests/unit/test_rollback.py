@@ -115,17 +115,19 @@ REPORT = {
             ),
             None,
             False,
-            "THE ROLLBACK COULD NOT RUN: Error connecting: cannot reach the daemon. Run "
-            "`ansible-playbook -i inventory/localhost playbooks/rollback.yml` once the cause is "
-            "fixed (the next update is refused until then).",
+            "THE ROLLBACK COULD NOT RUN: Error connecting: cannot reach the daemon. Once the "
+            "cause is fixed, run `update-executor rollback` on the host (a manual "
+            "ansible-playbook run: "
+            "playbooks/rollback.yml with its inventory); the next update is refused until then.",
         ),
         (
             RunOutcome(UpdateStatus.failed, [], error="ERROR! the playbook could not be parsed"),
             CutOffRollback(ran=False, error="ERROR! the playbook could not be parsed"),
             False,
-            "THE ROLLBACK COULD NOT RUN: ERROR! the playbook could not be parsed. Run "
-            "`ansible-playbook -i inventory/localhost playbooks/rollback.yml` once the cause is "
-            "fixed (the next update is refused until then).",
+            "THE ROLLBACK COULD NOT RUN: ERROR! the playbook could not be parsed. Once the "
+            "cause is fixed, run `update-executor rollback` on the host (a manual "
+            "ansible-playbook run: "
+            "playbooks/rollback.yml with its inventory); the next update is refused until then.",
         ),
     ],
 )

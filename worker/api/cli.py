@@ -8,27 +8,78 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from ..shared.client import UpdateClient
+from ..shared.envfile import EnvFileError, command_environment
 from ..shared.history import MAX_LIMIT, read_history_file
 from ..shared.logs import setup_logging
 from ..shared.request import InvalidRequest
 from ..shared.settings import ClientSettings, ConfigError
 from .follow import follow
-from .tables import check_exit_status, format_check_table, format_history_table
+from .tables import (
+    EXIT_UPDATE_AVAILABLE,
+    check_exit_status,
+    format_check_table,
+    format_history_table,
+    format_summary,
+)
 
 logger = logging.getLogger("update_executor")
+
+# Exit statuses of the client commands (listed in --help).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the update failed, or Redis could not be reached, or a wait gave up
+EXIT_USAGE = 2  # bad arguments, an invalid request or configuration (argparse's own too)
+EXIT_NOT_FOUND = 3  # no such job (unknown, or its result expired), or no update yet
+EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}   success (check: up to date)
+  {EXIT_FAILED}   the update failed, Redis could not be reached, or a wait gave up
+  {EXIT_USAGE}   usage: bad arguments, an invalid request, or an invalid configuration
+  {EXIT_NOT_FOUND}   not found: no such job (or its result expired), or no update yet
+  {EXIT_UPDATE_AVAILABLE}  check: an update is available
+"""
+# The unit docs/operations.md installs: its LoadCredential= lines say where the secrets are.
+DEFAULT_UNIT = Path("/etc/systemd/system/update-executor.service")
+JSON_HELP = "print JSON (the default when stdout is not a terminal)"
+
+
+def package_version() -> str:
+    try:
+        return version("update-executor")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="update-executor",
         description="Update a Docker Compose deployment through an ARQ queue and Ansible.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action="version", version=f"update-executor {package_version()}"
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="read the settings from the worker's environment file (systemd's EnvironmentFile "
+        "format, e.g. /etc/update-executor/update-executor.env; never executed); its values "
+        "override the shell's, and the secrets come from the unit's LoadCredential= files",
+    )
+    parser.add_argument(
+        "--unit",
+        type=Path,
+        default=DEFAULT_UNIT,
+        help=f"with --env-file: the unit whose LoadCredential= lines name the secrets' files "
+        f"(default {DEFAULT_UNIT}, when it exists)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     # Parsed here so that `update-executor --help` lists it; run by worker/host/cli.py.
@@ -39,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run without UPDATE_JOB_SECRET, accepting unsigned jobs from anyone who can write "
         "to Redis (a warning is logged at every start); never in production",
+    )
+
+    # On the host too (worker/host/cli.py), with the worker's settings (--env-file).
+    commands.add_parser(
+        "rollback",
+        help="(on the host) finish the rollback of an update that was cut off or whose "
+        "rollback failed, from its rollback point; exit 0 when the previous version is back "
+        "(or there was nothing to roll back)",
     )
 
     enqueue = commands.add_parser("enqueue", help="queue an update")
@@ -55,9 +114,26 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after N seconds"
     )
+    enqueue.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    status = commands.add_parser("status", help="print a job's state and summary")
-    status.add_argument("job_id")
+    status = commands.add_parser(
+        "status", help="print a job's state and summary (default: the latest update)"
+    )
+    status.add_argument("job_id", nargs="?", help="the job (default: the latest update)")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel an update (default: the latest, if queued or running): the worker stops "
+        "it and puts back what it had changed; exit 0 once it ended canceled",
+    )
+    cancel.add_argument("job_id", nargs="?", help="the job (default: the latest update)")
+    cancel.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="wait this many seconds for the job to end (default 300: a rollback takes time)",
+    )
 
     check = commands.add_parser(
         "check",
@@ -87,36 +163,121 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
+def wants_json(args: argparse.Namespace) -> bool:
+    """JSON with --json, or when stdout is not a terminal (a script reads it); text otherwise."""
+    return bool(getattr(args, "json", False)) or not sys.stdout.isatty()
+
+
+async def joined_a_dry_run(client: UpdateClient, job_id: str) -> bool:
+    """Whether the update in flight that a request joined is itself a dry run."""
+    request = await client.queued_request(job_id)
+    return request is not None and request.get("dry_run") is True
+
+
 async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
     services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
+    request: dict[str, Any] = {
+        "run_migrations": not args.no_migrations,
+        "services": services,
+        "dry_run": args.dry_run,
+        "requested_by": args.requested_by,
+    }
     async with await UpdateClient.connect(settings) as client:
-        job_id = await client.enqueue_update(
-            run_migrations=not args.no_migrations,
-            services=services,
-            dry_run=args.dry_run,
-            requested_by=args.requested_by,
-        )
+        enqueued = await client.submit_update(**request)
+        job_id = enqueued.job_id
+        if args.dry_run and enqueued.existing and not await joined_a_dry_run(client, job_id):
+            # The dry run was not queued: following the real update instead would be a surprise.
+            print(
+                f"update-executor: an update is already queued or running (job {job_id}): the "
+                "dry run was not queued; try again when it has ended",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         if not args.wait:
-            print_json({"job_id": job_id, "state": "queued"})
-            return 0
-        print(f"queued update job {job_id}; waiting for the worker", file=sys.stderr)
-        summary = await follow(client, job_id, sys.stderr, timeout=args.timeout)
-        print_json(summary)
-        return 0 if summary.get("status") == "successful" else 1
+            if wants_json(args):
+                print_json({"job_id": job_id, "state": "queued", "joined": enqueued.existing})
+            else:
+                joined = "joined the update in flight" if enqueued.existing else "queued update"
+                print(f"{joined}: job {job_id}")
+            return EXIT_OK
+        joined = "joined the update in flight" if enqueued.existing else "queued update"
+        print(f"{joined} job {job_id}; waiting for the worker", file=sys.stderr)
+
+        async def rejoin(lost: str) -> str:
+            return await client.rejoin(lost, **request)
+
+        summary = await follow(
+            client,
+            job_id,
+            sys.stderr,
+            timeout=args.timeout,
+            rejoin=rejoin if enqueued.existing else None,
+        )
+        if wants_json(args):
+            print_json(summary)
+        else:
+            print(format_summary(summary))
+        return EXIT_OK if summary.get("status") == "successful" else EXIT_FAILED
 
 
-async def status(settings: ClientSettings, job_id: str) -> int:
+async def status(settings: ClientSettings, job_id: str | None, as_json: bool) -> int:
     async with await UpdateClient.connect(settings) as client:
-        answer = await client.status(job_id)
-    print_json(answer)
+        if job_id is not None:
+            answer = await client.status(job_id)
+        else:
+            latest = await client.latest_update()
+            if latest is None:
+                print("update-executor: no update yet (or the last one expired)", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            answer = latest
+    if as_json:
+        print_json(answer)
+    elif answer.get("summary"):
+        print(format_summary(answer["summary"]))
+    else:
+        print(f"update {answer.get('job_id', job_id)}: {answer['state']}")
     if answer["state"] == "running":
         done, planned = answer["progress"]["done"], answer["progress"]["planned"]
         step = answer["current_step"] or "between steps"
         print(f"running: {step} ({done}/{planned} steps done)", file=sys.stderr)
     if answer["state"] == "not_found":
-        return 2
+        return EXIT_NOT_FOUND
     summary = answer.get("summary")
-    return 1 if summary and summary.get("status") != "successful" else 0
+    return EXIT_FAILED if summary and summary.get("status") != "successful" else EXIT_OK
+
+
+async def cancel(settings: ClientSettings, job_id: str | None, timeout: float) -> int:
+    """`update-executor cancel`: a signed cancel request, then wait for the job's end."""
+    async with await UpdateClient.connect(settings) as client:
+        answer = await client.status(job_id) if job_id else await client.latest_update()
+        if answer is None or answer["state"] == "not_found":
+            what = f"no update job {job_id}" if job_id else "no update yet"
+            print(f"update-executor: {what} (or its result expired)", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        job_id = str(answer["job_id"])
+        if answer["state"] == "finished":
+            status = (answer.get("summary") or {}).get("status", "?")
+            print(f"update job {job_id} already ended ({status}): nothing to cancel")
+            return EXIT_FAILED
+        print(f"canceling update job {job_id} ({answer['state']}); waiting for it to end")
+        canceled = await client.abort(job_id, timeout=timeout)
+        final = await client.status(job_id)
+    summary = final.get("summary") or {}
+    if canceled:
+        back = (
+            "what it had changed was put back"
+            if summary.get("rolled_back")
+            else "nothing had changed"
+        )
+        print(f"update job {job_id} canceled: {back}")
+        return EXIT_OK
+    if final["state"] == "finished":
+        print(
+            f"update job {job_id} ended {summary.get('status', '?')} before the cancel took effect"
+        )
+    else:
+        print(f"update job {job_id} did not end within {timeout:g} s; the cancel request stays")
+    return EXIT_FAILED
 
 
 async def check_updates(settings: ClientSettings, args: argparse.Namespace) -> int:
@@ -149,10 +310,15 @@ async def show_history(settings: ClientSettings, args: argparse.Namespace) -> in
 def run_client(args: argparse.Namespace) -> int:
     """Every command but `worker`; the exit status."""
     try:
-        settings = ClientSettings.from_env()
-    except ConfigError as exc:
+        settings = ClientSettings.from_env(
+            command_environment(os.environ, args.env_file, args.unit)
+        )
+    except (ConfigError, EnvFileError) as exc:
         print(f"update-executor: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"update-executor: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging(None, args.verbose)
     try:
         if args.command == "enqueue":
@@ -161,13 +327,18 @@ def run_client(args: argparse.Namespace) -> int:
             return asyncio.run(check_updates(settings, args))
         if args.command == "history":
             return asyncio.run(show_history(settings, args))
-        return asyncio.run(status(settings, args.job_id))
+        if args.command == "cancel":
+            return asyncio.run(cancel(settings, args.job_id, args.timeout))
+        return asyncio.run(status(settings, args.job_id, wants_json(args)))
     except InvalidRequest as exc:
         print(f"update-executor: invalid request: {exc}", file=sys.stderr)
-        return 2
-    except (TimeoutError, LookupError) as exc:
+        return EXIT_USAGE
+    except LookupError as exc:
         print(f"update-executor: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_NOT_FOUND
+    except TimeoutError as exc:
+        print(f"update-executor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:  # Redis unreachable and the like
         print(f"update-executor: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO
 
 from ..shared.client import JobState, UpdateClient
@@ -91,12 +91,19 @@ class ProgressPrinter:
 
 
 async def follow(
-    client: UpdateClient, job_id: str, out: TextIO, *, timeout: float | None = None
+    client: UpdateClient,
+    job_id: str,
+    out: TextIO,
+    *,
+    timeout: float | None = None,
+    rejoin: Callable[[str], Awaitable[str]] | None = None,
 ) -> dict[str, Any]:
     """Show the job's progress on `out` until it finishes; return its summary.
 
-    LookupError when the job is unknown, TimeoutError after `timeout` seconds (the update goes
-    on)."""
+    `rejoin`: for a job that was joined (the update in flight when we asked), what to follow
+    when ARQ does not know it (`UpdateClient.rejoin`: the same id within the claim's grace,
+    else a new job). LookupError when the job is unknown (and there is no `rejoin`),
+    TimeoutError after `timeout` seconds (the update goes on)."""
     printer = ProgressPrinter(out, tty=out.isatty())
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -104,17 +111,21 @@ async def follow(
     try:
         while True:
             status = await client.status(job_id)
-            entries = await client.progress(job_id, since=since)
-            if entries:
-                since = str(entries[-1]["id"])
-            printer.entries(entries)
+            page = await client.progress_page(job_id, since=since)
+            since = page.last_id or since  # past entries that do not verify too
+            printer.entries(page.entries)
             printer.status(status)
             state = status["state"]
             if state == JobState.finished:
                 summary: dict[str, Any] = status["summary"]
                 return summary
             if state == JobState.not_found:
-                raise LookupError(f"no update job {job_id} (unknown, or its result expired)")
+                if rejoin is None:
+                    raise LookupError(f"no update job {job_id} (unknown, or its result expired)")
+                now_following = await rejoin(job_id)
+                if now_following != job_id:
+                    out.write(f"update job {job_id} never ran; following {now_following}\n")
+                    job_id, since = now_following, None
             if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"update job {job_id} did not finish in {timeout} s")
             await asyncio.sleep(POLL_S)

@@ -33,8 +33,9 @@ from redis.exceptions import RedisError
 
 from ..shared.client import JobState, UpdateClient
 from ..shared.progress import STREAM_ID, EntryKind
-from ..shared.request import InvalidRequest, check_request_fields
+from ..shared.request import InvalidRequest, check_check_fields, check_request_fields
 from ..shared.settings import ClientSettings
+from ..shared.untrusted import is_job_id
 
 logger = logging.getLogger("update_executor.api")
 
@@ -44,6 +45,8 @@ logger = logging.getLogger("update_executor.api")
 # use from concurrent requests). SharedClient is such a factory.
 ClientFactory = Callable[[], UpdateClient | Awaitable[UpdateClient]]
 
+# For Query(pattern=): pydantic-core checks it with the Rust regex engine, whose `$` is the
+# end of the text (a trailing newline is refused; tests/unit/test_grammars.py).
 JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 # Seconds the stream waits for the result after the job-end entry before it ends anyway.
 END_GRACE_S = 10.0
@@ -62,7 +65,7 @@ CSRF_HEADER = "X-Requested-With"
 # The application's UI names two groups of services: those of its backend image (api, worker)
 # and those of its frontend image. By default a service whose image's name ends in "frontend"
 # (or "-web", "-ui") is the frontend, every other one the backend.
-FRONTEND_NAME = re.compile(r"(^|[/_.-])(frontend|web|ui)$")
+FRONTEND_NAME = re.compile(r"(^|[/_.-])(frontend|web|ui)\Z")
 
 
 def image_repository(image: str) -> str:
@@ -204,6 +207,13 @@ async def require_json(request: Request) -> None:
     )
 
 
+def same_site(request: Request) -> bool:
+    """False for a browser's request from another site: browsers send `Sec-Fetch-Site`
+    (Fetch Metadata) with every request, `cross-site` or `same-site` when a page of another
+    origin caused it (a link, an image, a form). Clients that are not browsers send none."""
+    return request.headers.get("sec-fetch-site", "same-origin").lower() in ("same-origin", "none")
+
+
 class SharedClient:
     """A client factory that connects once, on first use, and is shared by every request.
 
@@ -275,7 +285,7 @@ class Cursor:
         if not raw:
             return cls(None, None)
         job_id, _, entry_id = raw.strip().rpartition("/")
-        if not STREAM_ID.match(entry_id) or (job_id and not re.match(JOB_ID, job_id)):
+        if not STREAM_ID.fullmatch(entry_id) or (job_id and not is_job_id(job_id)):
             raise _invalid(
                 ("query", "since"),
                 "since / Last-Event-ID must be an event id this endpoint sent "
@@ -326,6 +336,7 @@ def build_router(
     poll_interval_s: float = 0.5,
     keepalive_s: float = 15.0,
     frontend_images: Iterable[str] | None = None,
+    check_interval_s: float = 10.0,
 ) -> APIRouter:
     """The update routes: GET {prefix}/check, POST {prefix}/trigger, GET {prefix}/status and
     GET {prefix}/events (Server-Sent Events).
@@ -377,29 +388,24 @@ def build_router(
         str | None, Query(pattern=JOB_ID, description="a job id (default: the latest update)")
     ]
 
-    @router.get("/check")
-    async def check(
-        client: Client,
-        wait: Annotated[
-            float, Query(ge=0, le=max_check_wait_s, description="seconds to wait for a fresh check")
-        ] = 5.0,
-        refresh: Annotated[bool, Query(description="false: only the last check")] = True,
-        services: Annotated[list[str] | None, Query()] = None,
-    ) -> dict[str, Any]:
-        """Check the registry for new images (in the worker, which holds the registry token).
+    CheckWait = Annotated[
+        float, Query(ge=0, le=max_check_wait_s, description="seconds to wait for a fresh check")
+    ]
+    CheckServices = Annotated[list[str] | None, Query()]
 
-        Queues a check (or joins the one pending) and waits up to `wait` seconds for it; after
-        that, or with `wait=0`, answers with the last finished check, `cached: true`, and
-        `pending: true` plus `pending_job_id` while the new one runs. `refresh=false` only
-        reads the last check.
-        """
-        # Always 200, as the original endpoint: a problem is in `error` and `message` (the
-        # application's page shows `message`; it gives up on its own after 10 s).
+    async def answer_check(
+        client: UpdateClient,
+        wait: float,
+        find: Callable[[], Awaitable[str | None]],
+    ) -> dict[str, Any]:
+        """The check `find` joins or starts, waited for up to `wait` s; else the last one.
+        Always 200, as the original endpoint: a problem is in `error` and `message` (the
+        application's page shows `message`; it gives up on its own after 10 s)."""
         try:
-            if not refresh:
+            check_id = await find()
+            if check_id is None:  # none pending, and none may start now: the last check
                 known = await client.last_check() or NO_CHECK
                 return with_legacy({**known, "cached": True, "pending": False})
-            check_id = await client.enqueue_check(services=services)
             if wait > 0:
                 try:
                     fresh = await client.check_result(check_id, timeout=wait)
@@ -421,6 +427,49 @@ def build_router(
             return with_legacy({**NO_CHECK, "error": str(exc)})
         return with_legacy(
             {**(last or NO_CHECK), "cached": True, "pending": True, "pending_job_id": check_id}
+        )
+
+    @router.get("/check")
+    async def check(
+        client: Client,
+        request: Request,
+        wait: CheckWait = 5.0,
+        refresh: Annotated[bool, Query(description="false: only the last check")] = True,
+        services: CheckServices = None,
+    ) -> dict[str, Any]:
+        """The latest check of the registry for new images (run by the worker, which holds the
+        registry token), joining the one pending and waiting up to `wait` seconds for it.
+
+        A GET starts no check of its own choosing: with `services=` it only reads or joins,
+        and without, it starts a check of every service only as POST /check would (at most
+        one per `check_interval_s` per queue) and only when the request is not a browser's
+        cross-site one (`Sec-Fetch-Site`): the original page's "check" button keeps working,
+        a link or an image on another site cannot make the worker check. After `wait`, or
+        with `wait=0`, the last finished check, `cached: true`, `pending: true` and
+        `pending_job_id` while a new one runs. `refresh=false` only reads the last check.
+        """
+
+        async def find() -> str | None:
+            check_check_fields({"services": services})  # InvalidRequest: a 422
+            if not refresh:
+                return None
+            pending = await client.pending_check(services)
+            if pending is not None or services is not None or not same_site(request):
+                return pending
+            return await client.start_check(None, check_interval_s)
+
+        return await answer_check(client, wait, find)
+
+    @router.post("/check", dependencies=[Depends(require_json)])
+    async def start_check(
+        client: Client, wait: CheckWait = 5.0, services: CheckServices = None
+    ) -> dict[str, Any]:
+        """Start a check (of `services`, default all) or join the one pending, and wait up to
+        `wait` seconds for it, as GET /check. Guarded like /trigger (JSON or X-Requested-With)
+        and rate-limited: a new check starts at most once per `check_interval_s` per queue;
+        sooner, the answer is the last check (`cached: true`, `pending: false`)."""
+        return await answer_check(
+            client, wait, lambda: client.start_check(services, check_interval_s)
         )
 
     @router.post(
@@ -448,6 +497,10 @@ def build_router(
             )
             if enqueued.existing:
                 state = (await client.status(enqueued.job_id))["state"]
+                if state == JobState.not_found:
+                    # A claim within its grace (its job about to be queued): or a job that
+                    # will never run, which the next request replaces once the grace ended.
+                    state = JobState.queued.value
         except InvalidRequest as exc:
             raise _invalid(("body",), str(exc)) from None
         except (RedisError, OSError) as exc:
@@ -569,22 +622,25 @@ async def _event_stream(
     ended_at: float | None = None  # when the job-end entry was sent
     try:
         while True:
-            entries = await client.progress(job_id, since=since)
-            for entry in entries:
-                since = str(entry["id"])
-                yield _sse(entry, event=_kind(entry), event_id=f"{job_id}/{since}")
+            # One bounded read; the cursor moves past entries that do not verify too, so a
+            # Redis writer's entries are read (and logged, one line) once, not at every poll.
+            page = await client.progress_page(job_id, since=since)
+            for entry in page.entries:
+                yield _sse(entry, event=_kind(entry), event_id=f"{job_id}/{entry['id']}")
                 last_write = time.monotonic()
                 if _kind(entry) == EntryKind.job_ended:
                     ended_at = last_write
-            if not entries:
-                final = await client.status(job_id)
-                done = final["state"] in (JobState.finished, JobState.not_found)
+            since = page.last_id or since
+            if page.last_id is None:
+                done = await client.state(job_id) in (JobState.finished, JobState.not_found)
                 # The result is stored just after the job-end entry: wait for it, not forever.
                 if done or (ended_at is not None and time.monotonic() - ended_at > END_GRACE_S):
+                    final = await client.status(job_id)
                     if ended_at is None:  # entries written between our two reads come first
-                        for entry in await client.progress(job_id, since=since):
-                            since = str(entry["id"])
-                            yield _sse(entry, event=_kind(entry), event_id=f"{job_id}/{since}")
+                        for entry in (await client.progress_page(job_id, since=since)).entries:
+                            yield _sse(
+                                entry, event=_kind(entry), event_id=f"{job_id}/{entry['id']}"
+                            )
                     yield _sse(final, event="status")
                     return
             if time.monotonic() - last_write >= keepalive_s:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..shared.check import status_text
+from ..shared.untrusted import escaped
 
 # Exit status of `update-executor check`: 0 all up to date, 1 an error (for any service, or
 # the check did not run), 10 an update is available (and no error); 2 is a bad request.
@@ -75,7 +76,8 @@ def format_history_table(records: Sequence[Mapping[str, Any]]) -> str:
                 str(entry.get("requested_by") or "-"),
                 ",".join(changed) or "-",
                 str(entry.get("job_id") or "-"),
-                (f"{error.get('step')}: {error.get('message')}" if error else "")[:80],
+                # the message may carry container output: one line, no escape sequences
+                escaped(f"{error.get('step')}: {error.get('message')}" if error else "")[:80],
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -85,3 +87,42 @@ def format_history_table(records: Sequence[Mapping[str, Any]]) -> str:
         + row[-1]
         for row in rows
     ).rstrip()
+
+
+def _image(state: Mapping[str, Any] | None) -> str:
+    state = state or {}
+    return short_digest(state.get("digest") or state.get("image_id"))
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """An update's summary for a person at a terminal: the outcome, one line per service, the
+    migration, the error and what the rollback did (`--json` prints the whole summary)."""
+    request = summary.get("request") or {}
+    who = f" (requested by {request['requested_by']})" if request.get("requested_by") else ""
+    duration = summary.get("duration_s")
+    took = f" in {duration:.1f} s" if isinstance(duration, int | float) else ""
+    dry = " (dry run: nothing changed)" if request.get("dry_run") else ""
+    lines = [f"update {summary.get('job_id')}: {summary.get('status')}{took}{dry}{who}"]
+    services = summary.get("services") or {}
+    width = max((len(str(name)) for name in services), default=0)
+    for name, service in services.items():
+        if not isinstance(service, Mapping):
+            continue
+        if service.get("updated"):
+            change = f"{_image(service.get('before'))} -> {_image(service.get('after'))}"
+        else:
+            change = f"unchanged ({_image(service.get('after') or service.get('before'))})"
+        health = f"  {service['health']}" if service.get("health") else ""
+        lines.append(f"  {str(name).ljust(width)}  {change}{health}")
+    migrations = summary.get("migrations") or {}
+    if migrations.get("ran"):
+        lines.append(f"  migrations: exit status {migrations.get('rc')}")
+    error = summary.get("error")
+    if isinstance(error, Mapping):
+        lines.append(f"failed in {error.get('step')}: {error.get('message')}")
+    restored = [name for name, entry in (summary.get("rollback") or {}).items() if entry]
+    if summary.get("rollback_error"):
+        lines.append(f"THE ROLLBACK FAILED: {summary['rollback_error']}")
+    elif summary.get("rolled_back"):
+        lines.append(f"rolled back: {', '.join(restored) or 'nothing had changed'}")
+    return "\n".join(lines)

@@ -20,10 +20,13 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from ..shared.history import ROTATED_FILES, record_mac
 from ..shared.keys import HISTORY_MAXLEN, history_key
@@ -162,16 +165,45 @@ def append_line(path: Path, record: Mapping[str, Any], max_bytes: int) -> None:
 # ------------------------------------------------------------------ writing both
 
 
+def stream_id_ms(stream_id: object) -> int:
+    """The milliseconds part of a stream entry id (b"1700000000000-0" -> 1700000000000)."""
+    text = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+    return int(text.split("-", 1)[0])
+
+
+async def append_bound(redis: Any, settings: Settings, entry: Mapping[str, Any]) -> None:
+    """XADD `entry` under the stream id `<at>-0`, with `at` (ms) inside the signed record.
+
+    A record is then bound to its place in the stream (worker/shared/history.py checks that
+    the id is `<at>-0`): stream ids only grow, so a valid record cannot be added again (its id
+    is taken, or smaller than the top) nor moved; a copy under another id does not verify.
+    `at` is the worker's clock, or one more than the stream's top id when that is later (a
+    clock set back, a top id a Redis writer put in the future)."""
+    stream = history_key(settings.queue_name)
+    at = int(time.time() * 1000)
+    for _ in range(3):
+        try:
+            await redis.xadd(
+                stream,
+                encode_record({**entry, "at": at}, secret_key(settings)),
+                id=f"{at}-0",
+                maxlen=HISTORY_MAXLEN,
+                approximate=False,
+            )
+            return
+        except ResponseError as exc:
+            if "equal or smaller" not in str(exc):
+                raise
+            top = await redis.xrevrange(stream, "+", "-", count=1)
+            at = max(at, stream_id_ms(top[0][0]) + 1) if top else at + 1
+    raise RuntimeError("the stream's top id keeps moving ahead")
+
+
 async def record(redis: Any | None, settings: Settings, entry: Mapping[str, Any]) -> None:
     """Append `entry` to the Redis stream and the host's file; never raises."""
     if redis is not None:
         try:
-            await redis.xadd(
-                history_key(settings.queue_name),
-                encode_record(entry, secret_key(settings)),
-                maxlen=HISTORY_MAXLEN,
-                approximate=False,
-            )
+            await append_bound(redis, settings, entry)
         except Exception as exc:
             logger.warning("job %s: history not written to Redis: %s", entry.get("job_id"), exc)
     if settings.history_file is not None:

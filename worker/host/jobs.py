@@ -18,7 +18,7 @@ from typing import Any
 
 from ..shared.inflight import release
 from ..shared.request import InvalidRequest, UpdateRequest, registry_services, validate_request
-from ..shared.untrusted import ansible_unsafe, is_job_id, loggable
+from ..shared.untrusted import ansible_unsafe, escaped, is_job_id, loggable
 from .aftermath import after_job
 from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
@@ -272,7 +272,9 @@ async def shielded(coro: Coroutine[Any, Any, CutOffRollback]) -> CutOffRollback:
 
 def log_summary(summary: Summary) -> None:
     """One line per step, then one line for the job. No secrets: messages come from ansible's
-    results, and the login task's are censored (no_log)."""
+    results, and the login task's are censored (no_log). Step messages carry container output
+    (a migration's, a hook's: newlines, ANSI escapes): escaped, one line each; the raw tail
+    stays in the result only."""
     for step in summary.steps:
         logger.info(
             "job %s: step %-10s %-7s %6.1fs %s",
@@ -280,7 +282,7 @@ def log_summary(summary: Summary) -> None:
             step.name,
             step.status.value,
             step.duration_s,
-            step.message,
+            escaped(step.message or ""),
         )
     level = logging.INFO if summary.status is UpdateStatus.successful else logging.ERROR
     updated = [name for name, svc in summary.services.items() if svc["updated"]]
@@ -291,5 +293,7 @@ def log_summary(summary: Summary) -> None:
         summary.status.value,
         (summary.finished_at - summary.started_at).total_seconds(),
         ", ".join(updated) or "none",
-        f"; error in {summary.error['step']}: {summary.error['message']}" if summary.error else "",
+        f"; error in {summary.error['step']}: {escaped(summary.error['message'])}"
+        if summary.error
+        else "",
     )

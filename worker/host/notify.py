@@ -40,6 +40,9 @@ class NotificationStatus(StrEnum):
     sent = "sent"
     failed = "failed"
     off = "off"
+    # A job refused for its signature or format: reported with the others of its interval in
+    # one message (worker/host/refusals.py), not on its own.
+    batched = "batched"
 
 
 @dataclass(frozen=True)
@@ -185,22 +188,37 @@ async def notify(
     job_id = summary.get("job_id")
     try:
         message = build_message(summary, project)
+    except Exception as exc:
+        logger.error("job %s: notification failed: %s", job_id, type(exc).__name__)
+        return NotificationStatus.failed
+    return await send_message(settings, message, f"job {job_id}", send)
+
+
+async def send_message(
+    settings: Settings,
+    message: Message,
+    label: str,
+    send: Callable[[list[str], Message], bool] = _send_with_apprise,
+) -> NotificationStatus:
+    """Send `message` to NOTIFY_URLS within NOTIFY_TIMEOUT; `label` names it in log lines
+    ("job <id>"). Never raises."""
+    try:
         urls = split_urls(settings.notify_urls.reveal())
         ok = await in_thread(
-            lambda: send(urls, message), settings.notify_timeout, f"notify-{job_id}"
+            lambda: send(urls, message), settings.notify_timeout, f"notify-{label}"
         )
     except TimeoutError:
         logger.error(
-            "job %s: notification not sent within %.0f s (NOTIFY_TIMEOUT)",
-            job_id,
+            "%s: notification not sent within %.0f s (NOTIFY_TIMEOUT)",
+            label,
             settings.notify_timeout,
         )
         return NotificationStatus.failed
     except Exception as exc:
-        logger.error("job %s: notification failed: %s", job_id, type(exc).__name__)
+        logger.error("%s: notification failed: %s", label, type(exc).__name__)
         return NotificationStatus.failed
     if not ok:
-        logger.error("job %s: notification failed (see Apprise's log lines above)", job_id)
+        logger.error("%s: notification failed (see Apprise's log lines above)", label)
         return NotificationStatus.failed
-    logger.info("job %s: notification sent", job_id)
+    logger.info("%s: notification sent", label)
     return NotificationStatus.sent

@@ -58,12 +58,10 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 # docker/distribution's reference grammar, reduced to what a compose `image:` holds.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
-_HOST = re.compile(
-    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?$"
-)
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?")
 # One auth-param: name=token or name="quoted string" (RFC 7235).
 _AUTH_PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
@@ -123,12 +121,12 @@ def parse_reference(reference: str) -> ImageReference:
     if not text or len(text) > 512 or any(c.isspace() for c in text):
         raise ValueError("an image reference is a non-empty string without spaces")
     name, _, digest = text.partition("@")
-    if digest and not _DIGEST.match(digest):
+    if digest and not _DIGEST.fullmatch(digest):
         raise ValueError(f"invalid digest in image reference {reference!r}")
     first, slash, rest = name.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         registry, remainder = first, rest
-        if not _HOST.match(registry):
+        if not _HOST.fullmatch(registry):
             raise ValueError(f"invalid registry host in image reference {reference!r}")
     else:
         registry, remainder = DOCKER_HUB, name
@@ -137,13 +135,13 @@ def parse_reference(reference: str) -> ImageReference:
     colon = remainder.rfind(":")
     if colon > last_slash:
         repository, tag = remainder[:colon], remainder[colon + 1 :]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise ValueError(f"invalid tag in image reference {reference!r}")
     if registry in (DOCKER_HUB, "index.docker.io", DOCKER_HUB_API):
         registry = DOCKER_HUB
         if "/" not in repository:
             repository = f"library/{repository}"
-    if not _REPOSITORY.match(repository):
+    if not _REPOSITORY.fullmatch(repository):
         raise ValueError(
             f"invalid repository name in image reference {reference!r} "
             "(lowercase letters, digits and separators)"

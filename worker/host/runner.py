@@ -32,6 +32,10 @@ from .summary import RunOutcome, UpdateStatus
 
 logger = logging.getLogger("update_executor.runner")
 
+# The one extra-var left on ansible-playbook's command line (the job id): the marker
+# worker/host/recovery.py looks for.
+ARGV_MARKER = "compose_update_job_id"
+
 EventCallback = Callable[[dict[str, Any]], None]
 
 # How often (s) the runner checks the cancel callback; its default of 5 s makes aborts slow.
@@ -154,12 +158,19 @@ def run_playbook(
         # when that file is missing). Nothing secret in it.
         (private_dir / "env").mkdir(mode=0o700)
         (private_dir / "env" / "settings").write_text(json.dumps(RUNNER_SETTINGS))
+        # The job's strings (services, requested_by, ...) go to ansible-playbook in a file
+        # (`-e @<dir>/env/extravars`, 0600 in this 0700 dir), never on its command line: any
+        # user of the host can read a process's argv (ProtectProc= does not hide it from
+        # them). Only the job id stays there (it matches the job-id grammar, names nobody):
+        # recovery finds a cut-off run's processes by it (worker/host/recovery.py).
+        on_file = {k: v for k, v in run.extravars.items() if k != ARGV_MARKER}
+        write_private(private_dir / "env" / "extravars", json.dumps(on_file))
         binary = write_launcher(private_dir)
         runner = ansible_runner.run(
             private_data_dir=str(private_dir),
             playbook=str(run.playbook),
             inventory=str(run.inventory),
-            extravars=dict(run.extravars),
+            extravars={ARGV_MARKER: run.ident} if ARGV_MARKER in run.extravars else None,
             envvars=ansible_env(run.envvars),
             # With `binary`, ansible-runner runs the command as given (its "raw" mode): the
             # playbook goes on the command line.
@@ -190,6 +201,13 @@ def run_playbook(
         return RunOutcome(status=UpdateStatus.failed, events=events, error=f"runner error: {exc}")
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def write_private(path: Path, text: str) -> None:
+    """A new file only this user can read (O_EXCL: never through something already there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def write_launcher(private_dir: Path) -> Path:

@@ -102,6 +102,9 @@ class Settings(ClientSettings):
     notify_urls: Secret = field(default_factory=lambda: Secret(""))
     notify_on: str = "failure"
     notify_timeout: float = 15.0
+    # Jobs refused for their signature or format are reported together, at most once per
+    # this many seconds (worker/host/refusals.py).
+    refusal_report_interval: int = 600
     # Update history (worker/host/history.py): the host's JSON Lines copy (None: Redis only).
     history_file: Path | None = None
     history_max_bytes: int = 10 * 1024 * 1024
@@ -144,7 +147,7 @@ class Settings(ClientSettings):
 
         passthrough = reader.names("COMPOSE_ENV_PASSTHROUGH")
         for name in passthrough:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 problems.append(f"COMPOSE_ENV_PASSTHROUGH: {name!r} is not a variable name")
             elif name in NEVER_PASSED_TO_COMPOSE:
                 problems.append(
@@ -193,6 +196,7 @@ class Settings(ClientSettings):
             notify_urls=reader.secret("NOTIFY_URLS", NOTIFY_URLS_CREDENTIAL),
             notify_on=notify_on,
             notify_timeout=decimal("NOTIFY_TIMEOUT", 15.0, 1.0, 300.0),
+            refusal_report_interval=integer("REFUSAL_REPORT_INTERVAL", 600, 1, 86400),
             history_file=_history_file(env),
             history_max_bytes=integer("HISTORY_MAX_BYTES", 10 * 1024 * 1024, 4096, 2**40),
             metrics_port=integer("METRICS_PORT", 0, 0, 65535) or None,

@@ -18,13 +18,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.jobs import Job, JobStatus, SerializationError
+from redis.exceptions import ResponseError
 
-from .keys import CHECK_TIMEOUT_S, LAST_CHECK_TTL_S, pending_check_key
+from .bounded import MAX_ID_BYTES, OversizedValue, bounded_get, read_result
+from .keys import CHECK_TIMEOUT_S, LAST_CHECK_TTL_S, check_started_key, pending_check_key
 from .request import check_check_fields
 from .settings import ClientSettings
 from .signing import CHECK_FUNCTION, JobCodec, JobRejected, secret_key
+from .untrusted import InvalidJobId, job_id_from
 
 logger = logging.getLogger("update_executor.check")
+security_log = logging.getLogger("update_executor.security")
 
 LAST_CHECK_TYPE = "last-check"
 # A pending-check marker younger than this names a check even before ARQ lists its job.
@@ -125,26 +129,66 @@ class CheckResult:
         }
 
 
-async def queue_check(redis: Any, settings: ClientSettings, services: list[str] | None) -> str:
+async def pending_check(
+    redis: Any, settings: ClientSettings, services: list[str] | None
+) -> str | None:
+    """The id of the check of these services queued or running now, or None. What the
+    pending key holds is a Redis writer's to choose: an id that is not a job id, or a key of
+    another type, counts as no check (logged escaped)."""
+    key = pending_check_key(settings.queue_name, services)
+    try:
+        holder = await bounded_get(redis, key, MAX_ID_BYTES)
+        if holder is None:
+            return None
+        holder_id = job_id_from(holder)
+    except (InvalidJobId, OversizedValue) as exc:  # never the client's: a Redis writer's
+        security_log.warning("ignoring and releasing %s: %s", key, exc)
+        await redis.delete(key)
+        return None
+    except ResponseError as exc:  # a key of another type: a Redis writer's; released
+        security_log.warning("ignoring and releasing %s: %s", key, exc)
+        await redis.delete(key)
+        return None
+    status = await Job(holder_id, redis, _queue_name=settings.queue_name).status()
+    fresh = int(await redis.ttl(key)) > _pending_ttl(settings) - PENDING_GRACE_S
+    if status in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress) or (
+        status is JobStatus.not_found and fresh
+    ):
+        return holder_id
+    return None
+
+
+def _pending_ttl(settings: ClientSettings) -> int:
+    return settings.job_max_age + CHECK_TIMEOUT_S
+
+
+async def queue_check(
+    redis: Any, settings: ClientSettings, services: list[str] | None, min_interval_s: float = 0
+) -> str | None:
     """Queue a check job and return its id; while a check of the same services is queued or
     running, return that one's id instead (many clicks while an update holds the worker's
-    single slot give one check, not a pile)."""
+    single slot give one check, not a pile). With `min_interval_s`, a new check starts at
+    most once per that many seconds per queue (so per compose project), whatever the
+    services: None when one started more recently (the API then answers the last check)."""
     check_check_fields({"services": services})  # the worker's own checks, before queuing
-    key = pending_check_key(settings.queue_name, services)
-    ttl = settings.job_max_age + CHECK_TIMEOUT_S
+    holder = await pending_check(redis, settings, services)
+    if holder is not None:
+        logger.info("update check %s already pending; not queuing another", holder)
+        return holder
     job_id = uuid.uuid4().hex
-    if not await redis.set(key, job_id, nx=True, ex=ttl):
-        holder = await redis.get(key)
+    if min_interval_s > 0 and not await redis.set(
+        check_started_key(settings.queue_name), job_id, nx=True, px=int(min_interval_s * 1000)
+    ):
+        logger.info(
+            "an update check started less than %.0f s ago; not queuing another", min_interval_s
+        )
+        return None
+    key = pending_check_key(settings.queue_name, services)
+    if not await redis.set(key, job_id, nx=True, ex=_pending_ttl(settings)):
+        holder = await pending_check(redis, settings, services)  # claimed since we looked
         if holder is not None:
-            holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
-            status = await Job(holder_id, redis, _queue_name=settings.queue_name).status()
-            fresh = int(await redis.ttl(key)) > ttl - PENDING_GRACE_S
-            if status in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress) or (
-                status is JobStatus.not_found and fresh
-            ):
-                logger.info("update check %s already pending; not queuing another", holder_id)
-                return holder_id
-        await redis.set(key, job_id, ex=ttl)
+            return holder
+        await redis.set(key, job_id, ex=_pending_ttl(settings))  # stale, or a Redis writer's
     job = await redis.enqueue_job(
         CHECK_FUNCTION, _job_id=job_id, _queue_name=settings.queue_name, services=services
     )
@@ -154,18 +198,26 @@ async def queue_check(redis: Any, settings: ClientSettings, services: list[str] 
     return job_id
 
 
-async def wait_check(job: Job, timeout: float | None, queue_name: str) -> dict[str, Any]:
+async def wait_check(
+    redis: Any, job_id: str, timeout: float | None, queue_name: str
+) -> dict[str, Any]:
     """The result of a check job once it finished; TimeoutError after `timeout` seconds (the
     check goes on, and its result is cached), LookupError for an unknown job."""
+    job = Job(job_id, redis, _queue_name=queue_name, _deserializer=redis.job_deserializer)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while True:
         status = await job.status()
         if status is JobStatus.complete:
             try:
-                info = await job.result_info()
+                info = await read_result(redis, job_id, redis.job_deserializer)
             except SerializationError:  # does not verify, not a result, or expired
                 return failed_check(job.job_id, "invalid result: it does not verify")
+            except OversizedValue as exc:  # only a Redis writer makes it that big
+                logger.warning("the result of check %s is invalid: %s", job.job_id, exc)
+                return failed_check(job.job_id, f"invalid result: {exc.size} bytes, over the limit")
+            except ResponseError:  # a key of another type: only a Redis writer does that
+                return failed_check(job.job_id, "invalid result: it is not a string")
             if info is None:
                 raise LookupError(f"no result for check job {job.job_id}")
             if info.job_id != job.job_id or info.queue_name != queue_name:

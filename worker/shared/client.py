@@ -16,11 +16,20 @@ from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis, create_pool
+from arq.constants import job_key_prefix
 from arq.jobs import Job, JobStatus, SerializationError
 from redis.exceptions import ResponseError
 
+from .bounded import (
+    MAX_CHECK_BYTES,
+    MAX_ID_BYTES,
+    MAX_RESULT_BYTES,
+    OversizedValue,
+    bounded_get,
+    read_result,
+)
 from .cancel import seal_cancel
-from .check import open_last_check, queue_check, wait_check
+from .check import open_last_check, pending_check, queue_check, wait_check
 from .connection import redis_settings
 from .cutoff import CutOffRollback, apply_to_summary, read_recovery
 from .history import read_history
@@ -34,7 +43,7 @@ from .keys import (
     latest_update_key,
     progress_key,
 )
-from .progress import check_stream_id, decode_entry, fold_progress
+from .progress import PROGRESS_PAGE, ProgressPage, check_stream_id, decode_page, fold_progress
 from .request import check_request_fields
 from .result import UpdateStatus, rejected_summary
 from .serialization import RemoteJobError
@@ -248,6 +257,39 @@ class UpdateClient:
         await self.redis.set(latest_update_key(queue), job_id, ex=RESULT_TTL_S)
         return Enqueued(job_id)
 
+    async def rejoin(self, job_id: str, **request: Any) -> str:
+        """The job to follow for a caller that joined `job_id` as the update in flight
+        (`Enqueued.existing`) and now finds it unknown to ARQ (it was removed from the queue,
+        or lost with Redis, and will never run). While the in-flight claim naming it is within
+        its grace (a job being queued is not visible yet), `job_id`: wait and ask again. Then
+        the claim is stale: `submit_update(**request)` releases it and queues anew (or joins
+        the update another caller queued meanwhile); that job's id."""
+        state = _STATES.get(await self._job(job_id).status(), JobState.not_found)
+        if state is not JobState.not_found:
+            return job_id
+        try:
+            holder = await self.redis.get(inflight_key(self.settings.queue_name))
+        except ResponseError:  # a key of another type: submit_update says what to do
+            holder = None
+        ours = holder is not None and holder in (job_id, job_id.encode())
+        if ours and not await self._is_stale(job_id, CLAIM_TTL_S):
+            return job_id
+        logger.warning("update job %s never ran (not in the queue); queuing anew", job_id)
+        return (await self.submit_update(**request)).job_id
+
+    async def queued_request(self, job_id: str) -> dict[str, Any] | None:
+        """The request (run_migrations, services, dry_run, …) of a job ARQ still holds, read
+        from its signed definition; None when it is gone, or does not verify."""
+        check_job_id(job_id)
+        try:
+            raw = await bounded_get(self.redis, job_key_prefix + job_id, MAX_RESULT_BYTES)
+            payload = client_codec(self.settings).open(raw) if raw is not None else None
+        except (OversizedValue, JobRejected, ResponseError) as exc:
+            security_log.warning("job %s: its definition cannot be read: %s", job_id, loggable(exc))
+            return None
+        request = payload.get("k") if payload is not None else None
+        return request if isinstance(request, dict) else None
+
     async def _is_stale(self, job_id: str, ttl: int) -> bool:
         """A claim whose job ended (or never got queued, after a grace period) is stale."""
         state = _STATES.get(await self._job(job_id).status(), JobState.not_found)
@@ -257,6 +299,10 @@ class UpdateClient:
             return True
         remaining = int(await self.redis.ttl(inflight_key(self.settings.queue_name)))
         return remaining < ttl - CLAIM_GRACE_S
+
+    async def state(self, job_id: str) -> JobState:
+        """Only the job's state (queued / running / finished / not_found): no progress read."""
+        return _STATES.get(await self._job(job_id).status(), JobState.not_found)
 
     async def status(self, job_id: str) -> dict[str, Any]:
         """`state` (queued / running / finished / not_found), `current_step` (the step running
@@ -277,29 +323,36 @@ class UpdateClient:
 
     async def progress(self, job_id: str, since: str | None = None) -> list[dict[str, Any]]:
         """The job's progress entries (oldest first), after the entry `since` (a stream id
-        from an earlier answer) or from the start; each has its stream `id`. Entries that do
-        not verify against the job secret are left out (and logged)."""
+        from an earlier answer) or from the start, at most PROGRESS_PAGE of them; each has its
+        stream `id`. Entries that do not verify against the job secret are left out (one log
+        line per read). A reader that resumes should use `progress_page` and its `last_id`."""
+        return (await self.progress_page(job_id, since)).entries
+
+    async def progress_page(
+        self, job_id: str, since: str | None = None, count: int = PROGRESS_PAGE
+    ) -> ProgressPage:
+        """One bounded read (XRANGE ... COUNT) of the job's progress stream after `since`:
+        the entries that verify and `last_id`, the last entry read, verified or not, which is
+        where the next read starts (so each bad entry is read and logged once)."""
         start = "-" if since is None else "(" + check_stream_id(since)
         stream = progress_key(self.settings.queue_name, job_id)
         try:
-            raw = await self.redis.xrange(stream, start, "+")
+            raw = await self.redis.xrange(stream, start, "+", count=count)
         except ResponseError as exc:  # not a stream: only a Redis writer puts that there
             security_log.warning("ignoring %s: %s", loggable(stream), exc)
-            return []
-        key = secret_key(self.settings)
-        entries = (decode_entry(stream_id, fields, job_id, key) for stream_id, fields in raw)
-        return [entry for entry in entries if entry is not None]
+            return ProgressPage([], None)
+        return decode_page(raw, job_id, secret_key(self.settings))
 
     async def latest_update(self) -> dict[str, Any] | None:
         """The last update queued or started (by any client or worker of this queue), as
         `status()` returns it; None when there is none (or it expired)."""
         key = latest_update_key(self.settings.queue_name)
         try:
-            raw = await self.redis.get(key)
+            raw = await bounded_get(self.redis, key, MAX_ID_BYTES)
             if raw is None:
                 return None
             job_id = job_id_from(raw)
-        except (InvalidJobId, ResponseError) as exc:  # only a Redis writer puts that there
+        except (InvalidJobId, OversizedValue, ResponseError) as exc:  # only a Redis writer
             security_log.warning("ignoring %s: %s", key, loggable(exc))
             return None
         return await self.status(job_id)
@@ -339,11 +392,25 @@ class UpdateClient:
     # images with the registry; the API needs no registry token.
     async def enqueue_check(self, services: list[str] | None = None) -> str:
         """Queue a check (or join the one of the same services already pending); its id."""
-        return await queue_check(self.redis, self.settings, services)
+        job_id = await queue_check(self.redis, self.settings, services)
+        if job_id is None:  # never without a minimum interval
+            raise RuntimeError("the check job could not be queued")
+        return job_id
+
+    async def start_check(
+        self, services: list[str] | None = None, min_interval_s: float = 0
+    ) -> str | None:
+        """Join the pending check of these services, or queue one unless a check started
+        less than `min_interval_s` ago on this queue (None then)."""
+        return await queue_check(self.redis, self.settings, services, min_interval_s)
+
+    async def pending_check(self, services: list[str] | None = None) -> str | None:
+        """The id of the check of these services queued or running now, or None."""
+        return await pending_check(self.redis, self.settings, services)
 
     async def check_result(self, job_id: str, timeout: float | None = 60) -> dict[str, Any]:
         """Wait for a check's result; TimeoutError after `timeout` s (the check goes on)."""
-        return await wait_check(self._job(job_id), timeout, self.settings.queue_name)
+        return await wait_check(self.redis, job_id, timeout, self.settings.queue_name)
 
     async def check_for_updates(
         self, services: list[str] | None = None, timeout: float = 60
@@ -355,9 +422,13 @@ class UpdateClient:
 
     async def last_check(self) -> dict[str, Any] | None:
         """The last finished check's result, cached in Redis for a day; None if none."""
-        return open_last_check(
-            self.settings, await self.redis.get(last_check_key(self.settings.queue_name))
-        )
+        key = last_check_key(self.settings.queue_name)
+        try:
+            raw = await bounded_get(self.redis, key, MAX_CHECK_BYTES)
+        except (OversizedValue, ResponseError) as exc:  # only a Redis writer does that
+            security_log.warning("ignoring the cached update check: %s", exc)
+            return None
+        return open_last_check(self.settings, raw)
 
     async def history(self, limit: int = 50) -> list[dict[str, Any]]:
         """The last `limit` (1-500) update, check and refused-job records, oldest first (see
@@ -367,11 +438,17 @@ class UpdateClient:
 
     async def _summary(self, job: Job) -> dict[str, Any]:
         try:
-            info = await job.result_info()
+            info = await read_result(self.redis, job.job_id, self.redis.job_deserializer)
         except SerializationError as exc:  # does not verify, not a result, expired
             reason = exc.__cause__.reason if isinstance(exc.__cause__, JobRejected) else exc
             logger.warning("the result of job %s is invalid: %s", job.job_id, reason)
             return invalid_result_summary(job.job_id, str(reason))
+        except OversizedValue as exc:  # only a Redis writer makes it that big: never parsed
+            security_log.warning("the result of job %s is invalid: %s", job.job_id, exc)
+            return invalid_result_summary(job.job_id, f"it is {exc.size} bytes, over the limit")
+        except ResponseError as exc:  # a key of another type: only a Redis writer does that
+            security_log.warning("the result of job %s is invalid: %s", job.job_id, exc)
+            return invalid_result_summary(job.job_id, "it is not a string")
         if info is None:
             raise LookupError(f"no result for update job {job.job_id}")
         if info.job_id != job.job_id or info.queue_name != self.settings.queue_name:

@@ -9,6 +9,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from .bounded import MAX_RECOVERY_BYTES, OversizedValue, bounded_get
 from .keys import recovery_key
 from .result import StepResult, StepStatus, Summary
 
@@ -38,9 +41,10 @@ class CutOffRollback:
         """One sentence for the job's error message and the log."""
         if not self.ran or (self.error is not None and not self.manual):
             return (
-                f"THE ROLLBACK COULD NOT RUN: {(self.error or 'unknown error').rstrip('.')}. Run "
-                "`ansible-playbook -i inventory/localhost playbooks/rollback.yml` once the "
-                "cause is fixed (the next update is refused until then)."
+                f"THE ROLLBACK COULD NOT RUN: {(self.error or 'unknown error').rstrip('.')}. Once "
+                "the cause is fixed, run `update-executor rollback` on the host (a manual "
+                "ansible-playbook run: playbooks/rollback.yml with its inventory); the next "
+                "update is refused until then."
             )
         if self.error is not None:
             manual = " ; ".join(self.manual)
@@ -78,7 +82,11 @@ async def read_recovery(
 ) -> CutOffRollback | None:
     """The start-up rollback of an interrupted job, or None (`open_` is the codec's
     deserialize; data that does not verify is ignored)."""
-    raw = await redis.get(recovery_key(queue_name, job_id))
+    try:
+        raw = await bounded_get(redis, recovery_key(queue_name, job_id), MAX_RECOVERY_BYTES)
+    except (OversizedValue, ResponseError) as exc:  # only a Redis writer does that
+        logger.warning("ignoring the recovery record of job %s: %s", job_id, exc)
+        return None
     if raw is None:
         return None
     try:

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .bounded import MAX_RECORD_CHARS
 from .keys import HISTORY_MAXLEN, history_key
 from .settings import ClientSettings
 from .signing import secret_key
+from .untrusted import loggable
 
 logger = logging.getLogger("update_executor.history")
 security_log = logging.getLogger("update_executor.security")
@@ -31,39 +33,70 @@ def record_mac(key: bytes, payload: str) -> str:
 
 
 def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # Decoded with replacement: a non-UTF-8 field (only a Redis writer writes one) then no
+    # longer matches its signature, and is left out like any record that does not verify.
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def check_record(
+    stream_id: object, fields: Mapping[Any, Any], key: bytes | None
+) -> dict[str, Any] | str:
+    """A record with its stream `id`, or why it is left out (a str); logs nothing."""
+    raw = {_text(k): _text(v) for k, v in fields.items()}
+    payload, signature = raw.get("p", ""), raw.get("s", "")
+    if len(payload) > MAX_RECORD_CHARS:
+        return f"over {MAX_RECORD_CHARS} characters"
+    if key is not None and not hmac.compare_digest(
+        record_mac(key, payload).encode(), signature.encode()
+    ):
+        return "its signature does not verify"
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if key is not None and _text(stream_id) != f"{data.get('at')}-0":
+        # Signed records carry `at`, the ms of the stream id they were written under
+        # (worker/host/history.py): one added again, moved, or from before this binding
+        # (issue 21) sits under another id.
+        return "it was not written under this id (added again or moved)"
+    return {"id": _text(stream_id), **data}
 
 
 def decode_record(
     stream_id: object, fields: Mapping[Any, Any], key: bytes | None
 ) -> dict[str, Any] | None:
     """A record with its stream `id`, or None (logged) when it does not verify."""
-    raw = {_text(k): _text(v) for k, v in fields.items()}
-    payload, signature = raw.get("p", ""), raw.get("s", "")
-    if key is not None and not hmac.compare_digest(record_mac(key, payload), signature):
-        security_log.warning(
-            "history record %s ignored: its signature does not verify", _text(stream_id)
-        )
+    checked = check_record(stream_id, fields, key)
+    if isinstance(checked, str):
+        security_log.warning("history record %s ignored: %s", loggable(stream_id), checked)
         return None
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        logger.warning("history record %s is not JSON", _text(stream_id))
-        return None
-    if not isinstance(data, dict):
-        return None
-    return {"id": _text(stream_id), **data}
+    return checked
 
 
 async def read_history(
     redis: Any, settings: ClientSettings, limit: int = 50
 ) -> list[dict[str, Any]]:
-    """The last `limit` records that verify, oldest first."""
+    """The last `limit` records that verify, oldest first; one log line for those that do
+    not, however many."""
     limit = max(1, min(int(limit), MAX_LIMIT))
     raw = await redis.xrevrange(history_key(settings.queue_name), "+", "-", count=limit)
     key = secret_key(settings)
-    records = (decode_record(stream_id, fields, key) for stream_id, fields in reversed(raw))
-    return [record for record in records if record is not None]
+    records: list[dict[str, Any]] = []
+    ignored: list[tuple[object, str]] = []
+    for stream_id, fields in reversed(raw):
+        checked = check_record(stream_id, fields, key)
+        if isinstance(checked, str):
+            ignored.append((stream_id, checked))
+        else:
+            records.append(checked)
+    if ignored:
+        first_id, reason = ignored[0]
+        security_log.warning(
+            "history: %d record(s) ignored (first %s: %s)", len(ignored), loggable(first_id), reason
+        )
+    return records
 
 
 def read_history_file(path: Path, limit: int = 50) -> list[dict[str, Any]]:

@@ -69,6 +69,11 @@ def pending_check_key(queue_name: str, services: Sequence[str] | None) -> str:
     return f"{queue_name}:check-pending:{chosen}"
 
 
+def check_started_key(queue_name: str) -> str:
+    """Set for the API's minimum interval between two checks it starts (worker/shared/check.py)."""
+    return f"{queue_name}:check-started"
+
+
 def recovery_key(queue_name: str, job_id: str) -> str:
     """What the worker's start-up rollback did for an interrupted job (worker/shared/cutoff.py)."""
     return f"{queue_name}:recovery:{job_id}"

@@ -29,5 +29,9 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, handlers=handlers
     )
+    # Apprise's debug lines print the notification URLs with their tokens: never, whatever
+    # our level (`-v` sets DEBUG).
+    logging.getLogger("apprise").setLevel(logging.INFO)
+    logging.getLogger("urllib3").setLevel(logging.INFO)  # its debug lines name the URL's path
     # arq logs every job's arguments and result at INFO; the summary is logged by us.
     logging.getLogger("arq.worker").setLevel(logging.WARNING if not verbose else logging.INFO)

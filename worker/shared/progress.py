@@ -15,9 +15,11 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from .bounded import MAX_RECORD_CHARS
 from .result import NOT_REACHED, Step, StepStatus
 from .untrusted import loggable
 
@@ -25,7 +27,13 @@ logger = logging.getLogger("update_executor.progress")
 security_log = logging.getLogger("update_executor.security")
 
 PROGRESS_DOMAIN = b"update-executor progress v1\n"
-STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+# One read of a progress stream takes at most this many entries (XRANGE ... COUNT): a run
+# writes about 25 and the worker keeps about STREAM_MAXLEN (500), so one read gets a real
+# job's whole stream, while a Redis writer's million entries cost one bounded read each.
+PROGRESS_PAGE = 1000
+# A real entry is a few hundred characters, a few kB with a long error message.
+MAX_ENTRY_CHARS = MAX_RECORD_CHARS
 # A step shown to a UI before it ends; once the job ended, a planned step that never started.
 RUNNING = "running"
 PENDING = "pending"
@@ -106,34 +114,81 @@ def _text(value: object, errors: str = "strict") -> str:
     return value.decode("utf-8", errors) if isinstance(value, bytes) else str(value)
 
 
+def check_entry(
+    stream_id: object, fields: Mapping[Any, Any], job_id: str, key: bytes | None
+) -> dict[str, Any] | str:
+    """An entry as a dict with its stream `id`, or why it is left out (a str). Logs nothing:
+    a Redis writer can add a million bad entries, so callers log one line per read."""
+    try:
+        raw = {_text(k): _text(v) for k, v in fields.items()}
+    except UnicodeDecodeError:  # never written by the worker: only a Redis writer does that
+        return "not UTF-8"
+    payload, signature = raw.get("p", ""), raw.get("s", "")
+    if len(payload) > MAX_ENTRY_CHARS:
+        return f"over {MAX_ENTRY_CHARS} characters"
+    if key is not None and not hmac.compare_digest(
+        entry_mac(key, payload).encode(), signature.encode()
+    ):
+        return "its signature does not verify"
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(data, dict) or data.pop("job", None) != job_id:
+        return f"not one of job {job_id}"
+    return {"id": _text(stream_id, "replace"), **data}
+
+
 def decode_entry(
     stream_id: object, fields: Mapping[Any, Any], job_id: str, key: bytes | None
 ) -> dict[str, Any] | None:
     """An entry as a dict with its stream `id`, or None (logged) when it does not verify."""
-    try:
-        raw = {_text(k): _text(v) for k, v in fields.items()}
-    except UnicodeDecodeError:  # never written by the worker: only a Redis writer does that
+    checked = check_entry(stream_id, fields, job_id, key)
+    if isinstance(checked, str):
         security_log.warning(
-            "progress entry %s of job %s ignored: not UTF-8", loggable(stream_id), job_id
+            "progress entry %s of job %s ignored: %s", loggable(stream_id), job_id, checked
         )
         return None
-    payload, signature = raw.get("p", ""), raw.get("s", "")
-    if key is not None and not hmac.compare_digest(entry_mac(key, payload), signature):
+    return checked
+
+
+@dataclass(frozen=True)
+class ProgressPage:
+    """One bounded read of a progress stream: the entries that verify, the id of the last
+    entry read (verified or not: where the next read starts, so a bad entry is read once),
+    and how many were left out."""
+
+    entries: list[dict[str, Any]]
+    last_id: str | None
+    ignored: int = 0
+
+
+def decode_page(
+    raw: Sequence[tuple[Any, Mapping[Any, Any]]], job_id: str, key: bytes | None
+) -> ProgressPage:
+    """The entries of one XRANGE answer that verify; ONE log line for all that do not (with
+    their count, the first's id and reason), however many a Redis writer added."""
+    entries: list[dict[str, Any]] = []
+    ignored = 0
+    first: tuple[object, str] | None = None
+    for stream_id, fields in raw:
+        checked = check_entry(stream_id, fields, job_id, key)
+        if isinstance(checked, str):
+            ignored += 1
+            first = first or (stream_id, checked)
+        else:
+            entries.append(checked)
+    if first is not None:
         security_log.warning(
-            "progress entry %s of job %s ignored: its signature does not verify",
-            loggable(stream_id),
+            "progress of job %s: %d entr%s ignored (first %s: %s)",
             job_id,
+            ignored,
+            "y" if ignored == 1 else "ies",
+            loggable(first[0]),
+            first[1],
         )
-        return None
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        logger.warning("progress entry %s of job %s is not JSON", loggable(stream_id), job_id)
-        return None
-    if not isinstance(data, dict) or data.pop("job", None) != job_id:
-        logger.warning("progress entry %s is not one of job %s", loggable(stream_id), job_id)
-        return None
-    return {"id": _text(stream_id, "replace"), **data}
+    last_id = _text(raw[-1][0], "replace") if raw else None
+    return ProgressPage(entries, last_id, ignored)
 
 
 def check_stream_id(since: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from .untrusted import has_control_chars
 
-SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MAX_REQUESTED_BY = 200
 MAX_SERVICES = 100
 
@@ -62,7 +62,7 @@ def _flag(name: str, value: object) -> bool:
 
 # The keyword arguments of process_system_update: the whole of what a job may ask for.
 REQUEST_FIELDS = ("services", "run_migrations", "create_backup", "dry_run", "requested_by")
-_ARGUMENT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+_ARGUMENT_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 
 def check_request_fields(fields: Mapping[str, object]) -> None:
@@ -73,7 +73,9 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
     """
     unknown = sorted(str(name) for name in fields if name not in REQUEST_FIELDS)
     if unknown:
-        shown = ", ".join(n if _ARGUMENT_NAME.match(n) else "(invalid name)" for n in unknown[:5])
+        shown = ", ".join(
+            n if _ARGUMENT_NAME.fullmatch(n) else "(invalid name)" for n in unknown[:5]
+        )
         raise InvalidRequest(f"unexpected argument {shown} (accepted: {', '.join(REQUEST_FIELDS)})")
     services = fields.get("services")
     if services is not None:
@@ -82,7 +84,7 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
         if len(services) > MAX_SERVICES:
             raise InvalidRequest(f"services lists more than {MAX_SERVICES} names")
         for index, name in enumerate(services):
-            if not isinstance(name, str) or not SERVICE_NAME.match(name):
+            if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
                 raise InvalidRequest(
                     f"invalid service name at services[{index}]: a name is 1 to 63 letters, "
                     "digits, '.', '_' or '-', starting with a letter or digit"
@@ -150,7 +152,9 @@ def check_check_fields(fields: Mapping[str, object]) -> None:
     """`check_request_fields` for a check_for_updates job: only `services`, same rules."""
     unknown = sorted(str(name) for name in fields if name not in CHECK_FIELDS)
     if unknown:
-        shown = ", ".join(n if _ARGUMENT_NAME.match(n) else "(invalid name)" for n in unknown[:5])
+        shown = ", ".join(
+            n if _ARGUMENT_NAME.fullmatch(n) else "(invalid name)" for n in unknown[:5]
+        )
         raise InvalidRequest(
             f"unexpected argument {shown} for check_for_updates (accepted: services)"
         )

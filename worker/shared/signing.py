@@ -60,11 +60,15 @@ CHECK_FUNCTION = "check_for_updates"
 REJECTED_FUNCTION = "rejected_job"
 # A real job is well under 10 KiB (100 service names of 63 characters, a 200-character name).
 MAX_JOB_BYTES = 64 * 1024
-NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A job enqueued this far in the future (ms) is refused: a secret holder could otherwise
 # pre-sign jobs that stay valid for ever. Allows for clocks of the API and host disagreeing.
 MAX_CLOCK_SKEW_MS = 60_000
 REPLAY_REASON = "this signed job was already accepted once: a replay"
+NOT_GRANTED_REASON = (
+    "the worker did not record this job's nonce itself (the job changed in Redis while it "
+    "was read, or its nonce was recorded before): a replay"
+)
 JOB_KEYS = frozenset({"t", "f", "a", "k", "et"})
 ENVELOPE_KEYS = frozenset({"ue", "p", "s"})
 
@@ -218,6 +222,12 @@ class WorkerJobCodec(JobCodec):
         # nonce -> why it is refused: set by the worker once Redis says the nonce was used
         # (worker/host/arq_worker.py records nonces there, so they outlive a restart).
         self._refused: dict[str, tuple[int, str]] = {}
+        # Set by UpdateWorker: a signed job is accepted only when its nonce is in `_granted`,
+        # i.e. this worker's own `SET NX` created the nonce's key for the bytes it read. Bytes
+        # swapped in Redis after that read carry another nonce, never granted: refused.
+        self.require_granted_nonce = False
+        self._granted: dict[str, int] = {}  # nonce -> deadline (ms)
+        self._sizes: tuple[bytes, int] | None = None  # note_size
 
     def deserialize(self, raw: bytes) -> dict[str, Any]:
         try:
@@ -241,6 +251,15 @@ class WorkerJobCodec(JobCodec):
             return None
         return None if nonce is None else (nonce, deadline)
 
+    def note_size(self, raw: bytes, size: int) -> None:
+        """`raw` is the start of a value of `size` bytes (the worker reads at most
+        MAX_JOB_BYTES + 1): the refusal then says the real size."""
+        self._sizes = (raw, size)
+
+    def grant_nonce(self, nonce: str, deadline_ms: int) -> None:
+        """This worker's `SET NX` created the nonce's key: the job carrying it may run once."""
+        self._granted[nonce] = deadline_ms
+
     def refuse_nonce(self, nonce: str, deadline_ms: int, reason: str) -> None:
         """Refuse the job carrying `nonce` (until `deadline_ms`) with `reason`."""
         self._refused[nonce] = (deadline_ms, reason)
@@ -257,8 +276,9 @@ class WorkerJobCodec(JobCodec):
         and the time (ms) the job must have started by; raise JobRejected otherwise."""
         if self.key is None and not self.insecure:
             raise JobRejected("the worker has no job secret (UPDATE_JOB_SECRET) to verify jobs")
-        if len(raw) > MAX_JOB_BYTES:
-            raise JobRejected(f"the job is {len(raw)} bytes, over the {MAX_JOB_BYTES}-byte limit")
+        size = self._sizes[1] if self._sizes is not None and self._sizes[0] is raw else len(raw)
+        if size > MAX_JOB_BYTES:
+            raise JobRejected(f"the job is {size} bytes, over the {MAX_JOB_BYTES}-byte limit")
         payload = self.open(raw)
         if self.key is not None and payload.get("typ") != "job":
             raise JobRejected("the signed payload is not a job")
@@ -319,6 +339,9 @@ class WorkerJobCodec(JobCodec):
             raise JobRejected(self._refused[nonce][1])
         if nonce in self._accepted:
             raise JobRejected(REPLAY_REASON)
+        if self.require_granted_nonce and self._granted.pop(nonce, None) is None:
+            raise JobRejected(NOT_GRANTED_REASON)
+        self._granted = {n: d for n, d in self._granted.items() if d >= now}
         self._accepted[nonce] = deadline
 
 
@@ -331,11 +354,13 @@ def client_codec(settings: ClientSettings) -> JobCodec:
     return JobCodec(secret_key(settings), max_age_s=settings.job_max_age)
 
 
-async def rejected_job(ctx: dict[str, Any], *, reason: str) -> dict[str, Any]:
-    """The job ARQ runs instead of a refused one: log it, and say why in the result."""
+async def rejected_job(ctx: dict[str, Any], *, reason: str, quiet: bool = False) -> dict[str, Any]:
+    """The job ARQ runs instead of a refused one: log it (unless `quiet`: the worker logs
+    refusals once per burst, worker/host/refusals.py), and say why in the result."""
     job_id = str(ctx.get("job_id") or "unknown")
     reason = str(reason)[:500]
-    security_log.warning("job %s refused, nothing was run: %s", loggable(job_id), reason)
+    if not quiet:
+        security_log.warning("job %s refused, nothing was run: %s", loggable(job_id), reason)
     if not is_job_id(job_id):
         job_id = "invalid"
     now = datetime.now(UTC)

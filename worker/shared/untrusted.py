@@ -14,7 +14,7 @@ from typing import Any
 
 # A job id: what the client generates (uuid4 hex) and what ARQ, Redis keys, ansible-runner's
 # ident (a path component) and the playbook's variables can all carry as is.
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 # Longest attacker-supplied text put in one log line.
 MAX_LOGGED = 80
 
@@ -62,6 +62,21 @@ def loggable(value: object, limit: int = MAX_LOGGED) -> str:
     cut = len(text) - limit
     shown = repr(text[:limit]) if cut > 0 else repr(text)
     return f"{shown}...(+{cut} chars)" if cut > 0 else shown
+
+
+def escaped(value: object, limit: int | None = None) -> str:
+    """`value` for display on one line (a log line, a table cell): control characters (newlines,
+    ANSI escapes, NUL, C1, U+2028/9) written as Python escapes (`\\n`, `\\x1b`), the rest as
+    is; cut to its last `limit` characters (the end of an output says most). For text the
+    worker does not choose: a migration's or a hook's output, a step message."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "backslashreplace")
+    text = value if isinstance(value, str) else str(value)
+    if limit is not None and len(text) > limit:
+        text = "…" + text[-(limit - 1) :]
+    if not has_control_chars(text):
+        return text
+    return "".join(repr(c)[1:-1] if has_control_chars(c) else c for c in text)
 
 
 def has_control_chars(text: str) -> bool:

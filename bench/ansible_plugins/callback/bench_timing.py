@@ -40,6 +40,19 @@ def _process_start() -> float | None:
     return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started_since_boot)
 
 
+def _attempts(result: dict[str, Any]) -> list[int]:
+    """How often the task ran per item: a loop's `results` (skipped items left out), or the task
+    itself; `until` retries show as `attempts`."""
+    items = result.get("results")
+    if isinstance(items, list):
+        return [
+            int(item.get("attempts", 1))
+            for item in items
+            if isinstance(item, dict) and not item.get("skipped")
+        ]
+    return [int(result.get("attempts", 1))]
+
+
 class CallbackModule(CallbackBase):  # type: ignore[misc]
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
@@ -66,6 +79,7 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
 
     def _done(self, result: Any, status: str) -> None:
         task = result._task
+        attempts = _attempts(result._result) if status != "skipped" else []
         self._write(
             {
                 "kind": "task",
@@ -74,6 +88,7 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
                 "start": self._task_start.get(task._uuid),
                 "end": time.time(),
                 "status": status,
+                "attempts": attempts,
             }
         )
 

@@ -92,16 +92,19 @@ states:
   type: dict
 """
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import time
 import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_dirs import check_directory as check_owned_directory
 from ansible.module_utils.update_executor_env import compose_environment
 
 ARGUMENT_SPEC = {
@@ -338,17 +341,30 @@ def keep_images(repository, snapshot):
     return [reference for reference, _image_id in wanted]
 
 
+def check_directory(directory, uid=None, root_equivalent=None):
+    """Refuse a directory someone else could plant files in (module_utils/update_executor_dirs.py)."""
+    check_owned_directory(directory, uid, "directory", root_equivalent)
+
+
 def write_rollback_point(path, record, snapshot):
-    """The rollback point playbooks/rollback.yml restores from: 0600, written under a temporary
-    name and renamed, so that it is never seen half-written."""
+    """The rollback point playbooks/rollback.yml restores from: 0600, written to a new file of
+    a unique name in the same directory (O_EXCL|O_NOFOLLOW: never through a planted file or
+    symlink) and renamed over `path` (which replaces a symlink there, never follows it), so
+    that it is never seen half-written."""
     point = dict(record, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), before=snapshot)
-    partial = path + ".partial"
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(point, handle, indent=4, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    check_directory(os.path.dirname(path) or ".")
+    partial = "%s.%s.partial" % (path, secrets.token_hex(8))
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(point, handle, indent=4, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
 
 
 def run_task(params, check_mode=False):

@@ -174,6 +174,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.update_executor_dirs import check_directory as check_owned_directory
 from ansible.module_utils.update_executor_env import compose_environment
 
 # Only references the role made (compose_snapshot's keep_images) are ever removed.
@@ -355,11 +356,17 @@ def guard(directory, timeout=GUARD_TIMEOUT):
         os.close(fd)
 
 
+def check_directory(directory, uid=None, root_equivalent=None):
+    """Refuse a lock directory someone else could plant files in (module_utils/update_executor_dirs.py)."""
+    check_owned_directory(directory, uid, "lock directory", root_equivalent)
+
+
 def ensure_directory(directory):
-    """Create the lock directory (mode 0700) when missing."""
+    """Create the lock directory (mode 0700) when missing; refuse one that is not safe."""
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+    check_directory(directory)
 
 
 def write_new(path, holder):
@@ -441,7 +448,7 @@ def kept_images(path):
     except (OSError, ValueError):
         return []
     kept = data.get("kept_images") if isinstance(data, dict) else None
-    return [ref for ref in kept if isinstance(ref, str) and KEPT_REFERENCE.match(ref)] if isinstance(kept, list) else []
+    return [ref for ref in kept if isinstance(ref, str) and KEPT_REFERENCE.fullmatch(ref)] if isinstance(kept, list) else []
 
 
 def untag(references):
@@ -475,8 +482,9 @@ def interrupted_message(project, point, path):
     return (
         "The previous update of project '%s' (%s, started %s) was cut off before it finished and "
         "was not rolled back, so some services may run the new version and others the old one, or "
-        "be stopped. Roll it back first: ansible-playbook -i inventory/localhost playbooks/rollback.yml "
-        "(the worker does this by itself when it starts), or, if the site was put right by hand, remove "
+        "be stopped. Roll it back first: `update-executor rollback` on the worker's host (the worker also "
+        "does this by itself when it starts; after a manual run: ansible-playbook playbooks/rollback.yml "
+        "with the same inventory), or, if the site was put right by hand, remove "
         "%s. Nothing was changed."
         % (project or point.get("project") or "?", who, point.get("started_at") or "?", path)
     )

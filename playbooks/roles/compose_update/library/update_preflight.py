@@ -245,7 +245,7 @@ def absolute(path, cwd):
 
 
 def valid_name(name):
-    return NAME_PATTERN.match(name) is not None
+    return NAME_PATTERN.fullmatch(name) is not None
 
 
 def daemon_info(text):

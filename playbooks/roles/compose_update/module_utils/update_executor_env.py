@@ -37,13 +37,13 @@ COMPOSE_NAMES = ("COMPOSE_ENV_FILES",)
 PASSTHROUGH_VARIABLE = "COMPOSE_ENV_PASSTHROUGH"
 # Never passed, even when listed in COMPOSE_ENV_PASSTHROUGH: the worker's secrets.
 NEVER_PASSED = ("GITHUB_TOKEN", "REDIS_QUEUE_PASSWORD", "UPDATE_JOB_SECRET")
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def passthrough_names(value):
     """The names of a COMPOSE_ENV_PASSTHROUGH value ("TAG, RELEASE"): valid names only."""
     names = [part.strip() for part in (value or "").split(",")]
-    return [name for name in names if NAME.match(name) and name not in NEVER_PASSED]
+    return [name for name in names if NAME.fullmatch(name) and name not in NEVER_PASSED]
 
 
 def compose_environment(environ, extra=None):
