@@ -318,28 +318,3 @@ def test_a_docker_context_is_the_one_daemon_of_every_step(site: Site, tmp_path: 
         assert site.containers() == bed_containers  # the bed's daemon was not touched
         assert set(site.images().values()) == {site.v1}
         away_docker(*compose, "down", "--volumes", "--timeout", "1")
-
-
-def test_a_noop_update_recreates_nothing_and_migrates_only_what_is_pending(site: Site) -> None:
-    """Nothing new after the pull (compared by image ID): no recreate, no migration. An update
-    that recreated without migrating leaves the migration pending: the next no-op runs it."""
-    containers = site.containers()
-    noop = site.run()
-    assert noop.returncode == 0, noop.explain()
-    assert site.containers() == containers
-    assert noop.report["migrations"]["ran"] is False, noop.explain()
-    assert noop.report["services"]["api"]["after"] == noop.report["services"]["api"]["before"]
-    assert noop.report["services"]["api"]["health"] == "healthy"
-
-    new = site.publish()
-    unmigrated = site.run("-e", "compose_update_run_migrations=false")
-    assert unmigrated.returncode == 0, unmigrated.explain()
-    assert set(site.images().values()) == {new}
-    pending = site.run()  # nothing new, but the migration of the new version is still to run
-    assert pending.returncode == 0, pending.explain()
-    assert pending.report["migrations"]["ran"] is True, pending.explain()
-    assert pending.report["migrations"]["rc"] == 0
-    done = site.run()
-    assert done.returncode == 0, done.explain()
-    assert done.report["migrations"]["ran"] is False
-    assert list(site.lock_dir.glob(f"{PROJECT}.*")) == []

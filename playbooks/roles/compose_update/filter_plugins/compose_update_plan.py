@@ -79,6 +79,29 @@ def noop(targets, service_image, service_restart, before, before_states, current
     return True
 
 
+def migration_pending(was_pending, recreated, migrated, rolled_back):
+    """Whether a migration is still to run after this update (the marker next to the lock): what
+    it was before when the update was rolled back (the previous images are back); no when a
+    migration succeeded in this run; else yes when it was pending or this run recreated a target."""
+    if rolled_back:
+        return bool(was_pending)
+    if migrated:
+        return False
+    return bool(was_pending or recreated)
+
+
+def migration_skip_reason(noop, was_pending, run_migrations, check_mode):
+    """Why the migration step does not run, in words; None when it runs (or when the update
+    stops before it: the step is then not reached)."""
+    if not run_migrations:
+        return "not requested"
+    if check_mode:
+        return "dry run: not run"
+    if noop and not was_pending:
+        return "skipped: no container was recreated and no earlier migration is pending"
+    return None
+
+
 def oneshot_groups(plan, service_deps):
     """`plan` with the one-shot jobs run on their own split by their dependencies: the ones that
     depend on a long-running target run `after` it, the others `before`."""
@@ -197,6 +220,8 @@ class FilterModule:
             "compose_update_oneshot_plan": oneshot_plan,
             "compose_update_oneshot_groups": oneshot_groups,
             "compose_update_noop": noop,
+            "compose_update_migration_pending": migration_pending,
+            "compose_update_migration_skip_reason": migration_skip_reason,
             "compose_update_rollback_plan": rollback_plan,
             "compose_update_rollback_manual": rollback_manual,
             "compose_update_rollback_report": rollback_report,
