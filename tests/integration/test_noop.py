@@ -53,6 +53,11 @@ async def test_nothing_new_recreates_nothing_and_runs_no_migration(
     assert listed["migrations"]["message"] == NOOP_REASON
     assert summary["migrations"] == {"ran": False, "rc": None, "output_tail": ""}
     assert outcome.migrations_log == before_log
+    # The progress stream's last word on the step says the same.
+    ended = [e for e in outcome.progress if e["kind"] == "step_ended" and e["name"] == "migrations"]
+    assert (ended[-1]["status"], ended[-1]["message"]) == ("skipped", NOOP_REASON)
+    assert outcome.progress[-1]["kind"] == "job_ended"
+    assert outcome.progress[-1]["status"] == "successful"
     assert_released(site)
     assert not marker_path(site).exists()
 

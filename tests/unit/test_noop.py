@@ -14,7 +14,9 @@ import pytest
 
 from tests.summary_schema import assert_valid_summary
 from tests.unit.playbook_code import load
+from worker.host.progress import StepTracker
 from worker.host.summary import RunOutcome, build_summary
+from worker.shared.progress import EntryKind
 from worker.shared.request import UpdateRequest
 from worker.shared.result import UpdateStatus
 
@@ -335,3 +337,27 @@ def test_the_summary_of_a_noop_says_why_the_migration_was_skipped() -> None:
     assert steps["migrations"]["message"] == NOOP_REASON
     assert summary["migrations"] == {"ran": False, "rc": None, "output_tail": ""}
     assert summary["services"]["api"]["updated"] is False
+
+
+def test_the_progress_stream_says_why_a_noops_migration_was_skipped() -> None:
+    """The stream ends the migration step skipped with no message (ansible only says its
+    condition was false); once the summary is built, a last `step_ended` gives its reason."""
+    tracker = StepTracker()
+    start = {"event": "playbook_on_task_start", "event_data": {"task": "Migrations | Run"}}
+    tracker.feed(start, T0)
+    skipped = event(
+        "Migrations | Run", "runner_on_skipped", skip_reason="Conditional result was False"
+    )
+    tracker.feed(skipped, T0 + timedelta(seconds=1))
+    report = event("Report | Release", released=True)
+    tracker.feed(report, T0 + timedelta(seconds=2))
+    tracker.close(T0 + timedelta(seconds=3))
+    summary_steps = [
+        {"name": "migrations", "status": "skipped", "message": NOOP_REASON},
+        {"name": "report", "status": "changed", "message": ""},
+    ]
+    entries = tracker.agree_with(summary_steps)
+    assert [(e.kind, e.name, e.status, e.message) for e in entries] == [
+        (EntryKind.step_ended, "migrations", "skipped", NOOP_REASON)
+    ]
+    assert tracker.agree_with(summary_steps) == []  # said once
