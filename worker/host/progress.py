@@ -231,7 +231,8 @@ class StepTracker:
         where the stream said `changed`, or the other way round (the pull step's status comes
         from the images it brought, see `summary.pull_changed_by_images`). A step the stream
         ended failed or skipped keeps that: a step cut off by a cancel is failed here, while
-        the summary, built from task results only, has no result for it."""
+        the summary, built from task results only, has no result for it. A step both ended
+        skipped gets the summary's message when the stream had none (why it was skipped)."""
         entries: list[ProgressEntry] = []
         for listed in summary_steps:
             state = self._step_named(str(listed.get("name", "")))
@@ -244,6 +245,12 @@ class StepTracker:
             have = state.status or accumulated_status(state.acc)
             if have is not wanted and {have, wanted} <= SUCCEEDED:
                 state.status = wanted
+                entries.append(self._end_entry(state, state.ended))
+            elif (
+                have is wanted is StepStatus.skipped and listed.get("message") and not state.message
+            ):
+                # Why a started step was skipped (a no-op update's migration): the summary knows.
+                state.message = str(listed["message"])
                 entries.append(self._end_entry(state, state.ended))
         return entries
 

@@ -303,6 +303,8 @@ def step_messages(
         messages[Step.migrations] = "not requested"
     elif request.dry_run:
         messages[Step.migrations] = "dry run: not run"
+    elif migrations.get("skip_reason"):  # a no-op update: nothing recreated, none pending
+        messages[Step.migrations] = _clip(str(migrations["skip_reason"]), 200)
     return messages
 
 

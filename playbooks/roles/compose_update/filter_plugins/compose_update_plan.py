@@ -57,6 +57,51 @@ def oneshot_plan(targets, service_image, service_restart, service_waits, before,
     return {"long": long_running, "with_up": with_up, "before": [name for name in due if name not in waited], "after": []}
 
 
+def noop(targets, service_image, service_restart, before, before_states, current_ids):
+    """True when the update has nothing to do: every target has a container that runs the image its
+    reference points at after the pull (compared by image ID: the pull's `changed` only says layers
+    were downloaded), long-running ones running, one-shot jobs exited 0. False when any reference
+    was not looked at (no pull, `current_ids` empty) or any target differs."""
+    targets = list(targets or [])
+    if not targets:
+        return False
+    for name in targets:
+        old = (before or {}).get(name)
+        state = (before_states or {}).get(name) or {}
+        current = (current_ids or {}).get((service_image or {}).get(name, ""), "")
+        if old is None or not current or old.get("image_id") != current:
+            return False
+        if (service_restart or {}).get(name) == "no":
+            if state.get("status") != "exited" or state.get("exit_code") != 0:
+                return False
+        elif state.get("status") != "running" or state.get("health") in ("unhealthy", "starting"):
+            return False
+    return True
+
+
+def migration_pending(was_pending, recreated, migrated, rolled_back):
+    """Whether a migration is still to run after this update (the marker next to the lock): what
+    it was before when the update was rolled back (the previous images are back); no when a
+    migration succeeded in this run; else yes when it was pending or this run recreated a target."""
+    if rolled_back:
+        return bool(was_pending)
+    if migrated:
+        return False
+    return bool(was_pending or recreated)
+
+
+def migration_skip_reason(noop, was_pending, run_migrations, check_mode):
+    """Why the migration step does not run, in words; None when it runs (or when the update
+    stops before it: the step is then not reached)."""
+    if not run_migrations:
+        return "not requested"
+    if check_mode:
+        return "dry run: not run"
+    if noop and not was_pending:
+        return "skipped: no container was recreated and no earlier migration is pending"
+    return None
+
+
 def oneshot_groups(plan, service_deps):
     """`plan` with the one-shot jobs run on their own split by their dependencies: the ones that
     depend on a long-running target run `after` it, the others `before`."""
@@ -174,6 +219,9 @@ class FilterModule:
             "compose_update_image_ids": image_ids,
             "compose_update_oneshot_plan": oneshot_plan,
             "compose_update_oneshot_groups": oneshot_groups,
+            "compose_update_noop": noop,
+            "compose_update_migration_pending": migration_pending,
+            "compose_update_migration_skip_reason": migration_skip_reason,
             "compose_update_rollback_plan": rollback_plan,
             "compose_update_rollback_manual": rollback_manual,
             "compose_update_rollback_report": rollback_report,

@@ -77,6 +77,20 @@ options:
     description: With O(state=absent), also remove O(rollback_point).
     type: bool
     default: false
+  migration_marker:
+    description:
+      - An empty file next to the lock (same directory) whose existence says that an update
+        recreated the targets and no migration succeeded since (issue 20).
+      - With O(state=present), when the lock is taken, whether it exists (a regular file, not
+        followed when it is a symlink) is returned as RV(migration_pending).
+      - With O(state=absent) and O(migration_pending) set, it is written (true: a new file of a
+        unique name, O_EXCL|O_NOFOLLOW, renamed into place) or removed (false) while this run
+        still holds the lock, in a directory checked like the rollback point's. Left alone when
+        this run does not hold the lock, and in check mode.
+    type: path
+  migration_pending:
+    description: With O(state=absent) and O(migration_marker), whether a migration is still to run.
+    type: bool
   remove_paths:
     description:
       - With O(state=absent), also remove these files or directories (the run's private Docker
@@ -143,6 +157,10 @@ removed:
   description: The O(remove_paths) that existed and were removed.
   returned: with state=absent
   type: list
+migration_pending:
+  description: With O(migration_marker), whether a migration is pending (the marker exists).
+  returned: when the lock was taken (state=present), or released with O(migration_pending) set
+  type: bool
 """
 
 import contextlib
@@ -154,6 +172,7 @@ import os
 import shutil
 import re
 import socket
+import stat
 import subprocess
 import time
 import uuid
@@ -395,8 +414,10 @@ def acquire(path, holder, max_age, now, hostname, proc_root="/proc"):
     return True, holder, broke
 
 
-def release(path, token):
-    """Remove the lock when `token` is its holder's. Returns (released, holder_seen)."""
+def release(path, token, while_held=None):
+    """Remove the lock when `token` is its holder's. Returns (released, holder_seen).
+    `while_held` (no argument) runs first, under the guard, only when this run holds the lock;
+    the lock is removed even when it raises (the error is raised afterwards)."""
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         return False, None
@@ -406,7 +427,11 @@ def release(path, token):
             return False, None
         if current[0].get("token") != token:
             return False, current[0]
-        os.unlink(path)
+        try:
+            if while_held is not None:
+                while_held()
+        finally:
+            os.unlink(path)
         return True, current[0]
 
 
@@ -452,6 +477,44 @@ def untag(references):
     return None
 
 
+def migration_pending(path):
+    """Whether the marker of a pending migration exists at `path`: a regular file (a symlink
+    or anything else there is not followed and does not count)."""
+    if not path:
+        return False
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def mark_migration(path, lock_path, pending):
+    """Write (pending) or remove the marker of a migration still to run. Only next to the lock
+    (`lock_path`'s directory, checked like the rollback point's): written empty to a new file of
+    a unique name (O_EXCL|O_NOFOLLOW: never through a planted file or symlink), then renamed over
+    `path` (which replaces a symlink there, never follows it); unlink never follows one either."""
+    directory = os.path.dirname(path) or "."
+    if os.path.realpath(directory) != os.path.realpath(os.path.dirname(lock_path) or "."):
+        raise PermissionError(errno.EPERM, "the migration marker must be next to the lock %s" % lock_path, path)
+    check_directory(directory)
+    if not pending:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    if migration_pending(path):
+        return
+    partial = "%s.%s.partial" % (path, uuid.uuid4().hex)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fsync(descriptor)
+        os.close(descriptor)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+
+
 def interrupted_message(project, point, path):
     """Why an update is refused while a cut-off update's rollback point is on disk."""
     who = "job %s" % point["job_id"] if point.get("job_id") not in (None, "", "manual") else "a manual run"
@@ -478,6 +541,8 @@ ARGUMENT_SPEC = {
     "allow_rollback_point": {"type": "bool", "default": False},
     "remove_rollback_point": {"type": "bool", "default": False},
     "remove_paths": {"type": "list", "elements": "path", "default": []},
+    "migration_marker": {"type": "path"},
+    "migration_pending": {"type": "bool"},
 }
 REQUIRED_IF = [("state", "absent", ["token"])]
 
@@ -527,7 +592,19 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
     now = time.time()
     try:
         if params["state"] == "absent":
-            released, seen = release(path, params["token"])
+            marker, pending = params["migration_marker"], params["migration_pending"]
+            problems = []
+
+            def record_migration():
+                # While the lock is still held: no other update reads the marker meanwhile. A
+                # failure is reported after everything else is released (the task fails).
+                try:
+                    mark_migration(marker, path, pending)
+                except OSError as err:
+                    problems.append(err)
+
+            marking = record_migration if marker and pending is not None and not check_mode else None
+            released, seen = release(path, params["token"], marking)
             if not released and seen is not None:
                 warn("Lock %s is held by %s, not by this run: left in place." % (path, describe(seen, now)))
             if released and params["remove_rollback_point"] and params["rollback_point"]:
@@ -538,8 +615,15 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
                 if problem:
                     warn("Could not remove the references %s kept for the rollback: %s" % (", ".join(kept), problem))
             removed = remove_paths(params["remove_paths"] or [])
-            return dict(changed=released or bool(removed), released=released, removed=removed, acquired=False, path=path,
-                        holder=public(seen), broke_stale=None, rollback_point=None)
+            result = dict(changed=released or bool(removed), released=released, removed=removed, acquired=False,
+                          path=path, holder=public(seen), broke_stale=None, rollback_point=None)
+            if released and marking is not None:
+                result["migration_pending"] = migration_pending(marker)
+            if problems:
+                result.update(failed=True, msg="Could not record whether a migration is pending in %s: %s. The lock "
+                              "was released; %s" % (marker, problems[0], "create that file by hand so that the "
+                              "next update runs the migration" if pending else "remove that file by hand"))
+            return result
         hostname = socket.gethostname()
         if check_mode:
             return check_only(params, path, now, hostname)
@@ -572,8 +656,9 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
             path=path, acquired=False, released=False, holder=public(holder), broke_stale=broke,
             rollback_point=point,
         )
+    pending = migration_pending(params["migration_marker"])
     return dict(changed=True, acquired=True, released=False, path=path, holder=public(holder),
-                token=holder["token"], broke_stale=broke, rollback_point=point)
+                token=holder["token"], broke_stale=broke, rollback_point=point, migration_pending=pending)
 
 
 def main():
