@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         "rollback failed, from its rollback point; exit 0 when the previous version is back "
         "(or there was nothing to roll back)",
     )
+    unlock = commands.add_parser(
+        "unlock",
+        help="(on the host) show who holds the update lock (job id, requested_by, host, pid, "
+        "since) and remove it only when it is stale: its holder's process is gone, or it "
+        "cannot be checked and is older than JOB_TIMEOUT; exit 0 when no lock is left, 1 when "
+        "a live lock was refused or a cut-off update must be rolled back first (`rollback`); "
+        "never removes a rollback point",
+    )
+    unlock.add_argument("--json", action="store_true", help=JSON_HELP)
 
     enqueue = commands.add_parser("enqueue", help="queue an update")
     enqueue.add_argument("--no-migrations", action="store_true", help="skip the migration step")

@@ -168,6 +168,9 @@ KEPT_REFERENCE = re.compile(r"\Aupdate-executor-rollback/[a-z0-9][a-z0-9_.-]*:[A
 
 PUBLIC_KEYS = ("id", "job_id", "user", "host", "pid", "started_at", "project")
 GUARD_TIMEOUT = 10.0
+# The refusal of a held lock names the command that shows its holder and removes a stale one.
+UNLOCK_HINT = ("If that run is gone, `update-executor unlock` on the host shows the holder and removes "
+               "the lock once it is stale (the next update breaks a stale lock too).")
 
 
 def read_proc_stat(pid, proc_root="/proc"):
@@ -238,6 +241,7 @@ def make_holder(project, job_id, requested_by, pid, now, proc_root="/proc", user
         "project": project,
         "id": holder_id(job_id, requested_by, user, sudo_user),
         "job_id": job_id if job_id and job_id != "manual" else None,
+        "requested_by": requested_by or None,
         "user": user,
         "host": host or socket.gethostname(),
         "pid": pid,
@@ -504,8 +508,8 @@ def check_only(params, path, now, hostname):
     if current is not None and stale_reason(current[0], now, params["max_age"], hostname) is None:
         return dict(
             failed=True, changed=False,
-            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
-            % (params["project"], describe(current[0], now), path),
+            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed. %s"
+            % (params["project"], describe(current[0], now), path, UNLOCK_HINT),
             path=path, acquired=False, released=False, holder=public(current[0]), broke_stale=None,
             rollback_point=None,
         )
@@ -560,8 +564,8 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
     if not acquired:
         return dict(
             failed=True, changed=False,
-            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
-            % (params["project"], describe(seen, now), path),
+            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed. %s"
+            % (params["project"], describe(seen, now), path, UNLOCK_HINT),
             path=path, acquired=False, released=False, holder=public(seen), broke_stale=broke,
             rollback_point=None,
         )

@@ -1,0 +1,143 @@
+"""The operator's recovery commands on the host (issue 25), run as installed
+(`update-executor …` as a subprocess with the worker's environment, as root on the lock
+directory): `unlock` removes a stale update lock and only that, showing its holder.
+
+One deployment for the module (`shared_deployment`); each test leaves no lock behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.faults import dead_pid, lock_path
+from tests.integration.conftest import CLI, Deployment, run_worker_burst
+from worker.host.unlock import lock_module
+from worker.shared.client import UpdateClient
+
+
+def run_cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        env=deployment.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_role_lock(path: Path, pid: int, job_id: str, requested_by: str) -> dict[str, Any]:
+    """The lock file as the role's update_lock writes it for a run whose controller is `pid`
+    (its own make_holder and atomic write_new)."""
+    module = lock_module()
+    holder: dict[str, Any] = module.make_holder(
+        path.name.split(".")[0], job_id, requested_by, pid, time.time()
+    )
+    assert module.write_new(str(path), holder)
+    return holder
+
+
+@pytest.fixture
+def lock(shared_deployment: Deployment) -> Iterator[Path]:
+    path = lock_path(
+        shared_deployment.stack, shared_deployment.settings.lock_dir, shared_deployment.project
+    )
+    assert not path.exists()
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def holder_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process standing for the ansible-playbook that holds the lock."""
+    process = subprocess.Popen(["sleep", "600"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_unlock_without_a_lock_says_so(shared_deployment: Deployment) -> None:
+    done = run_cli(shared_deployment, "unlock")
+
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer == {
+        "lock_dir": str(shared_deployment.settings.lock_dir),
+        "locks": [],
+        "rollback_points": [],
+    }
+
+
+def test_unlock_removes_a_stale_lock_and_shows_its_holder(
+    shared_deployment: Deployment, lock: Path
+) -> None:
+    pid = dead_pid()  # the run was killed: its process is gone
+    holder = write_role_lock(lock, pid, "job-killed", "admin@example.org")
+
+    done = run_cli(shared_deployment, "unlock")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    (state,) = json.loads(done.stdout)["locks"]
+    assert state["verdict"] == "removed"
+    assert state["stale_reason"] == f"pid {pid} is not running on {holder['host']}"
+    assert state["holder"] == {
+        "id": "update-executor job job-killed for admin@example.org",
+        "job_id": "job-killed",
+        "requested_by": "admin@example.org",
+        "user": "root",
+        "host": holder["host"],
+        "pid": pid,
+        "started_at": holder["started_at"],
+        "project": shared_deployment.project,
+    }
+    assert holder["token"] not in done.stdout + done.stderr
+    assert not lock.exists()
+
+
+async def update_through_the_queue(deployment: Deployment, **request: Any) -> dict[str, Any]:
+    """Queue an update, run the real worker until the queue is empty; the job's summary."""
+    async with await UpdateClient.connect(deployment.settings) as client:
+        job_id = await client.enqueue_update(**request)
+        await run_worker_burst(deployment.settings)
+        summary: dict[str, Any] = (await client.status(job_id))["summary"]
+    return summary
+
+
+def test_a_live_lock_is_refused_by_unlock_and_the_update_names_unlock(
+    shared_deployment: Deployment, lock: Path, holder_process: subprocess.Popen[bytes]
+) -> None:
+    """A live holder: the update is refused at the lock step with a message naming `unlock`;
+    `unlock` shows the holder and refuses (exit 1); once the holder is gone it removes it."""
+    deployment = shared_deployment.with_fresh_queue()
+    before = deployment.image_ids()
+    write_role_lock(lock, holder_process.pid, "job-live", "oncall")
+    written = lock.read_text()
+    summary = asyncio.run(update_through_the_queue(deployment, services=["api"]))
+    assert summary["status"] == "failed"
+    assert summary["error"]["step"] == "lock"
+    assert "update-executor job job-live for oncall" in summary["error"]["message"]
+    assert "`update-executor unlock`" in summary["error"]["message"]
+
+    refused = run_cli(deployment, "unlock")
+
+    assert refused.returncode == 1
+    (state,) = json.loads(refused.stdout)["locks"]
+    assert (state["verdict"], state["holder"]["pid"]) == ("live", holder_process.pid)
+    assert "may still be running" in refused.stderr
+    assert lock.read_text() == written
+    assert deployment.image_ids() == before
+
+    holder_process.kill()
+    holder_process.wait()
+    removed = run_cli(deployment, "unlock")
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["locks"][0]["verdict"] == "removed"
+    assert not lock.exists()
