@@ -1,6 +1,8 @@
 """The operator's recovery commands on the host (issue 25), run as installed
 (`update-executor …` as a subprocess with the worker's environment, as root on the lock
-directory): `unlock` removes a stale update lock and only that, showing its holder.
+directory): `unlock` removes a stale update lock and only that, showing its holder;
+`revert` puts back, through the queue and the worker, the images from before the last update
+that succeeded, once.
 
 One deployment for the module (`shared_deployment`); each test leaves no lock behind.
 """
@@ -17,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from testbed import image_id_of
 from testbed.faults import dead_pid, lock_path
-from tests.integration.conftest import CLI, Deployment, run_worker_burst
+from tests.integration.conftest import CLI, Deployment, run_worker_burst, worker_process
+from tests.summary_schema import assert_valid_summary
 from worker.host.unlock import lock_module
 from worker.shared.client import UpdateClient
 
@@ -141,3 +145,61 @@ def test_a_live_lock_is_refused_by_unlock_and_the_update_names_unlock(
     assert removed.returncode == 0, removed.stderr
     assert json.loads(removed.stdout)["locks"][0]["verdict"] == "removed"
     assert not lock.exists()
+
+
+def test_revert_puts_back_the_images_from_before_the_last_update_once(
+    shared_deployment: Deployment,
+) -> None:
+    """v1 -> v2 through the queue succeeds; `update-executor revert --wait` runs v1's images
+    again without pulling (the `:latest` reference points at v1 again), with a summary and a
+    history record of its own; a second revert without a new update is refused."""
+    deployment = shared_deployment.with_fresh_queue()
+    v1 = deployment.image_ids()
+    v2 = deployment.publish(deployment.app_repo, deployment.next_version())
+    updated = asyncio.run(update_through_the_queue(deployment, services=["api", "worker"]))
+    assert updated["status"] == "successful", updated["error"]
+    assert deployment.image_ids() == {**v1, "api": v2, "worker": v2}
+    last = lock_path(deployment.stack, deployment.settings.lock_dir, deployment.project)
+    record = last.with_name(last.name.removesuffix(".lock") + ".last.json")
+    assert json.loads(record.read_text())["job_id"] == updated["job_id"]
+    kept = f"update-executor-last/{deployment.project}"
+
+    with worker_process(deployment):
+        reverted = run_cli(
+            deployment, "revert", "--wait", "--timeout", "200", "--requested-by", "oncall"
+        )
+        again = run_cli(deployment, "revert", "--wait", "--timeout", "200")
+
+    assert reverted.returncode == 0, reverted.stdout[-3000:] + reverted.stderr[-3000:]
+    summary = assert_valid_summary(json.loads(reverted.stdout))
+    assert deployment.image_ids() == v1
+    latest = f"{deployment.stack.registry}/{deployment.app_repo}:latest"
+    assert image_id_of(deployment.stack, latest) == v1["api"]  # no pull brings v2 back
+    assert summary["status"] == "successful"
+    assert summary["request"]["revert"] is True
+    assert summary["request"]["requested_by"] == "oncall"
+    assert {name: s["after"]["image_id"] for name, s in summary["services"].items()} == {
+        "api": v1["api"],
+        "worker": v1["worker"],
+    }
+    assert all(s["updated"] for s in summary["services"].values())
+    step = next(s for s in summary["steps"] if s["name"] == "rollback")
+    assert step["message"] == (
+        f"reverted to the images from before job {updated['job_id']}: api, worker"
+    )
+    assert not record.exists()
+    assert deployment.stack.docker("image", "ls", "-q", kept).stdout.strip() == ""
+    history = run_cli(deployment, "history", "--json")
+    kinds = {r["job_id"]: r["kind"] for r in json.loads(history.stdout)}
+    assert kinds[summary["job_id"]] == "revert"
+    assert kinds[updated["job_id"]] == "update"
+
+    assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
+    refused = assert_valid_summary(json.loads(again.stdout))
+    assert refused["status"] == "failed"
+    assert refused["error"]["step"] == "preflight"
+    assert refused["error"]["message"].startswith(
+        f"Nothing to revert for project '{deployment.project}': no update has succeeded since "
+        "the last revert"
+    )
+    assert deployment.image_ids() == v1
