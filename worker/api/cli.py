@@ -99,14 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         "rollback failed, from its rollback point; exit 0 when the previous version is back "
         "(or there was nothing to roll back)",
     )
-    unlock = commands.add_parser(
-        "unlock",
-        help="(on the host) show who holds the update lock (job id, requested_by, host, pid, "
+    unlock_help = (
+        "(on the host) show who holds the update lock (job id, requested_by, host, pid, "
         "since) and remove it only when it is stale: its holder's process is gone, or it "
         "cannot be checked and is older than JOB_TIMEOUT; exit 0 when no lock is left, 1 when "
         "a live lock was refused or a cut-off update must be rolled back first (`rollback`); "
-        "never removes a rollback point",
+        "never removes a rollback point"
     )
+    unlock = commands.add_parser("unlock", help=unlock_help, description=unlock_help)
     unlock.add_argument("--json", action="store_true", help=JSON_HELP)
 
     enqueue = commands.add_parser("enqueue", help="queue an update")
@@ -125,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    revert = commands.add_parser(
-        "revert",
-        help="put back the images that ran before the last update that succeeded, through the "
+    revert_help = (
+        "put back the images that ran before the last update that succeeded, through the "
         "queue and the worker (no pull: a `:latest` reference is pointed back at the previous "
         "image); once per such update: a second revert is refused until the next update; exit "
-        "0 when the revert succeeded",
+        "0 when the revert succeeded"
     )
+    revert = commands.add_parser("revert", help=revert_help, description=revert_help)
     revert.add_argument("--requested-by", help="who asked, for the summary and the log")
     revert.add_argument(
         "--wait",
