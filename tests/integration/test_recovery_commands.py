@@ -14,6 +14,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def test_unlock_removes_a_stale_lock_and_shows_its_holder(
 async def update_through_the_queue(deployment: Deployment, **request: Any) -> dict[str, Any]:
     """Queue an update, run the real worker until the queue is empty; the job's summary."""
     async with await UpdateClient.connect(deployment.settings) as client:
-        job_id = await client.enqueue_update(**request)
+        job_id = (await client.submit_update(**request)).job_id
         await run_worker_burst(deployment.settings)
         summary: dict[str, Any] = (await client.status(job_id))["summary"]
     return summary
@@ -203,3 +204,33 @@ def test_revert_puts_back_the_images_from_before_the_last_update_once(
         "the last revert"
     )
     assert deployment.image_ids() == v1
+
+
+def test_a_failed_update_left_running_drops_the_revert_record(
+    shared_deployment: Deployment,
+) -> None:
+    """After an update that succeeded, a failed one that leaves its new images running
+    (ROLLBACK_ON_MIGRATION_FAILURE=false) makes the record describe a past state: it goes, and
+    a revert is refused instead of jumping back two versions. (Last: it leaves that version.)"""
+    deployment = shared_deployment.with_fresh_queue()
+    deployment.publish(deployment.app_repo, deployment.next_version())
+    good = asyncio.run(update_through_the_queue(deployment, services=["api", "worker"]))
+    assert good["status"] == "successful", good["error"]
+    last = lock_path(deployment.stack, deployment.settings.lock_dir, deployment.project)
+    record = last.with_name(last.name.removesuffix(".lock") + ".last.json")
+    assert record.exists()
+    bad = deployment.publish(deployment.app_repo, deployment.next_version(), "migrate_fail")
+    stays = replace(
+        deployment, settings=replace(deployment.settings, rollback_on_migration_failure=False)
+    )
+
+    failed = asyncio.run(update_through_the_queue(stays, services=["api", "worker"]))
+
+    assert (failed["status"], failed["error"]["step"]) == ("failed", "migrations")
+    assert failed["rolled_back"] is False
+    assert deployment.image_ids()["api"] == bad
+    assert not record.exists()
+    refused = asyncio.run(update_through_the_queue(deployment, run_migrations=False, revert=True))
+    assert refused["error"]["step"] == "preflight"
+    assert "Nothing to revert" in refused["error"]["message"]
+    assert deployment.image_ids()["api"] == bad
