@@ -1,8 +1,8 @@
 """The `update-executor` command (and `python -m worker`).
 
-`update-executor worker` and `rollback` run the host side (worker/host/cli.py), imported only
-for them, so that the API side's commands (worker/api/cli.py: enqueue, status, check,
-history) also work where only the base package or `[api]` is installed, without Ansible.
+`update-executor worker`, `rollback` and `unlock` run the host side (worker/host/cli.py),
+imported only for them, so that the API side's commands (worker/api/cli.py: enqueue, status,
+check, history) also work where only the base package or `[api]` is installed, without Ansible.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from .api.cli import build_parser, run_client
 
 # Commands that need the worker's side (Ansible): the rest speak to Redis only.
-HOST_COMMANDS = ("worker", "rollback")
+HOST_COMMANDS = ("worker", "rollback", "unlock")
 WORKER_MISSING = (
     "update-executor: the worker is not installed here ({error}); on the host, "
     "pip install 'update-executor[worker]'"

@@ -121,8 +121,10 @@ class Site:
         return Run(done.returncode, done.stdout, done.stderr)
 
     def leftovers(self) -> list[str]:
-        """Files a run may not leave behind: locks, rollback points, private Docker configs."""
-        found = [str(p) for p in (self.base / "locks").glob("*") if p.is_file()]
+        """Files a run may not leave behind: locks, rollback points, private Docker configs
+        (not the last-update record a successful update keeps for `update-executor revert`)."""
+        locks = (self.base / "locks").glob("*")
+        found = [str(p) for p in locks if p.is_file() and not p.name.endswith(".last.json")]
         return found + [str(p) for p in (self.base / "work").iterdir()]
 
 

@@ -326,6 +326,14 @@ def test_update_record_of_a_rollback() -> None:
     assert (record["started_at"], record["finished_at"]) == (T0.isoformat(), T1.isoformat())
 
 
+def test_the_record_of_a_revert_says_revert() -> None:
+    reverted = summary()
+    reverted["request"] = {**reverted["request"], "run_migrations": False, "revert": True}
+    record = update_record(reverted)
+    assert (record["kind"], record["outcome"]) == ("revert", "successful")
+    assert record["request"]["revert"] is True
+
+
 def test_refused_and_check_records() -> None:
     record = update_record(refused("validation", "unknown service: x"))
     assert (record["kind"], record["outcome"], record["request"]) == ("refused", "refused", None)

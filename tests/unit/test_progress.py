@@ -161,6 +161,7 @@ def test_mid_run_view() -> None:
             {"dry_run": True, "create_backup": True},
             "preflight lock login snapshot pull recreate report",
         ),
+        ({"run_migrations": False, "revert": True}, "preflight lock rollback report"),
     ],
 )
 def test_planned_steps(request_fields: dict[str, Any], planned: str) -> None:

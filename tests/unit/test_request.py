@@ -76,3 +76,33 @@ def test_request_as_dict_is_json_shaped() -> None:
         "dry_run": False,
         "requested_by": "admin@example.org",
     }
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"services": ["api"]},
+        {"run_migrations": True},
+        {"create_backup": True},
+        {"dry_run": True},
+    ],
+)
+def test_a_revert_asks_for_nothing_else(extra: dict[str, object]) -> None:
+    request: dict[str, object] = {"run_migrations": False, "revert": True, **extra}
+    with pytest.raises(InvalidRequest, match="a revert takes no services, migrations"):
+        validate_request(["api", "worker"], **request)
+
+
+def test_a_revert_s_request() -> None:
+    request = validate_request(["api", "worker"], run_migrations=False, revert=True)
+    assert request.as_dict() == {
+        "services": ["api", "worker"],
+        "run_migrations": False,
+        "create_backup": False,
+        "dry_run": False,
+        "requested_by": None,
+        "revert": True,
+    }
+    assert "revert" not in validate_request(["api"]).as_dict()  # an update's, as before
+    with pytest.raises(InvalidRequest, match="revert must be true or false"):
+        validate_request(["api"], run_migrations=False, revert="yes")

@@ -141,9 +141,17 @@ def test_every_request_field_is_accepted() -> None:
         "create_backup": False,
         "dry_run": True,
         "requested_by": None,
+        "revert": False,
     }
     assert set(values) == set(REQUEST_FIELDS)
     assert outcome(job(**values)) == (UPDATE_FUNCTION, values)
+    revert: dict[str, Any] = {
+        "services": None,
+        "run_migrations": False,
+        "revert": True,
+        "requested_by": "oncall",
+    }
+    assert outcome(job(**revert)) == (UPDATE_FUNCTION, revert)
 
 
 def test_two_identical_requests_are_two_jobs() -> None:

@@ -76,3 +76,11 @@ def test_a_dry_run_and_a_summary_without_services() -> None:
         summary(request={"dry_run": True}, services={}, migrations={}, duration_s=None)
     )
     assert text == "update 9f0c: successful (dry run: nothing changed)"
+
+
+def test_a_revert_says_so() -> None:
+    text = format_summary(
+        summary(request={"requested_by": "oncall", "revert": True}, migrations={"ran": False})
+    )
+    assert text.splitlines()[0] == "revert 9f0c: successful in 12.3 s (requested by oncall)"
+    assert "  api       sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb  healthy" in text

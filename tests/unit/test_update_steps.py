@@ -471,7 +471,27 @@ def test_each_target_gets_image_before_after_and_health(
 
 def test_no_targets_no_services() -> None:
     assert report.service_reports([], None, None, None, None) == {}
-    assert report.FilterModule().filters() == {"update_service_reports": report.service_reports}
+    assert report.FilterModule().filters() == {
+        "update_service_reports": report.service_reports,
+        "update_images_changed": report.images_changed,
+    }
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "changed"),
+    [
+        ({"api": {"image_id": "sha256:a"}}, None, False),  # stopped before the recreate
+        ({"api": {"image_id": "sha256:a"}}, {"api": {"image_id": "sha256:a"}}, False),
+        ({"api": {"image_id": "sha256:a"}}, {"api": {"image_id": "sha256:b"}}, True),
+        ({"api": None}, {"api": {"image_id": "sha256:b"}}, True),  # a new container
+        ({"api": {"image_id": "sha256:a"}}, {"api": None}, False),
+    ],
+)
+def test_an_update_changed_an_image(
+    before: dict[str, Any], after: dict[str, Any] | None, changed: bool
+) -> None:
+    """Report keeps a successful update's rollback point for a revert only when it did."""
+    assert report.images_changed(["api"], before, after) is changed
 
 
 def test_an_unchanged_deployment_reuses_the_earlier_snapshot_without_docker(

@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         "rollback failed, from its rollback point; exit 0 when the previous version is back "
         "(or there was nothing to roll back)",
     )
+    unlock_help = (
+        "(on the host) show who holds the update lock (job id, requested_by, host, pid, "
+        "since) and remove it only when it is stale: its holder's process is gone, or it "
+        "cannot be checked and is older than JOB_TIMEOUT; exit 0 when no lock is left, 1 when "
+        "a live lock was refused or a cut-off update must be rolled back first (`rollback`); "
+        "never removes a rollback point"
+    )
+    unlock = commands.add_parser("unlock", help=unlock_help, description=unlock_help)
+    unlock.add_argument("--json", action="store_true", help=JSON_HELP)
 
     enqueue = commands.add_parser("enqueue", help="queue an update")
     enqueue.add_argument("--no-migrations", action="store_true", help="skip the migration step")
@@ -115,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="with --wait: give up after N seconds"
     )
     enqueue.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    revert_help = (
+        "put back the images that ran before the last update that succeeded, through the "
+        "queue and the worker (no pull: a `:latest` reference is pointed back at the previous "
+        "image); once per such update: a second revert is refused until the next update; exit "
+        "0 when the revert succeeded"
+    )
+    revert = commands.add_parser("revert", help=revert_help, description=revert_help)
+    revert.add_argument("--requested-by", help="who asked, for the summary and the log")
+    revert.add_argument(
+        "--wait",
+        action="store_true",
+        help="show the progress on stderr, then print the summary",
+    )
+    revert.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after N seconds"
+    )
+    revert.add_argument("--json", action="store_true", help=JSON_HELP)
 
     status = commands.add_parser(
         "status", help="print a job's state and summary (default: the latest update)"
@@ -174,18 +201,41 @@ async def joined_a_dry_run(client: UpdateClient, job_id: str) -> bool:
     return request is not None and request.get("dry_run") is True
 
 
+async def joined_a_revert(client: UpdateClient, job_id: str) -> bool:
+    """Whether the job in flight that a request joined is itself a revert."""
+    request = await client.queued_request(job_id)
+    return request is not None and request.get("revert") is True
+
+
 async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
-    services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
+    """`update-executor enqueue`, and `revert` (args.command): queue, then follow with --wait."""
+    reverting = args.command == "revert"
+    services = (
+        [s.strip() for s in args.services.split(",") if s.strip()]
+        if not reverting and args.services
+        else None
+    )
     request: dict[str, Any] = {
-        "run_migrations": not args.no_migrations,
+        "run_migrations": not reverting and not args.no_migrations,
         "services": services,
-        "dry_run": args.dry_run,
+        "dry_run": not reverting and args.dry_run,
         "requested_by": args.requested_by,
     }
+    if reverting:
+        request["revert"] = True
     async with await UpdateClient.connect(settings) as client:
         enqueued = await client.submit_update(**request)
         job_id = enqueued.job_id
-        if args.dry_run and enqueued.existing and not await joined_a_dry_run(client, job_id):
+        if reverting and enqueued.existing and not await joined_a_revert(client, job_id):
+            # A revert is not the update in flight: following that one instead would mislead.
+            print(
+                f"update-executor: an update is already queued or running (job {job_id}): the "
+                "revert was not queued; wait for it to end (or `update-executor cancel` it), "
+                "then revert",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        if request["dry_run"] and enqueued.existing and not await joined_a_dry_run(client, job_id):
             # The dry run was not queued: following the real update instead would be a surprise.
             print(
                 f"update-executor: an update is already queued or running (job {job_id}): the "
@@ -193,14 +243,15 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
+        what = "revert" if reverting else "update"
         if not args.wait:
             if wants_json(args):
                 print_json({"job_id": job_id, "state": "queued", "joined": enqueued.existing})
             else:
-                joined = "joined the update in flight" if enqueued.existing else "queued update"
+                joined = f"joined the {what} in flight" if enqueued.existing else f"queued {what}"
                 print(f"{joined}: job {job_id}")
             return EXIT_OK
-        joined = "joined the update in flight" if enqueued.existing else "queued update"
+        joined = f"joined the {what} in flight" if enqueued.existing else f"queued {what}"
         print(f"{joined} job {job_id}; waiting for the worker", file=sys.stderr)
 
         async def rejoin(lost: str) -> str:
@@ -321,7 +372,7 @@ def run_client(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     setup_logging(None, args.verbose)
     try:
-        if args.command == "enqueue":
+        if args.command in ("enqueue", "revert"):
             return asyncio.run(enqueue(settings, args))
         if args.command == "check":
             return asyncio.run(check_updates(settings, args))

@@ -102,7 +102,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     duration = summary.get("duration_s")
     took = f" in {duration:.1f} s" if isinstance(duration, int | float) else ""
     dry = " (dry run: nothing changed)" if request.get("dry_run") else ""
-    lines = [f"update {summary.get('job_id')}: {summary.get('status')}{took}{dry}{who}"]
+    kind = "revert" if request.get("revert") else "update"
+    lines = [f"{kind} {summary.get('job_id')}: {summary.get('status')}{took}{dry}{who}"]
     services = summary.get("services") or {}
     width = max((len(str(name)) for name in services), default=0)
     for name, service in services.items():

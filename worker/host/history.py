@@ -40,6 +40,7 @@ security_log = logging.getLogger("update_executor.security")
 
 class RecordKind(StrEnum):
     update = "update"
+    revert = "revert"  # `update-executor revert` (the request's `revert`)
     check = "check"
     refused = "refused"
 
@@ -61,7 +62,13 @@ def update_record(summary: Mapping[str, Any]) -> dict[str, Any]:
     request = summary.get("request") if isinstance(summary.get("request"), Mapping) else None
     services = summary.get("services")
     return {
-        "kind": (RecordKind.refused if outcome is Outcome.refused else RecordKind.update).value,
+        "kind": (
+            RecordKind.refused
+            if outcome is Outcome.refused
+            else RecordKind.revert
+            if (request or {}).get("revert") is True
+            else RecordKind.update
+        ).value,
         "job_id": summary.get("job_id"),
         "requested_by": (request or {}).get("requested_by"),
         "request": dict(request) if request else None,

@@ -24,7 +24,12 @@ from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
 from .progress import ProgressReporter
 from .recovery import JOB_DIR_PREFIX
-from .rollback import CutOffRollback, apply_to_summary, roll_back_cut_off_update
+from .rollback import (
+    CutOffRollback,
+    apply_to_summary,
+    roll_back_cut_off_update,
+    rollback_vars,
+)
 from .runner import PlaybookCanceled, PlaybookRun, run_playbook_async
 from .settings import Settings
 from .summary import Summary, UpdateStatus, build_summary, rejected_summary
@@ -101,6 +106,15 @@ def playbook_vars(
     }
 
 
+def revert_vars(settings: Settings, request: UpdateRequest, job_id: str) -> dict[str, Any]:
+    """The rollback entry point's variables for a revert (no registry, no token: nothing is
+    pulled; the images come from the last update's record)."""
+    return {
+        **rollback_vars(settings, job_id, request.requested_by or ""),
+        "compose_update_revert": True,
+    }
+
+
 async def process_system_update(
     ctx: dict[str, Any],
     *,
@@ -109,8 +123,10 @@ async def process_system_update(
     services: list[str] | None = None,
     dry_run: bool = False,
     requested_by: str | None = None,
+    revert: bool = False,
 ) -> dict[str, Any]:
-    """Update the configured compose deployment; return the summary (never raise for a failed
+    """Update the configured compose deployment (or, with `revert`, put back the images from
+    before the last update that succeeded); return the summary (never raise for a failed
     update: the summary's `status` says so)."""
     settings: Settings = ctx["settings"]
     job_id: str = ctx.get("job_id") or "local"
@@ -126,9 +142,12 @@ async def process_system_update(
             finished_at=now(),
         ).as_dict()
     try:
-        # Cool-down (UPDATE_MIN_INTERVAL, worker/host/cooldown.py); a dry run restarts nothing.
+        # Cool-down (UPDATE_MIN_INTERVAL, worker/host/cooldown.py); a dry run restarts nothing, and a
+        # revert is the way back from a bad release: it does not wait.
         refusal = (
-            None if redis is None or dry_run is True else await check_cooldown(redis, settings)
+            None
+            if redis is None or dry_run is True or revert is True
+            else await check_cooldown(redis, settings)
         )
         if refusal is not None:
             logger.warning("job %s refused: %s", job_id, refusal)
@@ -145,6 +164,7 @@ async def process_system_update(
             services=services,
             dry_run=dry_run,
             requested_by=requested_by,
+            revert=revert,
         )
         if redis is not None and dry_run is not True and summary["steps"]:
             await record_update(redis, settings)  # the playbook ran: services may have restarted
@@ -165,6 +185,7 @@ async def _update(
     services: object,
     dry_run: object,
     requested_by: object,
+    revert: object = False,
 ) -> dict[str, Any]:
     started_at = now()
     try:
@@ -175,6 +196,7 @@ async def _update(
             create_backup=create_backup,
             dry_run=dry_run,
             requested_by=requested_by,
+            revert=revert,
         )
     except (InvalidRequest, ComposeError) as exc:
         logger.warning("job %s rejected: %s", job_id, exc)
@@ -186,8 +208,9 @@ async def _update(
         return rejected
 
     logger.info(
-        "job %s: update of %s started%s%s",
+        "job %s: %s of %s started%s%s",
         job_id,
+        "revert" if request.revert else "update",
         ",".join(request.services),
         " (dry run)" if request.dry_run else "",
         f" by {request.requested_by}" if request.requested_by else "",
@@ -199,9 +222,11 @@ async def _update(
         try:
             outcome = await run_playbook_async(
                 PlaybookRun(
-                    playbook=settings.playbook,
+                    playbook=settings.rollback_playbook if request.revert else settings.playbook,
                     inventory=settings.inventory,
-                    extravars=playbook_vars(settings, request, job_id, work_dir, token_file),
+                    extravars=revert_vars(settings, request, job_id)
+                    if request.revert
+                    else playbook_vars(settings, request, job_id, work_dir, token_file),
                     ident=job_id,
                     check_mode=request.dry_run,
                     timeout_s=max(settings.job_timeout - SUMMARY_MARGIN_S, 1),

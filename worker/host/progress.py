@@ -93,7 +93,10 @@ class ProgressEntry:
 def planned_steps(request: UpdateRequest) -> tuple[str, ...]:
     """The steps an update is expected to go through. Backup only with create_backup,
     migrations only with run_migrations (neither runs in a dry run); rollback is never
-    planned: it appears only after a failure."""
+    planned: it appears only after a failure. A revert (rollback.yml) goes through
+    preflight, lock, rollback and report."""
+    if request.revert:
+        return tuple(s.value for s in (Step.preflight, Step.lock, Step.rollback, Step.report))
     optional = {
         Step.backup: request.create_backup and not request.dry_run,
         Step.migrations: request.run_migrations and not request.dry_run,

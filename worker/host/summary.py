@@ -286,6 +286,13 @@ def step_messages(
     restored = [n for n, r in (report.get("rollback") or {}).items() if r]
     if restored:
         messages[Step.rollback] = "rolled back: " + ", ".join(restored)
+    if request.revert:
+        of = f" from before job {report['revert_of']}" if report.get("revert_of") else ""
+        messages[Step.rollback] = (
+            f"reverted to the images{of}: {', '.join(restored)}"
+            if restored
+            else f"nothing to put back: the services already run the images{of}"
+        )
     if report.get("rollback_error"):
         messages[Step.rollback] = f"ROLLBACK FAILED: {report['rollback_error']}"
     for step in HOOK_STEPS:

@@ -204,19 +204,23 @@ class UpdateClient:
         services: list[str] | None = None,
         dry_run: bool = False,
         requested_by: str | None = None,
+        revert: bool = False,
     ) -> Enqueued:
-        """Queue an update unless one is queued or running; say which it was."""
+        """Queue an update unless one is queued or running; say which it was. With `revert`
+        (and run_migrations=False, nothing else): put back the images from before the last
+        update that succeeded (`update-executor revert`)."""
         # The worker's own argument checks, run early so a caller gets a clear error before
         # anything is queued; the worker checks again, and against its allow-list.
-        check_request_fields(
-            {
-                "run_migrations": run_migrations,
-                "create_backup": create_backup,
-                "services": services,
-                "dry_run": dry_run,
-                "requested_by": requested_by,
-            }
-        )
+        fields: dict[str, Any] = {
+            "run_migrations": run_migrations,
+            "create_backup": create_backup,
+            "services": services,
+            "dry_run": dry_run,
+            "requested_by": requested_by,
+        }
+        if revert:
+            fields["revert"] = True  # an update's job stays as it was, without the field
+        check_request_fields(fields)
         queue = self.settings.queue_name
         job_id = uuid.uuid4().hex
         ttl = CLAIM_TTL_S  # a safety net; finished jobs release it sooner
@@ -237,14 +241,7 @@ class UpdateClient:
             raise RuntimeError("could not claim the update slot; try again")
         try:
             job = await self.redis.enqueue_job(
-                UPDATE_FUNCTION,
-                _job_id=job_id,
-                _queue_name=queue,
-                run_migrations=run_migrations,
-                create_backup=create_backup,
-                services=services,
-                dry_run=dry_run,
-                requested_by=requested_by,
+                UPDATE_FUNCTION, _job_id=job_id, _queue_name=queue, **fields
             )
         except BaseException:
             await release(self.redis, queue, job_id)

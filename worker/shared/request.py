@@ -32,10 +32,15 @@ class UpdateRequest:
     create_backup: bool = False
     dry_run: bool = False
     requested_by: str | None = None
+    # `update-executor revert`: put back the images from before the last update that succeeded
+    # (rollback.yml with compose_update_revert), with no pull, migration, backup or dry run.
+    revert: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["services"] = list(self.services)
+        if not self.revert:
+            del data["revert"]  # an update's request as before revert existed
         return data
 
 
@@ -61,7 +66,16 @@ def _flag(name: str, value: object) -> bool:
 
 
 # The keyword arguments of process_system_update: the whole of what a job may ask for.
-REQUEST_FIELDS = ("services", "run_migrations", "create_backup", "dry_run", "requested_by")
+REQUEST_FIELDS = (
+    "services",
+    "run_migrations",
+    "create_backup",
+    "dry_run",
+    "requested_by",
+    "revert",
+)
+# What a revert may not ask for: it puts back what the last update's record says, nothing else.
+REVERT_EXCLUDES = "a revert takes no services, migrations, backup or dry run"
 _ARGUMENT_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 
@@ -89,9 +103,19 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
                     f"invalid service name at services[{index}]: a name is 1 to 63 letters, "
                     "digits, '.', '_' or '-', starting with a letter or digit"
                 )
-    for flag in ("run_migrations", "create_backup", "dry_run"):
+    for flag in ("run_migrations", "create_backup", "dry_run", "revert"):
         if flag in fields:
             _flag(flag, fields[flag])
+    if fields.get("revert") is True and (
+        services is not None
+        or fields.get("run_migrations") is not False
+        or fields.get("create_backup") is True
+        or fields.get("dry_run") is True
+    ):
+        raise InvalidRequest(
+            f"{REVERT_EXCLUDES}: send services=null, run_migrations=false, create_backup=false, "
+            "dry_run=false"
+        )
     requested_by = fields.get("requested_by")
     if requested_by is not None and (
         not isinstance(requested_by, str) or len(requested_by) > MAX_REQUESTED_BY
@@ -110,6 +134,7 @@ def validate_request(
     create_backup: object = False,
     dry_run: object = False,
     requested_by: object = None,
+    revert: object = False,
 ) -> UpdateRequest:
     """Check a job's arguments against the allow-list; raise InvalidRequest if they fail."""
     check_request_fields(
@@ -119,6 +144,7 @@ def validate_request(
             "create_backup": create_backup,
             "dry_run": dry_run,
             "requested_by": requested_by,
+            "revert": revert,
         }
     )
     allowed = list(allowed_services)
@@ -141,6 +167,7 @@ def validate_request(
         create_backup=_flag("create_backup", create_backup),
         dry_run=_flag("dry_run", dry_run),
         requested_by=requested_by if isinstance(requested_by, str) else None,
+        revert=_flag("revert", revert),
     )
 
 

@@ -34,6 +34,18 @@ def service_reports(targets, service_image, before, after, after_states):
     return reports
 
 
+def images_changed(targets, before, after):
+    """Whether a target runs another image than before the update (after: None when the
+    after-snapshot was not taken: nothing was recreated)."""
+    if after is None:
+        return False
+    for service in targets or []:
+        old, new = (before or {}).get(service) or {}, (after or {}).get(service) or {}
+        if new.get("image_id") and old.get("image_id") != new.get("image_id"):
+            return True
+    return False
+
+
 class FilterModule:
     def filters(self):
-        return {"update_service_reports": service_reports}
+        return {"update_service_reports": service_reports, "update_images_changed": images_changed}

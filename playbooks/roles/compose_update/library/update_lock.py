@@ -91,6 +91,27 @@ options:
   migration_pending:
     description: With O(state=absent) and O(migration_marker), whether a migration is still to run.
     type: bool
+  last_update:
+    description:
+      - The last-update record of the project (C(<project>.<daemon>.last.json)): the rollback point
+        of the last update that succeeded and changed an image, kept for C(update-executor revert)
+        until the next such update replaces it, with its previous images referenced as
+        V(update-executor-last/<project>:<service>) so that a prune cannot delete them.
+    type: path
+  keep_as_last_update:
+    description:
+      - With O(state=absent) and O(remove_rollback_point=true), before the rollback point is
+        removed, keep it as O(last_update) (replacing the one there) and tag the images its
+        C(kept_images) name as V(update-executor-last/<project>:<service>); the references of the
+        record it replaces that the new one does not reuse are removed.
+    type: bool
+    default: false
+  remove_last_update:
+    description:
+      - With O(state=absent), remove O(last_update) and its image references (after a revert put
+        its images back), only when this run held the lock.
+    type: bool
+    default: false
   remove_paths:
     description:
       - With O(state=absent), also remove these files or directories (the run's private Docker
@@ -184,9 +205,14 @@ from ansible.module_utils.update_executor_env import compose_environment
 
 # Only references the role made (compose_snapshot's keep_images) are ever removed.
 KEPT_REFERENCE = re.compile(r"\Aupdate-executor-rollback/[a-z0-9][a-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+# The same images kept for a revert once the update succeeded (the last-update record).
+LAST_REFERENCE = re.compile(r"\Aupdate-executor-last/[a-z0-9][a-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 PUBLIC_KEYS = ("id", "job_id", "user", "host", "pid", "started_at", "project")
 GUARD_TIMEOUT = 10.0
+# The refusal of a held lock names the command that shows its holder and removes a stale one.
+UNLOCK_HINT = ("If that run is gone, `update-executor unlock` on the host shows the holder and removes "
+               "the lock once it is stale (the next update breaks a stale lock too).")
 
 
 def read_proc_stat(pid, proc_root="/proc"):
@@ -257,6 +283,7 @@ def make_holder(project, job_id, requested_by, pid, now, proc_root="/proc", user
         "project": project,
         "id": holder_id(job_id, requested_by, user, sudo_user),
         "job_id": job_id if job_id and job_id != "manual" else None,
+        "requested_by": requested_by or None,
         "user": user,
         "host": host or socket.gethostname(),
         "pid": pid,
@@ -451,7 +478,7 @@ def read_rollback_point(path):
     return {key: data.get(key) for key in ("job_id", "started_at", "project")}
 
 
-def kept_images(path):
+def kept_images(path, grammar=KEPT_REFERENCE):
     """The references the update made to keep its previous images (the point's kept_images)."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -459,7 +486,65 @@ def kept_images(path):
     except (OSError, ValueError):
         return []
     kept = data.get("kept_images") if isinstance(data, dict) else None
-    return [ref for ref in kept if isinstance(ref, str) and KEPT_REFERENCE.fullmatch(ref)] if isinstance(kept, list) else []
+    return [ref for ref in kept if isinstance(ref, str) and grammar.fullmatch(ref)] if isinstance(kept, list) else []
+
+
+def last_reference(kept):
+    """update-executor-rollback/<project>:<service> -> update-executor-last/<project>:<service>."""
+    return "update-executor-last/" + kept[len("update-executor-rollback/"):]
+
+
+def tag(source, target):
+    """`docker image tag source target`; None, or why it failed."""
+    try:
+        done = subprocess.run(["docker", "image", "tag", source, target], stdin=subprocess.DEVNULL, capture_output=True,
+                              env=compose_environment(os.environ), timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    return done.stderr.decode("utf-8", "replace").strip()[-500:] if done.returncode != 0 else None
+
+
+def keep_as_last_update(point, last, warn):
+    """Keep the rollback point of an update that succeeded as the last-update record (for a
+    revert), its previous images referenced as update-executor-last/...; the references of the
+    record it replaces that it does not reuse are removed."""
+    try:
+        with open(point, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as err:
+        warn("Could not keep the rollback point %s for a revert: %s" % (point, err))
+        return
+    if not isinstance(data, dict):
+        return
+    references = []
+    for kept in kept_images(point):
+        reference = last_reference(kept)
+        problem = tag(kept, reference)
+        if problem:
+            warn("Could not keep the image %s for a revert as %s: %s" % (kept, reference, problem))
+        else:
+            references.append(reference)
+    stale = [ref for ref in kept_images(last, LAST_REFERENCE) if ref not in references] if os.path.exists(last) else []
+    data["kept_images"] = references
+    tmp = "%s.%s.tmp" % (last, uuid.uuid4().hex)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, last)
+    problem = untag(stale)
+    if problem:
+        warn("Could not remove the references %s of the previous revert record: %s" % (", ".join(stale), problem))
+
+
+def remove_last_update(last, warn):
+    """Remove the last-update record and its image references (a revert put them back)."""
+    kept = kept_images(last, LAST_REFERENCE)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(last)
+    problem = untag(kept)
+    if problem:
+        warn("Could not remove the references %s kept for a revert: %s" % (", ".join(kept), problem))
 
 
 def untag(references):
@@ -540,6 +625,9 @@ ARGUMENT_SPEC = {
     "rollback_point": {"type": "path"},
     "allow_rollback_point": {"type": "bool", "default": False},
     "remove_rollback_point": {"type": "bool", "default": False},
+    "last_update": {"type": "path"},
+    "keep_as_last_update": {"type": "bool", "default": False},
+    "remove_last_update": {"type": "bool", "default": False},
     "remove_paths": {"type": "list", "elements": "path", "default": []},
     "migration_marker": {"type": "path"},
     "migration_pending": {"type": "bool"},
@@ -569,8 +657,8 @@ def check_only(params, path, now, hostname):
     if current is not None and stale_reason(current[0], now, params["max_age"], hostname) is None:
         return dict(
             failed=True, changed=False,
-            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
-            % (params["project"], describe(current[0], now), path),
+            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed. %s"
+            % (params["project"], describe(current[0], now), path, UNLOCK_HINT),
             path=path, acquired=False, released=False, holder=public(current[0]), broke_stale=None,
             rollback_point=None,
         )
@@ -608,12 +696,16 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
             if not released and seen is not None:
                 warn("Lock %s is held by %s, not by this run: left in place." % (path, describe(seen, now)))
             if released and params["remove_rollback_point"] and params["rollback_point"]:
+                if params["keep_as_last_update"] and params["last_update"] and os.path.exists(params["rollback_point"]):
+                    keep_as_last_update(params["rollback_point"], params["last_update"], warn)
                 kept = kept_images(params["rollback_point"])
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(params["rollback_point"])
                 problem = untag(kept)
                 if problem:
                     warn("Could not remove the references %s kept for the rollback: %s" % (", ".join(kept), problem))
+            if released and params["remove_last_update"] and params["last_update"]:
+                remove_last_update(params["last_update"], warn)
             removed = remove_paths(params["remove_paths"] or [])
             result = dict(changed=released or bool(removed), released=released, removed=removed, acquired=False,
                           path=path, holder=public(seen), broke_stale=None, rollback_point=None)
@@ -644,8 +736,8 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False):
     if not acquired:
         return dict(
             failed=True, changed=False,
-            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed."
-            % (params["project"], describe(seen, now), path),
+            msg="Another update of project '%s' is running: %s holds the lock %s. Nothing was changed. %s"
+            % (params["project"], describe(seen, now), path, UNLOCK_HINT),
             path=path, acquired=False, released=False, holder=public(seen), broke_stale=broke,
             rollback_point=None,
         )
