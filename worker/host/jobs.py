@@ -142,8 +142,8 @@ async def process_system_update(
             finished_at=now(),
         ).as_dict()
     try:
-        # Cool-down (UPDATE_MIN_INTERVAL, worker/host/cooldown.py); a dry run restarts nothing, and a
-        # revert is the way back from a bad release: it does not wait.
+        # Cool-down (UPDATE_MIN_INTERVAL, worker/host/cooldown.py); a dry run restarts nothing,
+        # and a revert is the way back from a bad release: it does not wait.
         refusal = (
             None
             if redis is None or dry_run is True or revert is True
