@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,14 @@ exec /app/migrate
 # Compose project names (and so queue names and registry repositories) carry this session's
 # tag: two sessions on one machine (another checkout's `make test`) never share a name.
 SESSION_TAG = secrets.token_hex(3)
+
+
+async def eventually(condition: Callable[[], Awaitable[Any]], timeout: float = 10) -> None:
+    """Wait until `condition()` is true (polled), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition never met"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,14 +55,6 @@ async def put_job(redis: Any, queue: str, raw: bytes, job_id: str | None = None)
     await redis.psetex(job_key_prefix + job_id, 600_000, raw)
     await redis.zadd(queue, {job_id: now_ms() - 1000})
     return job_id
-
-
-async def eventually(condition: Callable[[], Awaitable[Any]], timeout: float = 10) -> None:
-    """Wait until `condition()` is true (polled), or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "condition never met"
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from arq.jobs import serialize_job
 from fastapi import FastAPI
 
 from testbed.faults import operator_run, rollback_point_path
-from tests.integration.conftest import Deployment, run_worker_burst
+from tests.integration.conftest import Deployment, eventually, run_worker_burst
 from tests.summary_schema import assert_valid_summary
 from worker.api import build_router
 from worker.host.arq_worker import UpdateWorker
@@ -443,14 +443,6 @@ async def test_a_plain_zadd_to_arq_abort_does_nothing_and_a_signed_cancel_works(
     assert await aborted is True
     summary = summary_of(await client.status(job_id))
     assert summary["status"] == "canceled" and summary["steps"] == []
-
-
-async def eventually(condition: Callable[[], Awaitable[Any]], timeout: float = 10) -> None:
-    """Wait until `condition()` is true (polled), or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "condition never met"
-        await asyncio.sleep(0.02)
 
 
 # ------------------------------------------------------------------ results bound to the job
