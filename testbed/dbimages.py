@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.containers import APP_PORT, containers, http_get, service_url
-from testbed.images import LOCAL_REGISTRY, image_id_of
+from testbed.images import LOCAL_REGISTRY, build_context, image_id_of
 from testbed.procs import wait_until
 from testbed.stack import Stack
 from testbed.systemd import CACHE_DIR, apt_mirror, rootfs_key, rootfs_tarball
@@ -125,23 +125,9 @@ def _build(stack: Stack, ref: str, dockerfile: str, files: dict[str, Path]) -> s
                 shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy2(source, target)
-        stack.docker(
-            "build",
-            "--network",
-            "none",
-            "--quiet",
-            "--tag",
-            ref,
-            str(context),
-            env={"DOCKER_BUILDKIT": "0"},
-            timeout=300,
-        )
+        return build_context(stack, ref, context)
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    image_id = image_id_of(stack, ref)
-    if image_id is None:
-        raise RuntimeError(f"docker build reported success but {ref} does not exist")
-    return image_id
 
 
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

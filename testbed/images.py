@@ -79,19 +79,25 @@ def _build(stack: Stack, ref: str, dockerfile: str, files: dict[str, tuple[str, 
             path.chmod(mode)
         if "FROM scratch" in dockerfile:
             shutil.copy2(BUSYBOX, context / "busybox")
-        stack.docker(
-            "build",
-            "--network",
-            "none",
-            "--quiet",
-            "--tag",
-            ref,
-            str(context),
-            env={"DOCKER_BUILDKIT": "0"},
-            timeout=300,
-        )
+        return build_context(stack, ref, context)
     finally:
         shutil.rmtree(context, ignore_errors=True)
+
+
+def build_context(stack: Stack, ref: str, context: Path) -> str:
+    """`docker build` of the directory `context` (no network, no BuildKit), tagged `ref`;
+    the image's ID."""
+    stack.docker(
+        "build",
+        "--network",
+        "none",
+        "--quiet",
+        "--tag",
+        ref,
+        str(context),
+        env={"DOCKER_BUILDKIT": "0"},
+        timeout=300,
+    )
     image_id = image_id_of(stack, ref)
     if image_id is None:
         raise RuntimeError(f"docker build reported success but {ref} does not exist")
