@@ -291,7 +291,7 @@ healthcheck and a worker without one), and per round:
   stacks: skipped) → `docker_compose_v2_exec` of the migration. No lock, snapshots, rollback or
   report; it runs all of it also when nothing is new (case 2). "x peer" is a way's median over
   P's.
-- **D**: `UpdateClient.enqueue_update()` → Redis → `update-executor worker` (one process per
+- **D**: `UpdateClient.submit_update()` → Redis → `update-executor worker` (one process per
   deployment, started before the first round and kept running) → ansible-runner → summary read
   with `client.result()` (which polls every 0.2 s). Timed from just before the enqueue to the
   summary in hand; the summary must say `successful` and name the expected services as updated.

@@ -1,4 +1,4 @@
-"""Way D, the product path: `UpdateClient.enqueue_update` -> Redis -> a real
+"""Way D, the product path: `UpdateClient.submit_update` -> Redis -> a real
 `update-executor worker` process (started once per deployment and kept running, as systemd
 would) -> ansible-runner -> the summary read back with `client.result`."""
 
@@ -106,7 +106,7 @@ class JobRecord:
 
     job_id: str
     summary: dict[str, Any]
-    t_enqueue: float  # time.time() just before enqueue_update
+    t_enqueue: float  # time.time() just before submit_update
     t_result: float  # time.time() when client.result returned
     enqueue_time: datetime
     start_time: datetime
@@ -131,7 +131,7 @@ class QueueDriver:
 
     async def _update(self, kwargs: dict[str, Any]) -> JobRecord:
         t_enqueue = time.time()
-        job_id = await self.client.enqueue_update(**kwargs)
+        job_id = (await self.client.submit_update(**kwargs)).job_id
         summary = await self.client.result(job_id, timeout=RESULT_TIMEOUT_S)
         t_result = time.time()
         job = Job(

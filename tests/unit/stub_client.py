@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from worker.shared.client import Enqueued, UpdateClient
+from worker.shared.request import UpdateRequest
 
 QUEUED = "aaaa0000queued"
 RUNNING = "bbbb1111running"
@@ -40,7 +41,7 @@ class StubClient:
         }
         self.latest = latest
         self.canceled: list[str] = []
-        self.submitted: list[dict[str, Any]] = []
+        self.submitted: list[UpdateRequest] = []
         self.checks_started = 0
 
     async def status(self, job_id: str) -> dict[str, Any]:
@@ -52,7 +53,7 @@ class StubClient:
     async def request_cancel(self, job_id: str) -> None:
         self.canceled.append(job_id)
 
-    async def submit_update(self, **request: Any) -> Enqueued:
+    async def submit_update(self, request: UpdateRequest) -> Enqueued:
         self.submitted.append(request)
         return Enqueued("dddd3333new")
 

@@ -1,6 +1,16 @@
+"""UpdateRequest (worker/shared/request.py): parsed once per side, resolved by the worker
+against its allow-list, sent as the job's keyword arguments."""
+
+from typing import Any
+
 import pytest
 
-from worker.shared.request import InvalidRequest, registry_services, validate_request
+from worker.shared.request import (
+    REQUEST_FIELDS,
+    InvalidRequest,
+    UpdateRequest,
+    registry_services,
+)
 
 ALLOWED = ["api", "frontend", "worker"]
 
@@ -16,6 +26,11 @@ COMPOSE_CONFIG = {
         "builder": {"build": {"context": "."}},
     },
 }
+
+
+def validate_request(allowed: list[str], **fields: Any) -> UpdateRequest:
+    """What the worker does with a job's keyword arguments (worker/host/jobs.py)."""
+    return UpdateRequest.parse(fields).resolve(allowed)
 
 
 def test_default_update_set_is_the_registry_images_only() -> None:
@@ -106,3 +121,74 @@ def test_a_revert_s_request() -> None:
     assert "revert" not in validate_request(["api"]).as_dict()  # an update's, as before
     with pytest.raises(InvalidRequest, match="revert must be true or false"):
         validate_request(["api"], run_migrations=False, revert="yes")
+
+
+def test_the_fields_are_the_dataclass_s() -> None:
+    assert REQUEST_FIELDS == (
+        "services",
+        "run_migrations",
+        "create_backup",
+        "dry_run",
+        "requested_by",
+        "revert",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "job_kwargs"),
+    [
+        (
+            {},
+            {
+                "services": None,
+                "run_migrations": True,
+                "create_backup": False,
+                "dry_run": False,
+                "requested_by": None,
+            },
+        ),
+        (
+            {"services": ["web", "api"], "dry_run": True, "requested_by": "ops"},
+            {
+                "services": ["web", "api"],
+                "run_migrations": True,
+                "create_backup": False,
+                "dry_run": True,
+                "requested_by": "ops",
+            },
+        ),
+        (
+            {"run_migrations": False, "revert": True},
+            {
+                "services": None,
+                "run_migrations": False,
+                "create_backup": False,
+                "dry_run": False,
+                "requested_by": None,
+                "revert": True,
+            },
+        ),
+    ],
+)
+def test_the_job_s_keyword_arguments_are_as_before(
+    fields: dict[str, Any], job_kwargs: dict[str, Any]
+) -> None:
+    """What the API side sends: every field, `services` null for the default (the worker
+    decides which), `revert` only when set; parsing it again gives the same request."""
+    request = UpdateRequest.parse(fields)
+    assert request.job_kwargs() == job_kwargs
+    assert UpdateRequest.parse(request.job_kwargs()) == request
+
+
+def test_parsing_refuses_an_unknown_field_without_quoting_it() -> None:
+    with pytest.raises(InvalidRequest, match=r"unexpected argument \(invalid name\)"):
+        UpdateRequest.parse({"compose file; rm -rf /": "x"})
+    with pytest.raises(InvalidRequest, match="unexpected argument compose_file"):
+        UpdateRequest.parse({"compose_file": "/etc/x.yml"})
+
+
+def test_the_default_is_resolved_by_the_worker_only() -> None:
+    request = UpdateRequest.parse({"dry_run": True})
+    assert request.services == ()  # the API side does not know the allow-list
+    assert request.resolve(["api", "web"]).services == ("api", "web")
+    assert request.resolve(["api", "web"]).dry_run is True

@@ -18,7 +18,7 @@ from ..shared.client import UpdateClient
 from ..shared.envfile import EnvFileError, command_environment
 from ..shared.history import MAX_LIMIT, read_history_file
 from ..shared.logs import setup_logging
-from ..shared.request import InvalidRequest
+from ..shared.request import InvalidRequest, UpdateRequest
 from ..shared.settings import ClientSettings, ConfigError
 from .follow import follow
 from .tables import (
@@ -215,16 +215,18 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
         if not reverting and args.services
         else None
     )
-    request: dict[str, Any] = {
-        "run_migrations": not reverting and not args.no_migrations,
-        "services": services,
-        "dry_run": not reverting and args.dry_run,
-        "requested_by": args.requested_by,
-    }
-    if reverting:
-        request["revert"] = True
+    # InvalidRequest (a bad service name, a too long --requested-by): exit 2, nothing queued.
+    request = UpdateRequest.parse(
+        {
+            "run_migrations": not reverting and not args.no_migrations,
+            "services": services,
+            "dry_run": not reverting and args.dry_run,
+            "requested_by": args.requested_by,
+            "revert": reverting,
+        }
+    )
     async with await UpdateClient.connect(settings) as client:
-        enqueued = await client.submit_update(**request)
+        enqueued = await client.submit_update(request)
         job_id = enqueued.job_id
         if reverting and enqueued.existing and not await joined_a_revert(client, job_id):
             # A revert is not the update in flight: following that one instead would mislead.
@@ -235,7 +237,7 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        if request["dry_run"] and enqueued.existing and not await joined_a_dry_run(client, job_id):
+        if request.dry_run and enqueued.existing and not await joined_a_dry_run(client, job_id):
             # The dry run was not queued: following the real update instead would be a surprise.
             print(
                 f"update-executor: an update is already queued or running (job {job_id}): the "
@@ -255,7 +257,7 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
         print(f"{joined} job {job_id}; waiting for the worker", file=sys.stderr)
 
         async def rejoin(lost: str) -> str:
-            return await client.rejoin(lost, **request)
+            return await client.rejoin(lost, request)
 
         summary = await follow(
             client,

@@ -31,12 +31,12 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
 from ..shared.client import JobState, UpdateClient
 from ..shared.progress import STREAM_ID, EntryKind
-from ..shared.request import InvalidRequest, check_check_fields, check_request_fields
+from ..shared.request import InvalidRequest, UpdateRequest, check_check_fields
 from ..shared.settings import ClientSettings
 from ..shared.untrusted import is_job_id
 
@@ -261,12 +261,11 @@ class TriggerBody(BaseModel):
     services: list[str] | None = None
     dry_run: bool = False
 
-    @model_validator(mode="after")
-    def _worker_checks(self) -> "TriggerBody":
-        # The worker's own checks (names, lengths); it checks again, and against its allow-list,
-        # which only the host knows. InvalidRequest is a ValueError: a 422 like any other.
-        check_request_fields({"services": self.services})
-        return self
+    def request(self, requested_by: str | None) -> UpdateRequest:
+        """The update this body asks for, by `requested_by`, parsed once (names, lengths:
+        InvalidRequest); the worker parses it again, and checks it against its allow-list,
+        which only the host knows."""
+        return UpdateRequest.parse({**self.model_dump(), "requested_by": requested_by})
 
 
 class HistoryAnswer(BaseModel):
@@ -507,13 +506,7 @@ def build_router(
         Without a body: the defaults (every allowed service, with migrations)."""
         body = body or TriggerBody()
         try:
-            enqueued = await client.submit_update(
-                run_migrations=body.run_migrations,
-                create_backup=body.create_backup,
-                services=body.services,
-                dry_run=body.dry_run,
-                requested_by=who,
-            )
+            enqueued = await client.submit_update(body.request(who))
             if enqueued.existing:
                 state = (await client.status(enqueued.job_id))["state"]
                 if state == JobState.not_found:

@@ -11,13 +11,13 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..shared.inflight import release
-from ..shared.request import InvalidRequest, UpdateRequest, registry_services, validate_request
+from ..shared.request import InvalidRequest, UpdateRequest, registry_services
 from ..shared.untrusted import ansible_unsafe, escaped, is_job_id, loggable
 from .aftermath import after_job
 from .compose import ComposeError, compose_config
@@ -115,19 +115,11 @@ def revert_vars(settings: Settings, request: UpdateRequest, job_id: str) -> dict
     }
 
 
-async def process_system_update(
-    ctx: dict[str, Any],
-    *,
-    run_migrations: bool = True,
-    create_backup: bool = False,
-    services: list[str] | None = None,
-    dry_run: bool = False,
-    requested_by: str | None = None,
-    revert: bool = False,
-) -> dict[str, Any]:
+async def process_system_update(ctx: dict[str, Any], **fields: object) -> dict[str, Any]:
     """Update the configured compose deployment (or, with `revert`, put back the images from
     before the last update that succeeded); return the summary (never raise for a failed
-    update: the summary's `status` says so)."""
+    update: the summary's `status` says so). `fields`: the job's keyword arguments, an
+    UpdateRequest's (`UpdateRequest.job_kwargs`), parsed here again: Redis is untrusted."""
     settings: Settings = ctx["settings"]
     job_id: str = ctx.get("job_id") or "local"
     redis = ctx.get("redis")
@@ -146,7 +138,7 @@ async def process_system_update(
         # and a revert is the way back from a bad release: it does not wait.
         refusal = (
             None
-            if redis is None or dry_run is True or revert is True
+            if redis is None or fields.get("dry_run") is True or fields.get("revert") is True
             else await check_cooldown(redis, settings)
         )
         if refusal is not None:
@@ -155,18 +147,8 @@ async def process_system_update(
                 job_id=job_id, message=refusal, started_at=now(), finished_at=now(), step="cooldown"
             ).as_dict()
             return await after_job(ctx, refused)  # notification, history, metrics
-        summary = await _update(
-            settings,
-            job_id,
-            redis,
-            run_migrations=run_migrations,
-            create_backup=create_backup,
-            services=services,
-            dry_run=dry_run,
-            requested_by=requested_by,
-            revert=revert,
-        )
-        if redis is not None and dry_run is not True and summary["steps"]:
+        summary = await _update(settings, job_id, redis, fields)
+        if redis is not None and fields.get("dry_run") is not True and summary["steps"]:
             await record_update(redis, settings)  # the playbook ran: services may have restarted
         return await after_job(ctx, summary)  # notification, history, metrics (aftermath.py)
     finally:
@@ -176,28 +158,11 @@ async def process_system_update(
 
 
 async def _update(
-    settings: Settings,
-    job_id: str,
-    redis: Any | None,
-    *,
-    run_migrations: object,
-    create_backup: object,
-    services: object,
-    dry_run: object,
-    requested_by: object,
-    revert: object = False,
+    settings: Settings, job_id: str, redis: Any | None, fields: Mapping[str, object]
 ) -> dict[str, Any]:
     started_at = now()
     try:
-        request = validate_request(
-            await allowed_services(settings),
-            services=services,
-            run_migrations=run_migrations,
-            create_backup=create_backup,
-            dry_run=dry_run,
-            requested_by=requested_by,
-            revert=revert,
-        )
+        request = UpdateRequest.parse(fields).resolve(await allowed_services(settings))
     except (InvalidRequest, ComposeError) as exc:
         logger.warning("job %s rejected: %s", job_id, exc)
         step = "validation" if isinstance(exc, InvalidRequest) else "preflight"

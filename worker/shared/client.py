@@ -44,7 +44,7 @@ from .keys import (
     progress_key,
 )
 from .progress import PROGRESS_PAGE, ProgressPage, check_stream_id, decode_page, fold_progress
-from .request import check_request_fields
+from .request import UpdateRequest
 from .result import UpdateStatus, rejected_summary
 from .serialization import RemoteJobError
 from .settings import ClientSettings
@@ -177,50 +177,21 @@ class UpdateClient:
             _deserializer=self.redis.job_deserializer,
         )
 
-    async def enqueue_update(
-        self,
-        *,
-        run_migrations: bool = True,
-        create_backup: bool = False,
-        services: list[str] | None = None,
-        dry_run: bool = False,
-        requested_by: str | None = None,
-    ) -> str:
-        """Queue an update and return its job id, or the id of the update already in flight."""
-        enqueued = await self.submit_update(
-            run_migrations=run_migrations,
-            create_backup=create_backup,
-            services=services,
-            dry_run=dry_run,
-            requested_by=requested_by,
-        )
-        return enqueued.job_id
-
     async def submit_update(
-        self,
-        *,
-        run_migrations: bool = True,
-        create_backup: bool = False,
-        services: list[str] | None = None,
-        dry_run: bool = False,
-        requested_by: str | None = None,
-        revert: bool = False,
+        self, request: UpdateRequest | None = None, /, **fields: Any
     ) -> Enqueued:
-        """Queue an update unless one is queued or running; say which it was. With `revert`
-        (and run_migrations=False, nothing else): put back the images from before the last
-        update that succeeded (`update-executor revert`)."""
-        # The worker's own argument checks, run early so a caller gets a clear error before
-        # anything is queued; the worker checks again, and against its allow-list.
-        fields: dict[str, Any] = {
-            "run_migrations": run_migrations,
-            "create_backup": create_backup,
-            "services": services,
-            "dry_run": dry_run,
-            "requested_by": requested_by,
-        }
-        if revert:
-            fields["revert"] = True  # an update's job stays as it was, without the field
-        check_request_fields(fields)
+        """Queue an update unless one is queued or running; say which it was.
+
+        The request: an `UpdateRequest` already parsed (the router and the CLI parse theirs),
+        or its fields as keywords (`services`, `run_migrations`, `create_backup`, `dry_run`,
+        `requested_by`), checked here so that a caller gets InvalidRequest before anything is
+        queued; the worker checks again, and against its allow-list. With `revert` (and
+        run_migrations=False, nothing else): put back the images from before the last update
+        that succeeded (`update-executor revert`)."""
+        if request is None:
+            request = UpdateRequest.parse(fields)
+        elif fields:
+            raise TypeError("submit_update takes an UpdateRequest or its fields, not both")
         queue = self.settings.queue_name
         job_id = uuid.uuid4().hex
         ttl = CLAIM_TTL_S  # a safety net; finished jobs release it sooner
@@ -241,7 +212,7 @@ class UpdateClient:
             raise RuntimeError("could not claim the update slot; try again")
         try:
             job = await self.redis.enqueue_job(
-                UPDATE_FUNCTION, _job_id=job_id, _queue_name=queue, **fields
+                UPDATE_FUNCTION, _job_id=job_id, _queue_name=queue, **request.job_kwargs()
             )
         except BaseException:
             await release(self.redis, queue, job_id)
@@ -254,12 +225,17 @@ class UpdateClient:
         await self.redis.set(latest_update_key(queue), job_id, ex=RESULT_TTL_S)
         return Enqueued(job_id)
 
-    async def rejoin(self, job_id: str, **request: Any) -> str:
+    async def enqueue_update(self, **fields: Any) -> str:
+        """Deprecated: `(await client.submit_update(**fields)).job_id`, the same operation
+        (the id of the update queued, or of the one already in flight)."""
+        return (await self.submit_update(**fields)).job_id
+
+    async def rejoin(self, job_id: str, request: UpdateRequest) -> str:
         """The job to follow for a caller that joined `job_id` as the update in flight
         (`Enqueued.existing`) and now finds it unknown to ARQ (it was removed from the queue,
         or lost with Redis, and will never run). While the in-flight claim naming it is within
         its grace (a job being queued is not visible yet), `job_id`: wait and ask again. Then
-        the claim is stale: `submit_update(**request)` releases it and queues anew (or joins
+        the claim is stale: `submit_update(request)` releases it and queues anew (or joins
         the update another caller queued meanwhile); that job's id."""
         state = _STATES.get(await self._job(job_id).status(), JobState.not_found)
         if state is not JobState.not_found:
@@ -272,7 +248,7 @@ class UpdateClient:
         if ours and not await self._is_stale(job_id, CLAIM_TTL_S):
             return job_id
         logger.warning("update job %s never ran (not in the queue); queuing anew", job_id)
-        return (await self.submit_update(**request)).job_id
+        return (await self.submit_update(request)).job_id
 
     async def queued_request(self, job_id: str) -> dict[str, Any] | None:
         """The request (run_migrations, services, dry_run, …) of a job ARQ still holds, read

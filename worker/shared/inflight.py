@@ -1,6 +1,6 @@
 """One update in flight per queue: the job id of the update queued or running now.
 
-`enqueue_update` claims the key atomically (SET NX) before it queues a job, so two API
+`UpdateClient.submit_update` claims the key atomically (SET NX) before it queues a job, so two API
 requests (or two clicks) produce one job, and the second caller gets the first one's id. The
 worker releases the key when the job ends. A key left by a worker that died is released by
 the next caller once ARQ reports that job finished or unknown, and expires in any case.

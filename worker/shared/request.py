@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any, cast
 
 from .untrusted import has_control_chars
 
+# The scheme of a URL (RFC 3986), which the role takes off REGISTRY_URL too.
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MAX_REQUESTED_BY = 200
 MAX_SERVICES = 100
@@ -25,9 +28,20 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class UpdateRequest:
-    """A validated update request, as it appears in the summary."""
+    """What an update job asks for: the one carrier of its fields, on both sides.
 
-    services: tuple[str, ...]
+    The API side (the router, the CLI, `UpdateClient.submit_update`) parses what it is given
+    once with `parse` and sends `job_kwargs()`; the worker, for which Redis is untrusted,
+    parses the job's keyword arguments again and `resolve`s them against its allow-list. The
+    resolved request is the one the summary shows (`as_dict`).
+
+    `services` empty: the default, every service the worker allows (its UPDATE_SERVICES, or
+    every service whose image comes from its registry: `registry_services`); only `resolve`
+    knows which. A job never names an empty list (`check_request_fields` refuses it), so the
+    empty tuple cannot be asked for by mistake.
+    """
+
+    services: tuple[str, ...] = ()
     run_migrations: bool = True
     create_backup: bool = False
     dry_run: bool = False
@@ -36,7 +50,31 @@ class UpdateRequest:
     # (rollback.yml with compose_update_revert), with no pull, migration, backup or dry run.
     revert: bool = False
 
+    @classmethod
+    def parse(cls, fields: Mapping[str, object]) -> UpdateRequest:
+        """The request `fields` (a job's keyword arguments, a body) ask for; InvalidRequest
+        when they fail `check_request_fields`. Missing fields take their defaults."""
+        check_request_fields(fields)
+        values = dict(fields)  # checked above: known names, the right types
+        services = cast("list[str] | tuple[str, ...] | None", values.pop("services", None))
+        return cls(services=tuple(services or ()), **cast("dict[str, Any]", values))
+
+    def resolve(self, allowed_services: Iterable[str]) -> UpdateRequest:
+        """The request with its services checked against the worker's allow-list, the default
+        (none named) replaced by the whole list; InvalidRequest when one is not allowed."""
+        return replace(self, services=choose_services(allowed_services, self.services or None))
+
+    def job_kwargs(self) -> dict[str, Any]:
+        """The ARQ job's keyword arguments (those of process_system_update): `services` null
+        for the default; `revert` only when set, so an update's job is as before it existed."""
+        kwargs = asdict(self)
+        kwargs["services"] = list(self.services) or None
+        if not self.revert:
+            del kwargs["revert"]
+        return kwargs
+
     def as_dict(self) -> dict[str, Any]:
+        """The request as the summary shows it (resolved: the services that were updated)."""
         data = asdict(self)
         data["services"] = list(self.services)
         if not self.revert:
@@ -44,13 +82,20 @@ class UpdateRequest:
         return data
 
 
+def registry_host(registry_url: str) -> str:
+    """REGISTRY_URL without its scheme or trailing slashes, as the role reads it
+    (`_compose_update_registry_host`): `https://ghcr.io/` -> `ghcr.io`."""
+    return URL_SCHEME.sub("", registry_url, count=1).rstrip("/")
+
+
 def registry_services(compose_config: Mapping[str, Any], registry_url: str) -> list[str]:
     """Services whose image comes from `registry_url` (the default update set).
 
     A database or the Redis that carries the queue comes from elsewhere, so an update never
-    recreates them unless the operator lists them in UPDATE_SERVICES.
+    recreates them unless the operator lists them in UPDATE_SERVICES. The role's preflight
+    decides the same for a run without services (tests/unit/test_default_targets_agree.py).
     """
-    prefix = registry_url.rstrip("/") + "/"
+    prefix = registry_host(registry_url) + "/"
     services = compose_config.get("services") or {}
     return sorted(
         name
@@ -66,14 +111,7 @@ def _flag(name: str, value: object) -> bool:
 
 
 # The keyword arguments of process_system_update: the whole of what a job may ask for.
-REQUEST_FIELDS = (
-    "services",
-    "run_migrations",
-    "create_backup",
-    "dry_run",
-    "requested_by",
-    "revert",
-)
+REQUEST_FIELDS = tuple(field.name for field in dataclass_fields(UpdateRequest))
 # What a revert may not ask for: it puts back what the last update's record says, nothing else.
 REVERT_EXCLUDES = "a revert takes no services, migrations, backup or dry run"
 _ARGUMENT_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
@@ -82,8 +120,9 @@ _ARGUMENT_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 def check_request_fields(fields: Mapping[str, object]) -> None:
     """The checks that need no configuration: known argument names, types and lengths.
 
-    The worker runs them on every job before accepting it (worker/shared/signing.py), and
-    `validate_request` runs them again. Messages never quote a rejected value.
+    `UpdateRequest.parse` runs them; the worker also runs them on every job it reads from
+    Redis, before accepting it (worker/shared/signing.py). Messages never quote a rejected
+    value.
     """
     unknown = sorted(str(name) for name in fields if name not in REQUEST_FIELDS)
     if unknown:
@@ -126,49 +165,21 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
         raise InvalidRequest("requested_by must not contain control characters (newlines, NUL)")
 
 
-def validate_request(
-    allowed_services: Iterable[str],
-    *,
-    services: object = None,
-    run_migrations: object = True,
-    create_backup: object = False,
-    dry_run: object = False,
-    requested_by: object = None,
-    revert: object = False,
-) -> UpdateRequest:
-    """Check a job's arguments against the allow-list; raise InvalidRequest if they fail."""
-    check_request_fields(
-        {
-            "services": services,
-            "run_migrations": run_migrations,
-            "create_backup": create_backup,
-            "dry_run": dry_run,
-            "requested_by": requested_by,
-            "revert": revert,
-        }
-    )
+def choose_services(allowed_services: Iterable[str], services: object) -> tuple[str, ...]:
+    """`services` (already checked: None or a list of names) against the allow-list: all of
+    it for None, else the names in order without repeats; InvalidRequest for one not allowed."""
     allowed = list(allowed_services)
     if not allowed:
         raise InvalidRequest("no update services: none is configured and none has a registry image")
     if services is None:
-        chosen = tuple(allowed)
-    else:
-        names = [str(name) for name in cast("list[object]", services)]  # checked above
-        unknown = sorted(set(names) - set(allowed))
-        if unknown:
-            raise InvalidRequest(
-                f"services not allowed for update: {', '.join(unknown)} "
-                f"(allowed: {', '.join(allowed)})"
-            )
-        chosen = tuple(dict.fromkeys(names))  # keep order, drop repeats
-    return UpdateRequest(
-        services=chosen,
-        run_migrations=_flag("run_migrations", run_migrations),
-        create_backup=_flag("create_backup", create_backup),
-        dry_run=_flag("dry_run", dry_run),
-        requested_by=requested_by if isinstance(requested_by, str) else None,
-        revert=_flag("revert", revert),
-    )
+        return tuple(allowed)
+    names = [str(name) for name in cast("list[object]", services)]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise InvalidRequest(
+            f"services not allowed for update: {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+        )
+    return tuple(dict.fromkeys(names))  # keep order, drop repeats
 
 
 # The keyword arguments of check_for_updates (worker/host/check.py): only which services to check.
@@ -191,15 +202,4 @@ def check_check_fields(fields: Mapping[str, object]) -> None:
 def validate_check_services(allowed_services: Iterable[str], services: object) -> tuple[str, ...]:
     """The services a check looks at: all allowed ones, or the requested subset of them."""
     check_check_fields({"services": services})
-    allowed = list(allowed_services)
-    if not allowed:
-        raise InvalidRequest("no update services: none is configured and none has a registry image")
-    if services is None:
-        return tuple(allowed)
-    names = [str(name) for name in cast("list[object]", services)]  # checked above
-    unknown = sorted(set(names) - set(allowed))
-    if unknown:
-        raise InvalidRequest(
-            f"services not allowed for update: {', '.join(unknown)} (allowed: {', '.join(allowed)})"
-        )
-    return tuple(dict.fromkeys(names))
+    return choose_services(allowed_services, services)
