@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from testbed import Stack
 from tests.integration.conftest import CLI, Deployment, worker_process
 from worker.api import build_router
-from worker.api.router import _event_stream
+from worker.api.sse import event_stream
 from worker.host.progress import ProgressEntry, encode_entry
 from worker.shared.bounded import MAX_CHECK_BYTES, MAX_RECOVERY_BYTES, MAX_RESULT_BYTES
 from worker.shared.client import CLAIM_GRACE_S, CLAIM_TTL_S, UpdateClient
@@ -131,9 +131,7 @@ async def test_a_flood_of_unsigned_progress_entries_is_read_in_pages_and_logged_
     caplog.clear()
     real = ProgressEntry(EntryKind.step_started, datetime.now(UTC).isoformat(), name="preflight")
     events: list[str] = []
-    stream_of_events = cast(
-        AsyncGenerator[str, None], _event_stream(client, job_id, None, 0.01, 60)
-    )
+    stream_of_events = cast(AsyncGenerator[str, None], event_stream(client, job_id, None, 0.01, 60))
 
     flood_read = asyncio.Event()
     counter = CountingHandler(FLOOD // PROGRESS_PAGE, flood_read)

@@ -1,5 +1,6 @@
-"""Routing concerns of worker/api/router.py that need no Redis: auth comes first, bad input is a 422
-before anything touches the queue, cursors parse. The flows are in tests/integration/test_api.py.
+"""Routing concerns of the router (worker/api/router.py, routes.py) that need no Redis: auth
+comes first, bad input is a 422 before anything touches the queue, cursors parse. The flows
+are in tests/integration/test_api.py.
 """
 
 from __future__ import annotations

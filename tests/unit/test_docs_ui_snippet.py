@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from tests.unit.stub_client import FINISHED, StubClient, call
@@ -36,6 +37,12 @@ def routes() -> dict[tuple[str, str], APIRoute]:
     }
 
 
+def query_params(dependant: Dependant) -> set[str]:
+    """The route's query parameters, its dependencies' (e.g. /check's `wait`) included."""
+    own = {param.alias for param in dependant.query_params}
+    return own.union(*(query_params(sub) for sub in dependant.dependencies))
+
+
 def test_the_snippet_calls_routes_the_router_has() -> None:
     calls = CALL.findall(snippet())
     known = routes()
@@ -48,7 +55,7 @@ def test_the_snippet_calls_routes_the_router_has() -> None:
     }
     for method, path, query, body in calls:
         route = known[(method, PREFIX + path)]
-        params = {param.alias for param in route.dependant.query_params}
+        params = query_params(route.dependant)
         assert set(re.findall(r"[?&](\w+)=", query)) <= params, (path, query)
         fields = set(re.findall(r"(\w+):", body))
         assert fields <= set(TriggerBody.model_fields), (path, fields)

@@ -1,4 +1,5 @@
-"""The API side: the drop-in FastAPI router (worker.api.router) and the CLI (worker.api.cli).
+"""The API side: the drop-in FastAPI router (worker.api.router, its routes in worker.api.routes)
+and the CLI (worker.api.cli).
 
 `from worker.api import build_router` keeps working; the router is imported on first use so
 that the CLI does not need FastAPI.
