@@ -20,7 +20,12 @@ from worker.shared.client import UpdateClient
 from worker.shared.request import InvalidRequest, UpdateRequest
 
 # Every module that calls (or called) the checks by name; each one's reference is counted.
-CALLERS = ("worker.shared.request", "worker.shared.client", "worker.api.router")
+CALLERS = (
+    "worker.shared.request",
+    "worker.shared.client",
+    "worker.api.router",
+    "worker.api.routes",
+)
 
 
 def superuser(x_admin_token: Annotated[str | None, Header()] = None) -> None:
@@ -79,6 +84,8 @@ async def test_submit_update_checks_keyword_fields_before_anything_is_queued(
         await client.enqueue_update(services=["api; id"])  # the same operation
     with pytest.raises(TypeError, match="not both"):
         await client.submit_update(UpdateRequest(), dry_run=True)
+    with pytest.raises(TypeError, match="an UpdateRequest"):
+        await client.submit_update({"dry_run": True})  # type: ignore[arg-type]
     await client.close()
     assert len(checks) == 2
 

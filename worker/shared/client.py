@@ -190,7 +190,7 @@ class UpdateClient:
         that succeeded (`update-executor revert`)."""
         if request is None:
             request = UpdateRequest.parse(fields)
-        elif fields:
+        elif fields or not isinstance(request, UpdateRequest):
             raise TypeError("submit_update takes an UpdateRequest or its fields, not both")
         queue = self.settings.queue_name
         job_id = uuid.uuid4().hex
