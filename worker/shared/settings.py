@@ -354,7 +354,7 @@ class ClientSettings(BaseSettings):
             try:
                 return cls()
             except ValidationError as exc:
-                problems = [describe(error, cls) for error in exc.errors()]
+                problems = dict.fromkeys(describe(error, cls) for error in exc.errors())
         raise ConfigError("invalid configuration: " + "; ".join(problems))
 
     def inconsistencies(self) -> list[str]:
@@ -399,7 +399,8 @@ def describe(error: ErrorDetails, model: type[BaseSettings]) -> str:
         low, high = _bounds(model, str(error["loc"][0]))
         text = f"must be between {low} and {high}, got {value}"
     elif kind == "literal_error":
-        text = f"must be {str(context['expected']).replace(chr(39), '')}, got {value!r}"
+        expected = str(context["expected"]).replace("'", "")
+        text = f"must be {expected}, got {value!r}"
     else:
         text = error["msg"]
     location = [str(part) for part in error["loc"]]
