@@ -377,7 +377,8 @@ class ClientSettings(BaseSettings):
 
 # ------------------------------------------------------------------ the one message
 def _bounds(model: type[BaseSettings], variable: str) -> tuple[object, object]:
-    field = next(f for f in model.model_fields.values() if variable_of(f) == variable)
+    """The `ge` and `le` of the setting named by its variable (or its field's name)."""
+    field = next(f for n, f in model.model_fields.items() if variable in (variable_of(f), n))
     low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
     high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
     return low, high
