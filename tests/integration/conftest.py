@@ -176,7 +176,7 @@ class Deployment:
     def with_fresh_queue(self) -> Deployment:
         """A copy on a queue no job ever used (the same compose project)."""
         queue = f"update-executor:test:{self.project}q{next(_counter)}"
-        return replace(self, settings=replace(self.settings, queue_name=queue))
+        return replace(self, settings=self.settings.model_copy(update=dict(queue_name=queue)))
 
     def with_gated_migration(self) -> Deployment:
         """A copy whose migration waits until `gate(open=True)` (the app's /data volume
@@ -193,7 +193,8 @@ class Deployment:
         )
         self.gate(open=False)
         return replace(
-            self, settings=replace(self.settings, migration_command=GATED_MIGRATION_PATH)
+            self,
+            settings=self.settings.model_copy(update=dict(migration_command=GATED_MIGRATION_PATH)),
         )
 
     def gate(self, *, open: bool) -> None:
@@ -240,23 +241,24 @@ def new_deployment(
     job_secret_file.chmod(0o600)
     monkeypatch.setenv("UPDATE_JOB_SECRET_FILE", str(job_secret_file))
     monkeypatch.setenv("UPDATE_MIN_INTERVAL", "0")
-    settings = replace(
-        Settings.from_env({"LOG_FILE": ""}),
-        redis_host=stack.redis_host,
-        redis_port=stack.redis_port,
-        queue_name=f"update-executor:test:{project}",
-        compose_file=compose_file,
-        compose_project_name=project,
-        registry_url=stack.registry,
-        registry_username=stack.registry_username,
-        registry_token_file=token_file,
-        migration_service="api",
-        migration_command="/app/migrate",
-        health_timeout=60,
-        job_timeout=240,
-        job_secret=Secret(job_secret_file.read_text()),
-        min_interval=0,
-        lock_dir=lock_dir,
+    settings = Settings.from_env({"LOG_FILE": ""}).model_copy(
+        update=dict(
+            redis_host=stack.redis_host,
+            redis_port=stack.redis_port,
+            queue_name=f"update-executor:test:{project}",
+            compose_file=compose_file,
+            compose_project_name=project,
+            registry_url=stack.registry,
+            registry_username=stack.registry_username,
+            registry_token_file=token_file,
+            migration_service="api",
+            migration_command="/app/migrate",
+            health_timeout=60,
+            job_timeout=240,
+            job_secret=Secret(job_secret_file.read_text()),
+            min_interval=0,
+            lock_dir=lock_dir,
+        )
     )
     return Deployment(
         stack, project, compose_file, app_repo, frontend_repo, settings, job_secret_file

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
@@ -100,11 +100,12 @@ async def test_notifications_and_history_of_an_update_a_rollback_and_a_refused_j
 ) -> None:
     history_file = tmp_path / "state" / "history.jsonl"
     history_file.parent.mkdir()
-    deployment.settings = replace(
-        deployment.settings,
-        notify_urls=Secret(receiver.url),
-        notify_on="always",
-        history_file=history_file,
+    deployment.settings = deployment.settings.model_copy(
+        update=dict(
+            notify_urls=Secret(receiver.url),
+            notify_on="always",
+            history_file=history_file,
+        )
     )
     project = deployment.project
 
@@ -342,7 +343,7 @@ async def test_metrics_after_an_update_and_a_rollback_with_an_unreachable_receiv
         assert scrape(url)[("update_executor_updates_available", ())] == available
 
         # a job without a signature: refused, counted with its reason, recorded
-        unsigned_settings = replace(deployment.settings, job_secret=Secret(""))
+        unsigned_settings = deployment.settings.model_copy(update=dict(job_secret=Secret("")))
         async with await UpdateClient.connect(unsigned_settings) as unsigned:
             job = await unsigned.enqueue_update(services=["api"])
         refused = await client.result(job, timeout=60)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -502,8 +502,8 @@ async def test_a_failed_update_and_its_rollback_as_a_ui_sees_them(
 async def test_a_killed_worker_still_ends_the_event_stream_with_the_outcome(
     deployment: Deployment, tmp_path: Path, http_factory: Any
 ) -> None:
-    deployment.settings = replace(
-        deployment.settings, migration_command="sleep 120", job_timeout=300
+    deployment.settings = deployment.settings.model_copy(
+        update=dict(migration_command="sleep 120", job_timeout=300)
     )
     deployment.publish(deployment.app_repo, "2")
     seen: list[Event] = []

@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -167,7 +166,7 @@ async def test_wrong_or_missing_credentials_are_a_clear_error(
     stack = deployment.stack
     wrong = tmp_path / "wrong-token"
     wrong.write_text("not-the-password\n")
-    result = await check(replace(deployment.settings, registry_token_file=wrong))
+    result = await check(deployment.settings.model_copy(update=dict(registry_token_file=wrong)))
     for name, service in result["services"].items():
         assert service["error"] == (
             f"registry {stack.registry} refused the credentials of user 'updater' for "
@@ -176,20 +175,22 @@ async def test_wrong_or_missing_credentials_are_a_clear_error(
         assert service["update_available"] is False
     assert "not-the-password" not in json.dumps(result)
 
-    anonymous = replace(
-        deployment.settings,
-        registry_token_file=None,
-        registry_token=Secret(""),
-        job_secret=Secret(""),
+    anonymous = deployment.settings.model_copy(
+        update=dict(
+            registry_token_file=None,
+            registry_token=Secret(""),
+            job_secret=Secret(""),
+        )
     )
     result = await check(anonymous)
     for service in result["services"].values():
         assert "requires authentication and no credentials are configured" in service["error"]
 
-    token_as_variable = replace(
-        deployment.settings,
-        registry_token_file=None,
-        registry_token=Secret(stack.registry_password),
+    token_as_variable = deployment.settings.model_copy(
+        update=dict(
+            registry_token_file=None,
+            registry_token=Secret(stack.registry_password),
+        )
     )
     result = await check(token_as_variable)
     assert all(s["error"] is None for s in result["services"].values())
@@ -443,14 +444,15 @@ async def bearer_project(
     stack.compose(compose_file, project, "up", "-d", "--wait")
     token_file = tmp_path / "ghcr-token"
     token_file.write_text(issuer.password)
-    settings = replace(
-        deployment.settings,
-        compose_file=compose_file,
-        compose_project_name=project,
-        registry_url=token_registry.address,
-        registry_username=issuer.username,
-        registry_token_file=token_file,
-        update_services=(),
+    settings = deployment.settings.model_copy(
+        update=dict(
+            compose_file=compose_file,
+            compose_project_name=project,
+            registry_url=token_registry.address,
+            registry_username=issuer.username,
+            registry_token_file=token_file,
+            update_services=(),
+        )
     )
     try:
         yield settings, docker_config.as_posix()
@@ -509,20 +511,24 @@ async def test_the_bearer_token_flow_against_a_token_auth_registry(
     # wrong token: the token service refuses it
     wrong = tmp_path / "wrong-ghcr-token"
     wrong.write_text("ghp_wrong")
-    result = await check(replace(settings, registry_token_file=wrong))
+    result = await check(settings.model_copy(update=dict(registry_token_file=wrong)))
     assert result["services"]["app"]["error"] == (
         f"the token service of registry {token_registry.address} refused the credentials of "
         "user 'bot' for t/app (HTTP 401): wrong username or token, or no pull access"
     )
     # no credentials: an anonymous token without access, refused by the registry
-    result = await check(replace(settings, registry_token_file=None, registry_token=Secret("")))
+    result = await check(
+        settings.model_copy(update=dict(registry_token_file=None, registry_token=Secret("")))
+    )
     assert result["services"]["app"]["error"] == (
         f"registry {token_registry.address} requires authentication for t/app and no "
         "credentials are configured for it (REGISTRY_USERNAME and a token)"
     )
     # credentials configured for another registry are never sent to this one
     issuer.requests.clear()
-    result = await check(replace(settings, registry_url="ghcr.io", update_services=("app",)))
+    result = await check(
+        settings.model_copy(update=dict(registry_url="ghcr.io", update_services=("app",)))
+    )
     assert "requires authentication" in result["services"]["app"]["error"]
     assert all(r.account is None for r in issuer.requests)
     # neither the password nor any token the issuer handed out reached a log line

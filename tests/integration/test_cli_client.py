@@ -18,7 +18,6 @@ import secrets
 import signal
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -211,8 +210,8 @@ async def test_rollback_on_the_host_puts_back_what_a_killed_worker_left(
     """`update-executor rollback`: the worker was killed in the migrations (new image running,
     rollback point on disk) and is not restarted; the operator's command puts the previous
     version back and removes the point; a second run has nothing to do."""
-    deployment.settings = replace(
-        deployment.settings, migration_command="sleep 120", job_timeout=300
+    deployment.settings = deployment.settings.model_copy(
+        update=dict(migration_command="sleep 120", job_timeout=300)
     )
     before = deployment.image_ids()
     new_app = deployment.publish(deployment.app_repo, "2")

@@ -96,8 +96,8 @@ async def test_a_failed_migration_stays_pending_until_a_run_with_nothing_new_run
     new_id = site.publish(site.app_repo, version)
     failing = replace(
         site,
-        settings=replace(
-            site.settings, migration_command="false", rollback_on_migration_failure=False
+        settings=site.settings.model_copy(
+            update=dict(migration_command="false", rollback_on_migration_failure=False)
         ),
     )
     failed = await record_update(

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 from tests.integration.conftest import CliOutcome, Deployment, Outcome, update
@@ -197,7 +196,7 @@ async def test_an_aborted_update_shows_the_step_it_was_cut_off_in(
 ) -> None:
     """Aborted in the migration: while it runs status() names the step; afterwards no step is
     running any more and the migration step is failed, whatever the job's end looked like."""
-    deployment.settings = replace(deployment.settings, migration_command="sleep 120")
+    deployment.settings = deployment.settings.model_copy(update=dict(migration_command="sleep 120"))
     deployment.publish(deployment.app_repo, "2")
     job_id = await client.enqueue_update(services=["api"])
     worker = create_worker(deployment.settings, poll_delay=0.1, handle_signals=False)

@@ -221,7 +221,8 @@ def test_a_failed_update_left_running_drops_the_revert_record(
     assert record.exists()
     bad = deployment.publish(deployment.app_repo, deployment.next_version(), "migrate_fail")
     stays = replace(
-        deployment, settings=replace(deployment.settings, rollback_on_migration_failure=False)
+        deployment,
+        settings=deployment.settings.model_copy(update=dict(rollback_on_migration_failure=False)),
     )
 
     failed = asyncio.run(update_through_the_queue(stays, services=["api", "worker"]))

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -373,11 +373,12 @@ def test_the_token_and_the_job_secret_leak_nowhere(
             env[name] = str(path)
     else:
         env.update(GITHUB_TOKEN=token, UPDATE_JOB_SECRET=job_secret)
-    settings = replace(
-        deployment.settings,
-        registry_username=username,
-        registry_token_file=None,
-        job_secret=Secret(job_secret),
+    settings = deployment.settings.model_copy(
+        update=dict(
+            registry_username=username,
+            registry_token_file=None,
+            job_secret=Secret(job_secret),
+        )
     )
     needles = {"the token": token.encode(), "the job secret": job_secret.encode()}
     started_at = time.time()
@@ -487,15 +488,16 @@ def queue_settings(port: int, **changes: Any) -> Settings:
     """A worker that needs no Docker for this: the job names a service outside the allow-list,
     so the round trip (sign, enqueue, verify, run, sign the result, read it) stops before any
     compose call."""
-    return replace(
-        Settings.from_env({"LOG_FILE": ""}),
-        redis_host="127.0.0.1",
-        redis_port=port,
-        queue_name=f"update-executor:redis-{port}",
-        update_services=("api",),
-        job_secret=Secret(uuid.uuid4().hex * 2),
-        min_interval=0,
-        **changes,
+    return Settings.from_env({"LOG_FILE": ""}).model_copy(
+        update=dict(
+            redis_host="127.0.0.1",
+            redis_port=port,
+            queue_name=f"update-executor:redis-{port}",
+            update_services=("api",),
+            job_secret=Secret(uuid.uuid4().hex * 2),
+            min_interval=0,
+            **changes,
+        )
     )
 
 
@@ -661,7 +663,7 @@ async def test_an_update_inside_the_cooldown_is_refused(
 ) -> None:
     # its own: the cool-down is per compose project
     deployment, client = own_deployment, own_client
-    settings = replace(deployment.settings, min_interval=60)
+    settings = deployment.settings.model_copy(update=dict(min_interval=60))
     first = await client.enqueue_update(run_migrations=False, services=["api"])
     await run_worker_burst(settings)
     summary = assert_valid_summary((await client.status(first))["summary"])

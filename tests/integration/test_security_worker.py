@@ -19,7 +19,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -222,11 +222,12 @@ async def test_a_flood_of_refused_jobs_is_reported_in_bulk_and_real_jobs_go_on(
     (the stream keeps 500: every real update pushed out). Now at most one notification per
     REFUSAL_REPORT_INTERVAL (10 s here) and a few aggregated records that add up to 1,000;
     the real records stay, and a valid update queued as the flood ends is served."""
-    settings = replace(
-        deployment.settings,
-        notify_urls=Secret(receiver.url),  # NOTIFY_ON=failure: a refusal is notified
-        refusal_report_interval=INTERVAL_S,
-        history_file=tmp_path / "history.jsonl",
+    settings = deployment.settings.model_copy(
+        update=dict(
+            notify_urls=Secret(receiver.url),  # NOTIFY_ON=failure: a refusal is notified
+            refusal_report_interval=INTERVAL_S,
+            history_file=tmp_path / "history.jsonl",
+        )
     )
     queue = settings.queue_name
     r: Any = client.redis

@@ -34,7 +34,7 @@ import subprocess
 import sysconfig
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -354,12 +354,13 @@ def installed(
         host.wait_journal(UNIT, READY, after=cursor)
         timings["worker start"] = time.monotonic() - began
         print("systemd test timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-        settings = replace(
-            Settings.from_env({"LOG_FILE": ""}),
-            redis_host=stack.redis_host,
-            redis_port=stack.redis_port,
-            queue_name="update-executor:systemd",
-            job_secret=Secret(job_secret),
+        settings = Settings.from_env({"LOG_FILE": ""}).model_copy(
+            update=dict(
+                redis_host=stack.redis_host,
+                redis_port=stack.redis_port,
+                queue_name="update-executor:systemd",
+                job_secret=Secret(job_secret),
+            )
         )
         yield Installed(host, site, settings, (stack.registry_password, job_secret), env_file)
     finally:

@@ -21,7 +21,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,7 @@ def marked(deployment: Deployment, tmp_path: Path) -> Iterator[tuple[Settings, P
     marker = Path(tempfile.gettempdir()) / token
     lock_dir = tmp_path / "locks"
     lock_dir.mkdir(mode=0o700)
-    settings = replace(deployment.settings, lock_dir=lock_dir)
+    settings = deployment.settings.model_copy(update=dict(lock_dir=lock_dir))
     yield settings, marker
     marker.unlink(missing_ok=True)
 
@@ -336,7 +335,7 @@ async def test_the_worker_outlives_bad_redis_state(
     # its own: the cool-down it sets up is per compose project
     deployment, client = own_deployment, own_client
     caplog.set_level(logging.INFO)
-    settings = replace(deployment.settings, min_interval=60)
+    settings = deployment.settings.model_copy(update=dict(min_interval=60))
     queue = settings.queue_name
     codec = client_codec(settings)
     r: Any = client.redis  # redis-py types its commands Awaitable[T] | T

@@ -127,7 +127,7 @@ async def test_wrong_registry_password_fails_at_login_and_changes_nothing(
     # a copy: the other tests of the module keep the right token
     deployment = replace(
         shared_deployment,
-        settings=replace(shared_deployment.settings, registry_token_file=wrong),
+        settings=shared_deployment.settings.model_copy(update=dict(registry_token_file=wrong)),
     )
     before_images, before_containers = deployment.image_ids(), deployment.container_ids()
 

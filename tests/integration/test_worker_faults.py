@@ -10,7 +10,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +87,7 @@ async def test_two_requests_at_once_make_one_job(
 async def slow_update(deployment: Deployment, client: UpdateClient) -> tuple[str, str]:
     """Queue an update whose migration takes two minutes; return its job id and the new
     image's ID."""
-    deployment.settings = replace(deployment.settings, migration_command="sleep 120")
+    deployment.settings = deployment.settings.model_copy(update=dict(migration_command="sleep 120"))
     new_app = deployment.publish(deployment.app_repo, "2")
     job_id = await client.enqueue_update(services=["api"])
     return job_id, new_app
@@ -178,7 +177,7 @@ async def test_a_job_longer_than_job_timeout_ends_as_timeout_and_rolled_back(
     deployment: Deployment, client: UpdateClient
 ) -> None:
     # The runner stops ansible at JOB_TIMEOUT - 30 s = 45 s, while compose waits for health.
-    deployment.settings = replace(deployment.settings, job_timeout=75)
+    deployment.settings = deployment.settings.model_copy(update=dict(job_timeout=75))
     old_app = deployment.image_ids()["api"]
     hold_the_health_wait(deployment)
     job_id = await client.enqueue_update(services=["api"], run_migrations=False)
@@ -198,7 +197,7 @@ async def test_a_job_longer_than_job_timeout_ends_as_timeout_and_rolled_back(
 async def test_a_killed_worker_reports_the_job_interrupted_and_serves_the_next(
     deployment: Deployment, client: UpdateClient
 ) -> None:
-    deployment.settings = replace(deployment.settings, job_timeout=300)
+    deployment.settings = deployment.settings.model_copy(update=dict(job_timeout=300))
     old_app = deployment.image_ids()["api"]
     job_id, new_app = await slow_update(deployment, client)
     with worker_process(deployment) as first:
@@ -261,7 +260,7 @@ async def test_sigterm_past_the_grace_period_stores_the_canceled_summary(
     """systemctl stop with an update that outlasts STOP_GRACE_PERIOD: the update is canceled
     and rolled back, and its `canceled` summary is the job's result (not re-queued, not
     reported "interrupted" by the next start)."""
-    deployment.settings = replace(deployment.settings, job_timeout=300)
+    deployment.settings = deployment.settings.model_copy(update=dict(job_timeout=300))
     old_app = deployment.image_ids()["api"]
     job_id, new_app = await slow_update(deployment, client)
     queue = deployment.settings.queue_name

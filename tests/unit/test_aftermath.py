@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -195,7 +194,7 @@ def test_message_of_a_refused_job_and_of_a_dry_run() -> None:
 
 
 def settings(**changes: Any) -> Settings:
-    return replace(Settings.from_env({"LOG_FILE": ""}), **changes)
+    return Settings.from_env({"LOG_FILE": ""}).model_copy(update=dict(**changes))
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ the update runs without one and says so, instead of being refused (issue 12)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def summary_for(request: UpdateRequest, settings: Settings) -> dict[str, object]
 def test_backup_without_a_command(
     asked: bool, command: str, playbook_backup: bool, message: str, tmp_path: Path
 ) -> None:
-    settings = replace(SETTINGS, backup_command=command)
+    settings = SETTINGS.model_copy(update=dict(backup_command=command))
     request = UpdateRequest(services=("api",), create_backup=asked)
     variables = playbook_vars(settings, request, "j", tmp_path, None)
     assert variables["compose_update_create_backup"] is playbook_backup

@@ -2,10 +2,13 @@
 `make lint` runs this file too.
 
 - Every environment variable of ours named in README.md, docs/*.md or the env file example is
-  read somewhere in worker/ (a string constant there).
-- The configuration table (docs/configuration.md) gives, for each row whose default is one
-  literal (`300`, `localhost`, `true`, empty), the default the settings reader has in its call
-  (`reader.integer("HEALTH_TIMEOUT", 300, …)`).
+  read somewhere in worker/ (a setting of the models, or a string constant there).
+- The configuration table (docs/configuration.md) and the settings models
+  (worker/host/settings.py `Settings`, which extends worker/shared/settings.py
+  `ClientSettings`) agree both ways: every setting read from the environment (and the `X_FILE`
+  of each secret read from a file) has a row, every row is a setting, and each row's default
+  is the field's: a literal (`300`, `localhost`, `true`) or `empty`, possibly followed by words
+  in parentheses; words alone only for a default the code computes on the host.
 - Every `update-executor <command> --flag` in the docs is an option of that command (or a
   global one).
 """
@@ -15,14 +18,17 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
-import operator
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from worker.api.cli import build_parser
+from worker.host.settings import Settings
+from worker.shared.settings import ClientSettings, Credential, Secret, WhenUnset, marker
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -31,21 +37,10 @@ ENV_EXAMPLE = ROOT / "deploy" / "update-executor.env.example"
 OURS = re.compile(
     r"(?:REDIS_QUEUE_|UPDATE_|COMPOSE_(?:FILE_PATH|PROJECT_NAME|ENV_PASSTHROUGH)|REGISTRY_"
     r"|GITHUB_TOKEN|MIGRATION_|HEALTH_TIMEOUT|JOB_TIMEOUT|LOG_FILE|BACKUP_|ROLLBACK_ON"
-    r"|STOP_GRACE|WORKER_POLL|NOTIFY_|HISTORY_|METRICS_|HOOK_TIMEOUT)[A-Z0-9_]*"
+    r"|STOP_GRACE|WORKER_POLL|NOTIFY_|HISTORY_|METRICS_|HOOK_TIMEOUT|REFUSAL_)[A-Z0-9_]*"
 )
-READER_METHODS = {"text", "integer", "decimal", "boolean", "path"}
-_ARITHMETIC = {ast.Mult: operator.mul, ast.Add: operator.add, ast.Pow: operator.pow}
-
-
-def _constant(node: ast.expr) -> object:
-    """A literal default, with the arithmetic settings use (10 * 1024 * 1024); else a marker."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
-        left, right = _constant(node.left), _constant(node.right)
-        if isinstance(left, int) and isinstance(right, int):
-            return _ARITHMETIC[type(node.op)](left, right)
-    return NotImplemented
+# A default the code computes on the host (which file is writable, where the package is).
+COMPUTED = object()
 
 
 def code_sources() -> Iterator[ast.Module]:
@@ -53,10 +48,32 @@ def code_sources() -> Iterator[ast.Module]:
         yield ast.parse(path.read_text(), str(path))
 
 
+def model_settings() -> dict[str, object]:
+    """{variable: default} of every setting the models read from the environment; a secret's
+    file `X_FILE` (worker/shared/settings.py, SecretFiles) has no default (empty)."""
+    found: dict[str, object] = {}
+    for field in Settings.model_fields.values():
+        variable = field.validation_alias
+        if not isinstance(variable, str):
+            continue  # not read from the environment (insecure_unsigned_jobs)
+        found[variable] = _default(field)
+        credential = marker(field, Credential)
+        if credential is not None:
+            found.setdefault(f"{variable}_FILE", None)
+    return found
+
+
+def _default(field: FieldInfo) -> object:
+    if field.default_factory is not None or marker(field, WhenUnset) is not None:
+        return COMPUTED
+    assert field.default is not PydanticUndefined, "every setting has a default"
+    return field.default
+
+
 @functools.cache
 def code_variables() -> frozenset[str]:
-    """Every string constant of worker/ that looks like one of our variables (a secret's
-    `X` is also read as `X_FILE`: EnvReader.secret)."""
+    """Every variable the settings models read, and every string constant of worker/ that
+    looks like one of our variables (the role's and the CLI's)."""
     names = {
         node.value
         for tree in code_sources()
@@ -65,40 +82,7 @@ def code_variables() -> frozenset[str]:
         and isinstance(node.value, str)
         and OURS.fullmatch(node.value)
     }
-    secrets = {
-        node.args[0].value
-        for tree in code_sources()
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "secret"
-        and node.args
-        and isinstance(node.args[0], ast.Constant)
-        and isinstance(node.args[0].value, str)
-    }
-    return frozenset(names | {f"{name}_FILE" for name in secrets})
-
-
-@functools.cache
-def code_defaults() -> dict[str, object]:
-    """{variable: default} of the settings readers' calls with a literal default."""
-    found: dict[str, object] = {}
-    for tree in code_sources():
-        for node in ast.walk(tree):
-            if not (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute | ast.Name)
-                and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
-                in READER_METHODS
-                and len(node.args) >= 2
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                continue
-            default = _constant(node.args[1])
-            if default is not NotImplemented:
-                found[node.args[0].value] = default
-    return found
+    return frozenset(names | set(model_settings()))
 
 
 def named_in_docs() -> dict[str, set[str]]:
@@ -133,14 +117,49 @@ def test_every_variable_the_docs_name_is_read_by_the_code() -> None:
     assert unknown == {}, f"named in the docs, read nowhere in worker/: {unknown}"
 
 
-def test_the_readme_table_lists_the_settings_the_code_reads() -> None:
-    table = readme_table()
-    missing = sorted(name for name in code_defaults() if name not in table)
+def test_every_setting_is_in_the_table_and_every_row_is_a_setting() -> None:
+    table, settings = readme_table(), model_settings()
+    undocumented = sorted(name for name in settings if name not in table)
+    unknown = sorted(name for name in table if name not in settings)
 
-    assert missing == [], f"read by the settings, not in docs/configuration.md's table: {missing}"
+    assert undocumented == [], f"settings missing from docs/configuration.md: {undocumented}"
+    assert unknown == [], f"rows of docs/configuration.md that are no setting: {unknown}"
 
 
-def _as_text(value: object) -> str:
+def test_every_setting_has_a_one_line_description() -> None:
+    missing = [
+        name
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.validation_alias, str)
+        and not (field.description and "\n" not in field.description)
+    ]
+
+    assert missing == []
+
+
+def test_the_api_side_s_settings_are_the_worker_s() -> None:
+    """One declaration per setting: the worker's model extends the API side's."""
+    assert issubclass(Settings, ClientSettings)
+    for name, field in ClientSettings.model_fields.items():
+        inherited = Settings.model_fields[name]
+        assert (inherited.validation_alias, inherited.default) == (
+            field.validation_alias,
+            field.default,
+        )
+
+
+def documented_default(cell: str) -> str | None:
+    """The default a table cell gives: `empty` -> "", a literal -> its text (each possibly
+    followed by words in parentheses); None for words (a default the code computes)."""
+    if re.fullmatch(r"empty(?: \(.*\))?", cell):
+        return ""
+    literal = re.fullmatch(r"`([^`]*)`(?: \(.*\))?", cell)
+    return literal.group(1) if literal else None
+
+
+def as_text(value: object) -> str:
+    if value is None or value in ((), "", Secret("")):
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -148,17 +167,20 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-@pytest.mark.parametrize("name", sorted(readme_table()))
-def test_the_readme_default_is_the_code_s(name: str) -> None:
-    cell = readme_table()[name]
-    defaults = code_defaults()
-    literal = re.fullmatch(r"`([^`]*)`", cell)
-    if name not in defaults or (literal is None and cell != "empty"):
-        return  # a default the code computes, described in words
-    expected = "" if cell == "empty" else literal.group(1) if literal else cell
-    assert _as_text(defaults[name]) == expected, (
-        f"docs/configuration.md says {cell}, the code {defaults[name]!r}"
-    )
+@pytest.mark.parametrize("name", sorted(model_settings()))
+def test_the_documented_default_is_the_code_s(name: str) -> None:
+    cell = readme_table().get(name)
+    if cell is None:
+        pytest.skip("not in the table: test_every_setting_is_in_the_table_and_… says so")
+    default, documented = model_settings()[name], documented_default(cell)
+    if default is COMPUTED:
+        assert documented is None, f"{name}: computed on the host, so described in words"
+    elif isinstance(default, Path) and documented:
+        assert Path(documented) == default, f"docs/configuration.md says {cell}"
+    else:
+        assert documented == as_text(default), (
+            f"docs/configuration.md says {cell}, the code {default!r}"
+        )
 
 
 def options_by_command() -> dict[str, set[str]]:
@@ -190,8 +212,15 @@ def test_every_cli_flag_the_docs_name_exists() -> None:
 def test_the_checks_find_what_they_look_for() -> None:
     """The scanners are not vacuous: they see the settings, the table and the commands."""
     assert {"HEALTH_TIMEOUT", "REDIS_QUEUE_PORT", "UPDATE_QUEUE_NAME"} <= code_variables()
-    assert code_defaults()["HEALTH_TIMEOUT"] == 300
-    assert code_defaults()["HISTORY_MAX_BYTES"] == 10 * 1024 * 1024
+    assert model_settings()["HEALTH_TIMEOUT"] == 300
+    assert model_settings()["HISTORY_MAX_BYTES"] == 10 * 1024 * 1024
+    assert model_settings()["UPDATE_JOB_SECRET_FILE"] is None
+    assert model_settings()["LOG_FILE"] is COMPUTED
+    assert "insecure_unsigned_jobs" not in model_settings()
     assert readme_table()["HEALTH_TIMEOUT"] == "`300`"
+    assert documented_default("`0.05`") == "0.05"
+    assert documented_default("empty (off)") == ""
+    assert documented_default("`/x` (the unit's state directory)") == "/x"
+    assert documented_default("`/x` when writable, else none") is None
     assert "REDIS_QUEUE_HOST" in named_in_docs()
     assert "--wait" in options_by_command()["enqueue"]

@@ -146,8 +146,8 @@ def test_the_api_side_reads_only_its_own_variables() -> None:
         Settings.from_env({**worker_only, **shared})
     worker = Settings.from_env({**shared, "LOG_FILE": ""})
     assert isinstance(worker, ClientSettings)
-    assert {f: getattr(worker, f) for f in ClientSettings.__dataclass_fields__} == {
-        f: getattr(client, f) for f in ClientSettings.__dataclass_fields__
+    assert {f: getattr(worker, f) for f in ClientSettings.model_fields} == {
+        f: getattr(client, f) for f in ClientSettings.model_fields
     }
     with pytest.raises(ConfigError, match="REDIS_QUEUE_SSL must be true or false, got 'flase'"):
         ClientSettings.from_env({"REDIS_QUEUE_SSL": "flase"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
@@ -230,10 +229,13 @@ def test_an_unsigned_cancel_request_is_refused_by_a_worker_with_a_secret() -> No
 def test_the_cached_check_is_bound_to_its_queue_and_expires(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = replace(Settings(), job_secret=Secret("s" * 64), queue_name="update-executor:a")
+    settings = Settings(job_secret=Secret("s" * 64), queue_name="update-executor:a")
     sealed = seal_last_check(settings, {"services": {}, "update_available": False})
     assert open_last_check(settings, sealed) == {"services": {}, "update_available": False}
-    assert open_last_check(replace(settings, queue_name="update-executor:b"), sealed) is None
+    assert (
+        open_last_check(settings.model_copy(update=dict(queue_name="update-executor:b")), sealed)
+        is None
+    )
     monkeypatch.setattr(time, "time", lambda: NOW * 2)
     assert open_last_check(settings, sealed) is None
 
@@ -258,7 +260,7 @@ async def test_arq_s_own_worker_refuses_to_serve() -> None:
     checks."""
     from worker.host.main import StartupError, startup
 
-    settings = replace(Settings(), job_secret=Secret("s" * 64))
+    settings = Settings(job_secret=Secret("s" * 64))
     with pytest.raises(StartupError, match="update-executor worker"):
         await startup({"settings": settings})
 

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ..shared.envfile import EnvFileError, command_environment
@@ -131,7 +130,7 @@ def run_worker(args: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.log_file, args.verbose)
     if args.insecure_unsigned_jobs:
-        settings = replace(settings, insecure_unsigned_jobs=True)
+        settings = settings.model_copy(update=dict(insecure_unsigned_jobs=True))
     worker = create_worker(settings, burst=args.burst)
     try:
         worker.run()
