@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.api.cli import build_parser
+from worker.command import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
