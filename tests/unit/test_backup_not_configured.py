@@ -25,8 +25,8 @@ def summary_for(request: UpdateRequest, settings: Settings) -> dict[str, object]
         outcome=RunOutcome(status=UpdateStatus.successful, events=[]),
         started_at=T0,
         finished_at=T0,
+        notes=backup_not_configured(settings, request, "j"),
     )
-    backup_not_configured(settings, request, summary)
     steps = {step.name: step.message for step in summary.steps}
     return {"backup_message": steps.get("backup"), "create_backup": request.create_backup}
 

@@ -26,7 +26,7 @@ import pytest
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from worker.api.cli import build_parser
+from worker.command import build_parser
 from worker.host.settings import Settings
 from worker.shared.settings import ClientSettings, Credential, Secret, WhenUnset, marker
 

@@ -162,3 +162,33 @@ print(",".join(loaded))
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
     assert found == ""
+
+
+HOST_ONLY_CODE = """
+import sys
+from worker.command import build_parser
+args = build_parser().parse_args({argv!r})
+loaded = sorted(
+    name for name in sys.modules
+    if name.split(".")[0] in ("ansible", "ansible_runner", "ptyprocess", "requests",
+                              "apprise", "prometheus_client")
+    or name in ("worker.host.main", "worker.host.runner", "worker.host.rollback")
+)
+print(",".join(loaded))
+"""
+
+
+@pytest.mark.parametrize("argv", [["status"], ["check", "--json"], ["worker", "--burst"]])
+def test_the_command_line_loads_the_worker_only_to_run_a_host_command(argv: list[str]) -> None:
+    """worker/command.py builds the whole command line (both sides' commands, for --help and
+    parsing) without the worker's dependencies: worker/host/cli.py imports them only when a
+    host command runs, so the API side's commands work where only the base package is
+    installed, and start without loading Ansible on the host."""
+    found = subprocess.run(
+        [sys.executable, "-c", HOST_ONLY_CODE.format(argv=argv)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert found == ""

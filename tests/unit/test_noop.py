@@ -341,23 +341,32 @@ def test_the_summary_of_a_noop_says_why_the_migration_was_skipped() -> None:
 
 def test_the_progress_stream_says_why_a_noops_migration_was_skipped() -> None:
     """The stream ends the migration step skipped with no message (ansible only says its
-    condition was false); once the summary is built, a last `step_ended` gives its reason."""
-    tracker = StepTracker()
-    start = {"event": "playbook_on_task_start", "event_data": {"task": "Migrations | Run"}}
-    tracker.feed(start, T0)
-    skipped = event(
-        "Migrations | Run", "runner_on_skipped", skip_reason="Conditional result was False"
-    )
-    tracker.feed(skipped, T0 + timedelta(seconds=1))
-    report = event("Report | Release", released=True)
-    tracker.feed(report, T0 + timedelta(seconds=2))
-    tracker.close(T0 + timedelta(seconds=3))
-    summary_steps = [
-        {"name": "migrations", "status": "skipped", "message": NOOP_REASON},
-        {"name": "report", "status": "changed", "message": ""},
+    condition was false); once the summary is built from the same tracker, a last
+    `step_ended` gives its reason."""
+    report = {"targets": ["api"], "migrations": {"ran": False, "skip_reason": NOOP_REASON}}
+    events = [
+        {"event": "playbook_on_task_start", "event_data": {"task": "Migrations | Run"}},
+        event("Migrations | Run", "runner_on_skipped", skip_reason="Conditional result was False"),
+        event("Report | Release", released=True),
+        {
+            "event": "playbook_on_stats",
+            "event_data": {"artifact_data": {"update_executor": report}},
+        },
     ]
-    entries = tracker.agree_with(summary_steps)
+    tracker = StepTracker()
+    for at, each in enumerate(events):
+        tracker.feed(each, T0 + timedelta(seconds=at))
+    summary = build_summary(
+        job_id="j1",
+        request=UpdateRequest(services=("api",)),
+        outcome=RunOutcome(status=UpdateStatus.successful, events=events, rc=0),
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=3),
+        steps=tracker,
+    )
+    assert {s.name: s.message for s in summary.steps}["migrations"] == NOOP_REASON
+    entries = tracker.finish(T0 + timedelta(seconds=4))
     assert [(e.kind, e.name, e.status, e.message) for e in entries] == [
         (EntryKind.step_ended, "migrations", "skipped", NOOP_REASON)
     ]
-    assert tracker.agree_with(summary_steps) == []  # said once
+    assert tracker.finish(T0 + timedelta(seconds=5)) == []  # said once

@@ -315,14 +315,14 @@ def test_an_interrupted_run_fails_the_running_step_with_the_error() -> None:
 
 
 def test_a_cut_off_run_then_the_workers_own_rollback() -> None:
-    """As jobs.py does after a cancel: the rollback step, then the summary's error names the
-    step that was cut off, which then ends failed (a later step_ended corrects it)."""
+    """As jobs.py does after a cancel: the rollback step, then the summary names the step that
+    was cut off, which then ends failed (a later step_ended corrects it)."""
     tracker = StepTracker()
     tracker.feed(task_start("Migrations | run", 0), T0)
     entries = tracker.manual("rollback", "started", "", T0 + timedelta(seconds=3))
     entries += tracker.manual("rollback", "ok", "rolled back: api", T0 + timedelta(seconds=9))
-    error = {"step": "migrations", "message": "the update was canceled"}
-    entries += tracker.close(T0 + timedelta(seconds=10), interrupted_by=error)
+    tracker.cut_off("migrations", "the update was canceled")
+    entries += tracker.finish(T0 + timedelta(seconds=10))
     assert ended(entries) == [
         ("migrations", "skipped", 3.0),
         ("rollback", "ok", 6.0),
@@ -334,58 +334,34 @@ def test_a_cut_off_run_then_the_workers_own_rollback() -> None:
     assert steps == {"migrations": "failed", "rollback": "ok"}
 
 
-def test_the_step_a_run_was_cut_off_in_stays_failed_whatever_the_summary_says() -> None:
-    """The summary counts finished tasks only, so a step cut off before any of its tasks
-    finished is `skipped` there; the stream keeps it failed (tests/integration/test_progress)."""
-    tracker = StepTracker()
-    tracker.feed(task_start("Migrations | run", 0), T0)
-    tracker.manual("rollback", "started", "", T0 + timedelta(seconds=3))
-    tracker.manual("rollback", "ok", "rolled back: api", T0 + timedelta(seconds=9))
-    error = {"step": "migrations", "message": "the update was canceled"}
-    entries = tracker.close(T0 + timedelta(seconds=10), interrupted_by=error)
-    summary_steps = [
-        {"name": "migrations", "status": "skipped"},
-        {"name": "rollback", "status": "ok"},
-    ]
-    assert tracker.agree_with(summary_steps) == []
-    view = fold_progress(as_stream(entries))
-    assert {s["name"]: s["status"] for s in view["progress"]["steps"]}["migrations"] == "failed"
-
-
-def test_the_summarys_status_of_a_step_is_the_streams_last_word() -> None:
-    """community.docker's pull flag says ok, but a target got a new image: the summary says
-    changed (pull_changed_by_images), and so does a final step_ended for pull."""
+def test_the_summarys_verdict_on_a_step_is_the_streams_last_word() -> None:
+    """community.docker's pull flag says ok, but a target got a new image: the pull is
+    changed, in the summary and in a final step_ended for it."""
     tracker = StepTracker()
     entries = tracker.feed(task_start("Pull | images", 0), T0)
     entries += tracker.feed(task_end("Pull | images", 1), T0)
     entries += tracker.feed(task_start("Recreate | up", 2), T0)
     entries += tracker.feed(task_end("Recreate | up", 3), T0)
-    entries += tracker.close(T0 + timedelta(seconds=4))
-    summary_steps = [
-        {"name": "pull", "status": "changed"},
-        {"name": "recreate", "status": "ok"},
-        {"name": "migrations", "status": "skipped"},  # never started: nothing to correct
-    ]
-    entries += tracker.agree_with(summary_steps)
+    tracker.settle_pull(brought_images=True)
+    entries += tracker.finish(T0 + timedelta(seconds=4))
     assert [(e.name, e.status) for e in entries if e.kind is EntryKind.step_ended] == [
         ("pull", "ok"),
         ("recreate", "ok"),
         ("pull", "changed"),
     ]
-    view = fold_progress(as_stream(entries))
-    assert {s["name"]: s["status"] for s in view["progress"]["steps"]}["pull"] == "changed"
-    assert tracker.agree_with(summary_steps) == []  # already agrees: nothing more
+    assert {s.name: s.status.value for s in tracker.results({})}["pull"] == "changed"
+    assert tracker.finish(T0 + timedelta(seconds=5)) == []  # already said: nothing more
 
 
-def test_a_step_cut_off_by_a_cancel_stays_failed_whatever_the_summary_says() -> None:
-    """The summary has no task result for a step cut off mid-task (skipped there); the stream
-    says failed, with the cancel's message, and the summary does not change that."""
+def test_a_step_cut_off_by_a_cancel_fails_with_the_cancels_message() -> None:
     tracker = StepTracker()
     tracker.feed(task_start("Migrations | run", 0), T0)
-    error = {"step": "migrations", "message": "the update was canceled"}
-    entries = tracker.close(T0 + timedelta(seconds=3), interrupted_by=error)
-    assert tracker.agree_with([{"name": "migrations", "status": "skipped"}]) == []
+    tracker.cut_off("migrations", "the update was canceled")
+    entries = tracker.finish(T0 + timedelta(seconds=3))
     assert ended(entries) == [("migrations", "failed", 3.0)]
+    assert entries[-1].message == "the update was canceled"
+    result = {s.name: s for s in tracker.results({})}["migrations"]
+    assert (result.status.value, result.message) == ("failed", "the update was canceled")
 
 
 @pytest.mark.parametrize("step", ["worker", "validation", "playbook", "pull"])
@@ -393,7 +369,8 @@ def test_an_error_of_no_running_step_changes_nothing(step: str) -> None:
     tracker = StepTracker()
     tracker.feed(task_start("Lock | a", 0), T0)
     tracker.feed(task_end("Lock | a", 1, changed=True), T0)
-    entries = tracker.close(T0, interrupted_by={"step": step, "message": "x"})
+    tracker.cut_off(step, "x")
+    entries = tracker.finish(T0)
     assert [(e.name, e.status) for e in entries] == [("lock", "changed")]
 
 

@@ -13,15 +13,14 @@ from typing import Any
 import pytest
 
 from tests.summary_schema import assert_valid_summary
+from worker.host.steps import StepTracker
 from worker.host.summary import (
     HOOK_STEPS,
     RunOutcome,
-    accumulate_steps,
     ansible_stats,
     build_summary,
     did_bookkeeping,
     failure_message,
-    pull_changed_by_images,
     step_of_task,
 )
 from worker.shared.client import failure_summary
@@ -29,7 +28,6 @@ from worker.shared.request import UpdateRequest
 from worker.shared.result import (
     NOT_REACHED,
     Step,
-    StepResult,
     StepStatus,
     UpdateStatus,
     rejected_summary,
@@ -180,9 +178,9 @@ def test_a_failed_step_names_itself_and_later_steps_are_not_reached() -> None:
 def test_an_ignored_failure_does_not_fail_the_step() -> None:
     event = task_event("Pull | Pull", "runner_on_failed", msg="nope")
     event["event_data"]["ignore_errors"] = True
-    steps = accumulate_steps([event])
-    assert steps[Step.pull].failed == 0
-    assert steps[Step.pull].ok == 1
+    steps = StepTracker.over([event], T0).steps
+    assert steps[Step.pull].acc.failed == 0
+    assert steps[Step.pull].acc.ok == 1
 
 
 def test_a_run_that_failed_outside_any_task_reports_the_playbook() -> None:
@@ -288,11 +286,18 @@ def test_captured_runs(path: Path) -> None:
 def test_the_pull_step_says_changed_when_a_target_got_a_new_image(
     status: StepStatus, updated: list[bool], expected: StepStatus
 ) -> None:
-    steps = [StepResult("pull", status), StepResult("recreate", StepStatus.ok)]
-    services = {f"s{i}": {"updated": flag} for i, flag in enumerate(updated)}
-    pull_changed_by_images(steps, services)
-    assert steps[0].status is expected
-    assert steps[1].status is StepStatus.ok
+    kind = {StepStatus.failed: "runner_on_failed", StepStatus.skipped: "runner_on_skipped"}
+    events = [
+        task_event(
+            "Pull | Pull", kind.get(status, "runner_on_ok"), changed=status is StepStatus.changed
+        ),
+        task_event("Recreate | Up"),
+    ]
+    tracker = StepTracker.over(events, T0)
+    tracker.settle_pull(any(updated))
+    steps = {s.name: s.status for s in tracker.results({})}
+    assert steps["pull"] is expected
+    assert steps["recreate"] is StepStatus.ok
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""`update-executor enqueue|status|check|history`: the API side's commands (they speak to
-Redis only). The command line itself, with `update-executor worker`, is worker/command.py.
+"""`update-executor enqueue|revert|status|cancel|check|history`: the API side's commands (they
+speak to Redis only). The global options and the dispatch are worker/command.py; the host's
+commands (`worker`, `rollback`, `unlock`) are worker/host/cli.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 import logging
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -43,72 +43,11 @@ EXIT_STATUSES = f"""exit status:
   {EXIT_NOT_FOUND}   not found: no such job (or its result expired), or no update yet
   {EXIT_UPDATE_AVAILABLE}  check: an update is available
 """
-# The unit docs/operations.md installs: its LoadCredential= lines say where the secrets are.
-DEFAULT_UNIT = Path("/etc/systemd/system/update-executor.service")
 JSON_HELP = "print JSON (the default when stdout is not a terminal)"
 
 
-def package_version() -> str:
-    try:
-        return version("update-executor")
-    except PackageNotFoundError:  # a checkout that was never installed
-        return "unknown"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="update-executor",
-        description="Update a Docker Compose deployment through an ARQ queue and Ansible.",
-        epilog=EXIT_STATUSES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument(
-        "--version", action="version", version=f"update-executor {package_version()}"
-    )
-    parser.add_argument(
-        "--env-file",
-        type=Path,
-        help="read the settings from the worker's environment file (systemd's EnvironmentFile "
-        "format, e.g. /etc/update-executor/update-executor.env; never executed); its values "
-        "override the shell's, and the secrets come from the unit's LoadCredential= files",
-    )
-    parser.add_argument(
-        "--unit",
-        type=Path,
-        default=DEFAULT_UNIT,
-        help=f"with --env-file: the unit whose LoadCredential= lines name the secrets' files "
-        f"(default {DEFAULT_UNIT}, when it exists)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    # Parsed here so that `update-executor --help` lists it; run by worker/host/cli.py.
-    run = commands.add_parser("worker", help="run the worker (what systemd starts)")
-    run.add_argument("--burst", action="store_true", help="stop when the queue is empty")
-    run.add_argument(
-        "--insecure-unsigned-jobs",
-        action="store_true",
-        help="run without UPDATE_JOB_SECRET, accepting unsigned jobs from anyone who can write "
-        "to Redis (a warning is logged at every start); never in production",
-    )
-
-    # On the host too (worker/host/cli.py), with the worker's settings (--env-file).
-    commands.add_parser(
-        "rollback",
-        help="(on the host) finish the rollback of an update that was cut off or whose "
-        "rollback failed, from its rollback point; exit 0 when the previous version is back "
-        "(or there was nothing to roll back)",
-    )
-    unlock_help = (
-        "(on the host) show who holds the update lock (job id, requested_by, host, pid, "
-        "since) and remove it only when it is stale: its holder's process is gone, or it "
-        "cannot be checked and is older than JOB_TIMEOUT; exit 0 when no lock is left, 1 when "
-        "a live lock was refused or a cut-off update must be rolled back first (`rollback`); "
-        "never removes a rollback point"
-    )
-    unlock = commands.add_parser("unlock", help=unlock_help, description=unlock_help)
-    unlock.add_argument("--json", action="store_true", help=JSON_HELP)
-
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The API side's commands, each run by run_client."""
     enqueue = commands.add_parser("enqueue", help="queue an update")
     enqueue.add_argument("--no-migrations", action="store_true", help="skip the migration step")
     enqueue.add_argument("--services", help="comma list of services (default: all allowed)")
@@ -183,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="read this HISTORY_FILE (the host's copy) instead of Redis",
     )
-    return parser
+    for command in (enqueue, revert, status, cancel, check, history):
+        command.set_defaults(run=run_client)
 
 
 def print_json(data: Any) -> None:
@@ -361,7 +301,7 @@ async def show_history(settings: ClientSettings, args: argparse.Namespace) -> in
 
 
 def run_client(args: argparse.Namespace) -> int:
-    """Every command but `worker`; the exit status."""
+    """Every command of this side; the exit status."""
     try:
         settings = ClientSettings.from_env(
             command_environment(os.environ, args.env_file, args.unit)

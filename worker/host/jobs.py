@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..shared.cutoff import rollback_step_status
 from ..shared.inflight import release
 from ..shared.request import InvalidRequest, UpdateRequest, registry_services
 from ..shared.untrusted import ansible_unsafe, escaped, is_job_id, loggable
@@ -26,13 +27,12 @@ from .progress import ProgressReporter
 from .recovery import JOB_DIR_PREFIX
 from .rollback import (
     CutOffRollback,
-    apply_to_summary,
     roll_back_cut_off_update,
     rollback_vars,
 )
 from .runner import PlaybookCanceled, PlaybookRun, run_playbook_async
 from .settings import Settings
-from .summary import Summary, UpdateStatus, build_summary, rejected_summary
+from .summary import Step, Summary, UpdateStatus, build_summary, rejected_summary
 
 logger = logging.getLogger("update_executor.jobs")
 
@@ -211,13 +211,18 @@ async def _update(
             rollback = await shielded(
                 roll_back_cut_off_update(settings, job_id, work_root=work_dir)
             )
-            await progress.step("rollback", "ok" if rollback.ok else "failed", rollback.message())
+            status = rollback_step_status(rollback)
+            await progress.step("rollback", status.value, rollback.message())
     summary = build_summary(
-        job_id=job_id, request=request, outcome=outcome, started_at=started_at, finished_at=now()
+        job_id=job_id,
+        request=request,
+        outcome=outcome,
+        started_at=started_at,
+        finished_at=now(),
+        steps=progress.steps,  # fed each event: the progress and the summary read one state
+        cut_off=rollback,
+        notes=backup_not_configured(settings, request, job_id),
     )
-    if rollback is not None:
-        apply_to_summary(summary, rollback)
-    backup_not_configured(settings, request, summary)
     log_summary(summary)
     result = summary.as_dict()
     await progress.finish(result)
@@ -229,17 +234,15 @@ CUT_OFF = (UpdateStatus.canceled, UpdateStatus.timeout)
 NO_BACKUP_CONFIGURED = "not configured (no BACKUP_COMMAND): the update ran without a backup"
 
 
-def backup_not_configured(settings: Settings, request: UpdateRequest, summary: Summary) -> None:
-    """A backup asked for with no BACKUP_COMMAND configured: the summary's backup step says so
+def backup_not_configured(
+    settings: Settings, request: UpdateRequest, job_id: str
+) -> dict[Step, str]:
+    """A backup asked for with no BACKUP_COMMAND configured: the backup step's message says so
     (`backup.ran` is false) and the log warns."""
     if not request.create_backup or settings.backup_command:
-        return
-    logger.warning(
-        "job %s: a backup was asked for, but no BACKUP_COMMAND is configured", summary.job_id
-    )
-    for step in summary.steps:
-        if step.name == "backup" and not step.message:
-            step.message = NO_BACKUP_CONFIGURED
+        return {}
+    logger.warning("job %s: a backup was asked for, but no BACKUP_COMMAND is configured", job_id)
+    return {Step.backup: NO_BACKUP_CONFIGURED}
 
 
 def uncancel_current_task() -> None:

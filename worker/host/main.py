@@ -1,7 +1,8 @@
-"""The ARQ worker: its settings, start-up checks, and the entry point systemd runs.
+"""The ARQ worker assembled: its functions, settings and start-up checks.
 
-`update-executor worker` runs it (UpdateWorker, worker/host/arq_worker.py); arq's own command line
-would build arq's Worker without those checks, and startup() refuses to serve then.
+`update-executor worker` (worker/host/cli.py, what systemd runs) starts it as UpdateWorker
+(worker/host/arq_worker.py); arq's own command line would build arq's Worker without those
+checks, and startup() refuses to serve then.
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ they see against it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..shared.cutoff import CutOffRollback, add_rollback, with_rollback
 from ..shared.request import UpdateRequest
 from ..shared.result import (
     NOT_REACHED,
@@ -22,10 +23,11 @@ from ..shared.result import (
     UpdateStatus,
     rejected_summary,
 )
-from .failures import describe
+from .steps import HOOK_STEPS, StepTracker, clip, did_bookkeeping, failure_message, step_of_task
 
 # The result's types live on the shared side (worker/shared/result.py): the API reads them.
 __all__ = [
+    "HOOK_STEPS",
     "NOT_REACHED",
     "RunOutcome",
     "Step",
@@ -34,178 +36,13 @@ __all__ = [
     "Summary",
     "UpdateStatus",
     "build_summary",
+    "did_bookkeeping",
+    "failure_message",
     "rejected_summary",
+    "step_of_task",
 ]
 
 STATS_KEY = "update_executor"
-MAX_MESSAGE = 1000
-
-
-@dataclass
-class StepAccumulator:
-    """What the events of one step's tasks add up to."""
-
-    tasks: int = 0
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    first_start: datetime | None = None
-    last_end: datetime | None = None
-    duration_s: float = 0.0
-    failure: str = ""
-    skip_reasons: list[str] = field(default_factory=list)
-
-
-def step_of_task(task_name: str) -> Step | None:
-    """'Pull | Pull the new images' -> Step.pull; names without a known prefix -> None."""
-    prefix, sep, _ = task_name.partition("|")
-    if not sep:
-        return None
-    try:
-        return Step(prefix.strip().lower())
-    except ValueError:
-        return None
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
-
-
-def failure_message(result: Mapping[str, Any], task: str = "") -> str:
-    """The most useful text of a failed task's result: one sentence for compose's failures and a
-    failed command (failures.describe), else its msg, plus stderr when it adds to it."""
-    if result.get("censored"):
-        # no_log tasks (login): ansible hides the result, so we say what we know.
-        return "the task's output is hidden (no_log); see the worker log for the cause"
-    sentence = describe(task, result)
-    if sentence is not None:
-        return _clip(sentence)
-    message = str(result.get("msg") or "").strip()
-    stderr = str(result.get("stderr") or result.get("module_stderr") or "").strip()
-    if stderr and stderr not in message:
-        message = f"{message}: {stderr}" if message else stderr
-    return _clip(message or "failed")
-
-
-RUNNER_EVENTS = {
-    "runner_on_ok": "ok",
-    "runner_on_failed": "failed",
-    "runner_on_skipped": "skipped",
-    "runner_on_unreachable": "failed",
-}
-
-
-def task_result(event: Mapping[str, Any]) -> tuple[Step, str, Mapping[str, Any]] | None:
-    """A task's result event as (step, "ok"|"failed"|"skipped", event_data); None for any
-    other event and for tasks without a known step prefix."""
-    kind = RUNNER_EVENTS.get(str(event.get("event")))
-    if kind is None:
-        return None
-    data: Mapping[str, Any] = event.get("event_data") or {}
-    step = step_of_task(str(data.get("task", "")))
-    return None if step is None else (step, kind, data)
-
-
-def did_bookkeeping(result: Mapping[str, Any]) -> bool:
-    """The run's own bookkeeping, which the role reports as no change of the host (so that a
-    no-op update reports changed=0, issue 13) but the summary shows as its step's work, as
-    before: the lock taken (`acquired`) or released (`released`), the registry login
-    (community.docker's `login_result`)."""
-    return (
-        result.get("acquired") is True
-        or result.get("released") is True
-        or bool(result.get("login_result"))
-    )
-
-
-def add_task_result(acc: StepAccumulator, kind: str, data: Mapping[str, Any]) -> None:
-    """Count one task result (see `task_result`) into its step's accumulator."""
-    acc.tasks += 1
-    result = data.get("res") or {}
-    if kind == "failed" and data.get("ignore_errors"):
-        kind = "ok"
-    if kind == "failed":
-        acc.failed += 1
-        if not acc.failure:
-            acc.failure = failure_message(result, str(data.get("task") or ""))
-    elif kind == "skipped":
-        acc.skipped += 1
-        reason = str(result.get("skip_reason") or "")
-        if reason:
-            acc.skip_reasons.append(reason)
-    elif result.get("changed") or did_bookkeeping(result):
-        acc.changed += 1
-    else:
-        acc.ok += 1
-    start, end = _parse_time(data.get("start")), _parse_time(data.get("end"))
-    if start and (acc.first_start is None or start < acc.first_start):
-        acc.first_start = start
-    if end and (acc.last_end is None or end > acc.last_end):
-        acc.last_end = end
-    acc.duration_s += float(data.get("duration") or 0.0)
-
-
-def accumulated_status(acc: StepAccumulator | None) -> StepStatus:
-    """A step's status from its tasks: failed if one failed (not ignored), else changed if
-    one changed, else ok; skipped when no task of it ran."""
-    if acc is None or acc.tasks == acc.skipped:
-        return StepStatus.skipped
-    if acc.failed:
-        return StepStatus.failed
-    return StepStatus.changed if acc.changed else StepStatus.ok
-
-
-def accumulate_steps(events: Iterable[Mapping[str, Any]]) -> dict[Step, StepAccumulator]:
-    """Group ansible-runner's per-task results by step."""
-    steps: dict[Step, StepAccumulator] = {}
-    for event in events:
-        parsed = task_result(event)
-        if parsed is not None:
-            step, kind, data = parsed
-            add_task_result(steps.setdefault(step, StepAccumulator()), kind, data)
-    return steps
-
-
-def step_results(
-    accumulated: Mapping[Step, StepAccumulator], messages: Mapping[Step, str]
-) -> list[StepResult]:
-    """One result per step, in playbook order; steps with no task event count as skipped."""
-    results: list[StepResult] = []
-    failed_before = False
-    for step in Step:
-        acc = accumulated.get(step)
-        result = StepResult(name=step.value, status=accumulated_status(acc))
-        if step in HOOK_STEPS and result.status is StepStatus.skipped:
-            continue  # no hook configured or reached: no such step in the summary
-        if result.status is StepStatus.skipped:
-            result.message = NOT_REACHED if failed_before and step is not Step.report else ""
-        elif result.status is StepStatus.failed and acc is not None:
-            result.message = acc.failure
-        if acc is not None:
-            if acc.first_start and acc.last_end:
-                result.duration_s = (acc.last_end - acc.first_start).total_seconds()
-            else:
-                result.duration_s = acc.duration_s
-        if not result.message:
-            result.message = messages.get(step, "")
-        failed_before = failed_before or result.status is StepStatus.failed
-        results.append(result)
-    return results
-
-
-# Steps that only appear in a summary when one of their tasks ran (lifecycle hooks).
-HOOK_STEPS = frozenset({Step.pre_update, Step.post_update})
 
 
 def hook_results(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,7 +56,7 @@ def hook_results(report: Mapping[str, Any]) -> dict[str, Any]:
             str(kind): {
                 "command": str(run.get("command") or ""),
                 "rc": run.get("rc") if isinstance(run.get("rc"), int) else None,
-                "output_tail": _clip(str(run.get("output_tail") or ""), 4000),
+                "output_tail": clip(str(run.get("output_tail") or ""), 4000),
             }
             for kind, run in kinds.items()
             if kind in (Step.pre_update.value, Step.post_update.value) and isinstance(run, Mapping)
@@ -265,7 +102,7 @@ def migration_result(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "ran": bool(migrations.get("ran")),
         "rc": rc if isinstance(rc, int) else None,
-        "output_tail": _clip(str(migrations.get("output_tail") or ""), 4000),
+        "output_tail": clip(str(migrations.get("output_tail") or ""), 4000),
     }
 
 
@@ -311,7 +148,7 @@ def step_messages(
     elif request.dry_run:
         messages[Step.migrations] = "dry run: not run"
     elif migrations.get("skip_reason"):  # a no-op update: nothing recreated, none pending
-        messages[Step.migrations] = _clip(str(migrations["skip_reason"]), 200)
+        messages[Step.migrations] = clip(str(migrations["skip_reason"]), 200)
     return messages
 
 
@@ -389,35 +226,51 @@ def build_summary(
     outcome: RunOutcome,
     started_at: datetime,
     finished_at: datetime,
+    steps: StepTracker | None = None,
+    cut_off: CutOffRollback | None = None,
+    notes: Mapping[Step, str] | None = None,
 ) -> Summary:
-    """The job's result for one playbook run."""
+    """The job's result for one playbook run. `steps`: the tracker the progress reporter fed
+    the run's events as they came (else one is fed `outcome.events` here); the summary's steps
+    are read from it, and the verdicts settled here (the pull's status from the images, the
+    step a cancel or timeout cut off) go into it, for the progress stream's last entries.
+    `cut_off`: the worker's own rollback of a run cut off mid-way; `notes`: messages for steps
+    that have none (e.g. a backup asked for with no BACKUP_COMMAND)."""
+    tracker = steps if steps is not None else StepTracker.over(outcome.events, finished_at)
     report = outcome.report
     targets = list(report.get("targets") or request.services)
     services = service_results(report, targets)
-    steps = step_results(accumulate_steps(outcome.events), step_messages(request, report, services))
-    pull_changed_by_images(steps, services)
+    tracker.settle_pull(any(service.get("updated") for service in services.values()))
     status = outcome.status
-    error: dict[str, str] | None = None
-    failed = next((s for s in steps if s.status is StepStatus.failed), None)
+    failed = tracker.first_failed()
     if status is UpdateStatus.successful and failed is not None:
         status = UpdateStatus.failed  # an ignored-then-failed step still fails the update
+    error: dict[str, str] | None = None
     if status is not UpdateStatus.successful:
         if failed is not None:
-            error = {"step": failed.name, "message": failed.message}
-        else:
-            running = _step_in_progress(outcome.events)
+            error = {"step": failed.step.value, "message": failed.stream_message}
+        else:  # stopped mid-task (a cancel, a timeout, a crash of the run): the running step
+            running = tracker.last_task_step
             default = {
                 UpdateStatus.canceled: "the update was canceled",
                 UpdateStatus.timeout: "the update ran out of time",
             }.get(status, "the playbook failed")
-            error = {"step": running or "playbook", "message": outcome.error or default}
-    return Summary(
+            error = {
+                "step": running.value if running else "playbook",
+                "message": outcome.error or default,
+            }
+        if cut_off is not None:
+            error["message"] = with_rollback(error["message"], cut_off)
+        if failed is None:
+            tracker.cut_off(error["step"], error["message"])  # it fails, with the error
+    messages = {**(notes or {}), **step_messages(request, report, services)}
+    summary = Summary(
         job_id=job_id,
         status=status,
         started_at=started_at,
         finished_at=finished_at,
         request=request,
-        steps=steps,
+        steps=tracker.results(messages),
         services=services,
         migrations=migration_result(report),
         stats=ansible_stats(outcome.stats_event),
@@ -429,16 +282,9 @@ def build_summary(
         backup=backup_result(report),
         hooks=hook_results(report),
     )
-
-
-def pull_changed_by_images(steps: Sequence[StepResult], services: Mapping[str, Any]) -> None:
-    """The pull step's status from what it brought, not from community.docker's `changed`
-    flag, which compose's output does not always set: `changed` when a target now runs an
-    image it did not run before, `ok` when none does (a pull that failed stays failed)."""
-    for step in steps:
-        if step.name == Step.pull.value and step.status in (StepStatus.ok, StepStatus.changed):
-            updated = any(service.get("updated") for service in services.values())
-            step.status = StepStatus.changed if updated else StepStatus.ok
+    if cut_off is not None:
+        add_rollback(summary, cut_off)
+    return summary
 
 
 def backup_result(report: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -451,13 +297,3 @@ def backup_result(report: Mapping[str, Any]) -> dict[str, Any] | None:
         "size_bytes": backup.get("size_bytes"),
         "rc": backup.get("rc"),
     }
-
-
-def _step_in_progress(events: Sequence[Mapping[str, Any]]) -> str | None:
-    """The step of the last task that started, for errors that stop a run mid-task."""
-    for event in reversed(events):
-        if event.get("event") == "playbook_on_task_start":
-            step = step_of_task(str((event.get("event_data") or {}).get("task", "")))
-            if step is not None:
-                return step.value
-    return None

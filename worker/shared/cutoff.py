@@ -59,21 +59,39 @@ class CutOffRollback:
         return asdict(self)
 
 
-def apply_to_summary(summary: Summary, result: CutOffRollback) -> None:
-    """Add the rollback of a canceled or timed-out update to its summary."""
+def rollback_step_status(result: CutOffRollback) -> StepStatus:
+    """The rollback step's status: changed when it put something back, ok when there was
+    nothing to put back, failed when it failed."""
+    if not result.ok:
+        return StepStatus.failed
+    return StepStatus.changed if result.rolled_back else StepStatus.ok
+
+
+def add_rollback(summary: Summary, result: CutOffRollback) -> None:
+    """The rollback's fields and step in a canceled or timed-out update's summary."""
     summary.rolled_back = result.rolled_back
     summary.rollback = {**summary.rollback, **result.rollback}
     summary.rollback_error = result.error
-    status = StepStatus.failed if not result.ok else StepStatus.changed
-    if result.ok and not result.rolled_back:
-        status = StepStatus.ok
     summary.steps = [s for s in summary.steps if s.name != "rollback"] + [
         StepResult(
-            name="rollback", status=status, duration_s=result.duration_s, message=result.message()
+            name="rollback",
+            status=rollback_step_status(result),
+            duration_s=result.duration_s,
+            message=result.message(),
         )
     ]
+
+
+def with_rollback(message: str, result: CutOffRollback) -> str:
+    """The job's error message, followed by what the rollback did."""
+    return f"{message.rstrip('.')}. {result.message()}"
+
+
+def apply_to_summary(summary: Summary, result: CutOffRollback) -> None:
+    """Add the rollback of a canceled or timed-out update to its summary."""
+    add_rollback(summary, result)
     if summary.error is not None:
-        message = f"{summary.error['message'].rstrip('.')}. {result.message()}"
+        message = with_rollback(summary.error["message"], result)
         summary.error = {**summary.error, "message": message}
 
 

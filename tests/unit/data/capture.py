@@ -28,7 +28,7 @@ STATS = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored", "
 
 
 def slim(event: dict[str, Any]) -> dict[str, Any] | None:
-    """Only what worker/host/summary.py reads; None for events it never looks at."""
+    """Only what worker/host/steps.py and summary.py read; None for events they never look at."""
     kind = str(event.get("event"))
     data = event.get("event_data") or {}
     if kind == "playbook_on_stats":
