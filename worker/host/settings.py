@@ -48,6 +48,7 @@ NOTIFY_URLS_CREDENTIAL = "notify_urls"
 # exists (the systemd unit's StateDirectory=); elsewhere the history is kept in Redis only.
 DEFAULT_STATE_DIR = Path("/var/lib/update-executor")
 NOTIFY_ON_CHOICES = ("failure", "always")
+DB_ROLLBACK_CHOICES = ("", "downgrade", "downgrade-then-restore", "off")
 # The worker's secrets: never handed to compose, even when named in COMPOSE_ENV_PASSTHROUGH.
 NEVER_PASSED_TO_COMPOSE = ("GITHUB_TOKEN", "REDIS_QUEUE_PASSWORD", "UPDATE_JOB_SECRET")
 
@@ -72,6 +73,12 @@ class Settings(ClientSettings):
     update_services: tuple[str, ...] = ()
     migration_service: str = "api"
     migration_command: str = "alembic upgrade head"
+    # The database's rollback (issue 23; docs/operations.md): "" DB_ROLLBACK = downgrade when
+    # the revision command answers; RESTORE_COMMAND is fed the backup (downgrade-then-restore).
+    migration_revision_command: str = "alembic current"
+    migration_downgrade_command: str = "alembic downgrade"
+    db_rollback: str = ""
+    restore_command: str = ""
     health_timeout: int = 300
     # Seconds a lifecycle hook may run when its service has no update-executor.timeout label.
     hook_timeout: int = 300
@@ -166,6 +173,11 @@ class Settings(ClientSettings):
         if notify_on not in NOTIFY_ON_CHOICES:
             problems.append(f"NOTIFY_ON must be failure or always, got {notify_on!r}")
         metrics_textfile = env.get("METRICS_TEXTFILE", "").strip()
+        db_rollback = text("DB_ROLLBACK", "").lower()
+        if db_rollback not in DB_ROLLBACK_CHOICES:
+            problems.append(
+                f"DB_ROLLBACK must be one of {DB_ROLLBACK_CHOICES}, got {db_rollback!r}"
+            )
 
         settings = cls(
             **client,
@@ -179,6 +191,10 @@ class Settings(ClientSettings):
             update_services=reader.names("UPDATE_SERVICES"),
             migration_service=text("MIGRATION_SERVICE", "api"),
             migration_command=text("MIGRATION_COMMAND", "alembic upgrade head"),
+            migration_revision_command=text("MIGRATION_REVISION_COMMAND", "alembic current"),
+            migration_downgrade_command=text("MIGRATION_DOWNGRADE_COMMAND", "alembic downgrade"),
+            db_rollback=db_rollback,
+            restore_command=text("RESTORE_COMMAND", ""),
             health_timeout=health_timeout,
             hook_timeout=integer("HOOK_TIMEOUT", 300, 1, 86400),
             job_timeout=job_timeout,
