@@ -142,7 +142,7 @@ def module_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
         f"  {API_SERVICE}:\n",
         f"  {API_SERVICE}:\n    labels:\n      update-executor.post-update: 'false'\n"
         f"    healthcheck:\n      test: {json.dumps(SERVING)}\n"
-        "      interval: 1s\n      timeout: 4s\n      retries: 3\n",
+        "      interval: 1s\n      timeout: 10s\n      retries: 10\n      start_period: 60s\n",
         1,
     )
     assert hooked != text
@@ -164,7 +164,7 @@ def module_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "UPDATE_SERVICES": API_SERVICE,
         "MIGRATION_SERVICE": API_SERVICE,
         "MIGRATION_COMMAND": "alembic upgrade head",
-        "HEALTH_TIMEOUT": "60",
+        "HEALTH_TIMEOUT": "240",
         "UPDATE_LOCK_DIR": str(base / "locks"),
         "BACKUP_DIR": str(base / "backups"),
     }
