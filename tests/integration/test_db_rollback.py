@@ -258,8 +258,8 @@ def test_a_failing_downgrade_without_a_backup_stops_and_refuses_the_next_update(
     assert error.startswith(
         f"THE DATABASE WAS NOT PUT BACK: it is at revision {REVISIONS[2]}, not {REVISIONS[1]}"
     ), run.explain()
-    # The exact commands: the downgrade with the recorded revision, then the rollback.
-    assert f"exec -T api alembic downgrade {REVISIONS[1]}" in error
+    # The exact commands: the configured downgrade with the recorded revision, then the rollback.
+    assert f"exec -T api {FAILING_DOWNGRADE} {REVISIONS[1]}" in error
     assert "update-executor rollback" in error
     assert "THE DATABASE WAS NOT PUT BACK" in run.failures[-1][1]
     # The new version stays (its code matches the schema), the rows too; the point is kept.
