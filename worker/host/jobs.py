@@ -85,6 +85,10 @@ def playbook_vars(
         "compose_update_run_migrations": request.run_migrations,
         "compose_update_migration_service": settings.migration_service,
         "compose_update_migration_command": settings.migration_command,
+        "compose_update_migration_revision_command": settings.migration_revision_command,
+        "compose_update_migration_downgrade_command": settings.migration_downgrade_command,
+        "compose_update_db_rollback": settings.db_rollback,
+        "compose_update_restore_command": settings.restore_command,
         "compose_update_health_timeout": settings.health_timeout,
         "compose_update_job_id": job_id,
         # Free text from a user: marked unsafe, Ansible never templates it

@@ -124,10 +124,24 @@ def build_message(summary: Mapping[str, Any], project: str) -> Message:
         )
         if summary.get("rollback_error"):
             lines.append(f"ROLLBACK FAILED: {_clip(str(summary['rollback_error']), 300)}")
+        lines += database_lines(summary.get("database"))
     duration = summary.get("duration_s")
     if isinstance(duration, int | float):
         lines.append(f"Duration: {duration:.1f} s")
     return Message(title, _clip("\n".join(lines), MAX_BODY))
+
+
+def database_lines(database: object) -> list[str]:
+    """Whether a rollback put the database back (issue 23); nothing when it was not touched."""
+    if not isinstance(database, Mapping) or database.get("action") in (None, "none"):
+        return []
+    action, before = database.get("action"), database.get("revision_before")
+    if action == "failed":
+        return [f"Database: NOT PUT BACK (at {database.get('revision_after')}, was {before})"]
+    line = f"Database: put back at revision {before} ({action})"
+    if action == "restored":
+        line += f": {_clip(str(database.get('message') or ''), 300)}"
+    return [line]
 
 
 def _send_with_apprise(urls: list[str], message: Message) -> bool:

@@ -54,6 +54,7 @@ def rollback_result(outcome: RunOutcome, duration_s: float = 0.0) -> CutOffRollb
         done=str(report.get("done") or "").strip(),
         manual=[str(line) for line in report.get("manual") or []],
         duration_s=duration_s,
+        database=dict(report["database"]) if isinstance(report.get("database"), Mapping) else None,
     )
 
 
@@ -78,6 +79,11 @@ def rollback_vars(settings: Settings, job_id: str, requested_by: str = "") -> di
         "compose_update_lock_max_age": settings.job_timeout,
         "compose_update_job_id": job_id,
         "compose_update_requested_by": ansible_unsafe(requested_by),
+        # The database's rollback: the revision is the rollback point's, the commands these.
+        "compose_update_migration_service": settings.migration_service,
+        "compose_update_migration_revision_command": settings.migration_revision_command,
+        "compose_update_migration_downgrade_command": settings.migration_downgrade_command,
+        "compose_update_db_rollback": settings.db_rollback,
     }
 
 

@@ -156,6 +156,32 @@ class Settings(ClientSettings):
         validation_alias="MIGRATION_COMMAND",
         description="the migration, run without a shell",
     )
+    # The database's rollback (issue 23; docs/operations.md).
+    migration_revision_command: str = Field(
+        default="alembic current",
+        validation_alias="MIGRATION_REVISION_COMMAND",
+        description="prints the database's revision (first token) before the update; empty: "
+        "the database is not put back by a rollback",
+    )
+    migration_downgrade_command: str = Field(
+        default="alembic downgrade",
+        validation_alias="MIGRATION_DOWNGRADE_COMMAND",
+        description="run in the new image with the recorded revision appended as one argument",
+    )
+    db_rollback: Annotated[
+        Literal["", "downgrade", "downgrade-then-restore", "off"], BeforeValidator(_lower)
+    ] = Field(
+        default="",
+        validation_alias="DB_ROLLBACK",
+        description="how a rollback puts the database back; empty: downgrade when a revision "
+        "command is set",
+    )
+    restore_command: str = Field(
+        default="",
+        validation_alias="RESTORE_COMMAND",
+        description="with downgrade-then-restore: run (no shell) in backup_service, fed the "
+        "backup on stdin",
+    )
     health_timeout: int = Field(
         default=300,
         ge=1,

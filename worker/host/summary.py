@@ -280,6 +280,7 @@ def build_summary(
         rollback=dict(report.get("rollback") or {}),
         rollback_error=report.get("rollback_error") or None,
         backup=backup_result(report),
+        database=dict(report["database"]) if isinstance(report.get("database"), Mapping) else None,
         hooks=hook_results(report),
     )
     if cut_off is not None:

@@ -32,6 +32,8 @@ class CutOffRollback:
     done: str = ""
     manual: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    # The database (issue 23): {mode, revision_before, revision_after, action, message}.
+    database: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -52,6 +54,9 @@ class CutOffRollback:
         if not self.found:
             return "Nothing to roll back: it was cut off before anything changed."
         if self.rolled_back:
+            db = self.database or {}
+            if db.get("action") in ("downgraded", "unchanged"):
+                return f"Rolled back: {self.done}; the database is at {db.get('revision_after')}."
             return f"Rolled back: {self.done}."
         return "Nothing to roll back: no container had been changed yet."
 
@@ -72,6 +77,8 @@ def add_rollback(summary: Summary, result: CutOffRollback) -> None:
     summary.rolled_back = result.rolled_back
     summary.rollback = {**summary.rollback, **result.rollback}
     summary.rollback_error = result.error
+    if result.database and result.database.get("action") not in (None, "none"):
+        summary.database = result.database
     summary.steps = [s for s in summary.steps if s.name != "rollback"] + [
         StepResult(
             name="rollback",

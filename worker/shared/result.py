@@ -82,6 +82,8 @@ class Summary:
     rollback: dict[str, Any] = field(default_factory=dict)
     rollback_error: str | None = None
     backup: dict[str, Any] | None = None
+    # The database (issue 23): {mode, revision_before, revision_after, action, message}.
+    database: dict[str, Any] | None = None
     # Whether the operators were told (worker/host/notify.py): sent, failed, or off.
     notification: str = "off"
     # Lifecycle hooks that ran (labels update-executor.pre-update / post-update).

@@ -49,6 +49,11 @@ options:
     description: Seconds the command may run.
     type: int
     default: 1800
+  restore_from:
+    description:
+      - Restore instead (a rollback, issue 23) - O(command) is the restore command (C(pg_restore ...)), fed this
+        backup file on its standard input; nothing is written to O(backup_dir). RV(path) is the file restored.
+    type: path
 notes:
   - In check mode nothing runs and RV(ran) is false.
 """
@@ -166,6 +171,24 @@ def run_backup(argv, directory, project, service, now, timeout, cwd):
     return path, (size if path else None), rc, tail(stderr), error
 
 
+def run_restore(argv, source, timeout, cwd):
+    """Run `argv` with `source` on its stdin. Returns (rc, stderr tail, error or None)."""
+    rc, stderr, error = None, "", None
+    with open(source, "rb") as handle:
+        try:
+            done = subprocess.run(argv, stdin=handle, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env=compose_environment(os.environ), timeout=timeout, cwd=cwd, check=False)
+        except subprocess.TimeoutExpired as err:
+            stderr = (err.stderr or b"").decode("utf-8", "replace")
+            error = "the restore command did not finish within %d s" % timeout
+        else:
+            rc = done.returncode
+            stderr = done.stderr.decode("utf-8", "replace")
+    if error is None and rc != 0:
+        error = "the restore command failed (rc %s)" % rc
+    return rc, tail(stderr), error
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -176,6 +199,7 @@ def main():
             "command": {"type": "str", "required": True},
             "backup_dir": {"type": "path", "required": True},
             "timeout": {"type": "int", "default": 1800},
+            "restore_from": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -188,6 +212,16 @@ def main():
     except ValueError as err:
         module.fail_json(msg="Cannot split the backup command: %s" % err, ran=False, path=None,
                          size_bytes=None, rc=None, stderr_tail="")
+    if params["restore_from"]:
+        try:
+            rc, stderr, error = run_restore(argv, params["restore_from"], params["timeout"], params["project_src"])
+        except OSError as err:
+            rc, stderr, error = None, "", "cannot read %s: %s" % (params["restore_from"], err)
+        result = {"ran": True, "path": params["restore_from"], "size_bytes": None, "rc": rc, "stderr_tail": stderr}
+        if error is not None:
+            module.fail_json(msg="Restore in service %s: %s%s" % (params["service"], error, (": " + stderr) if stderr else "."),
+                             changed=True, **result)
+        module.exit_json(changed=True, **result)
     try:
         path, size, rc, stderr, error = run_backup(argv, params["backup_dir"], params["project_name"],
                                                    params["service"], time.time(), params["timeout"],
