@@ -120,6 +120,8 @@ PREFIX_READERS = {
 def test_no_grammar_is_checked_with_match() -> None:
     found = set()
     for path in [*ROOT.joinpath("worker").rglob("*.py"), *ROLE.rglob("*.py")]:
+        if path.is_symlink():
+            continue  # the role's module_utils that are links to its modules: checked as those
         source = path.read_text()
         for node in ast.walk(ast.parse(source)):
             if (

@@ -5,6 +5,7 @@ Plain functions, unit-tested in tests/unit/test_role_filters.py."""
 
 from __future__ import annotations
 
+import re
 import shlex
 
 
@@ -213,6 +214,60 @@ def image_changes(targets, service_image, before, current_ids):
     return {"before": "\n".join(before_lines) + "\n", "after": "\n".join(after_lines) + "\n"}
 
 
+# Docker Hub names appear shortened in RepoDigests (as in library/compose_snapshot.py).
+_HUB_PREFIX = re.compile(r"^((docker\.io|index\.docker\.io|registry-1\.docker\.io)/)?(library/)?")
+# Container states in which docker's inspect says State.Running (compose's ps only gives the state).
+_RUNNING_STATES = ("running", "paused", "restarting")
+
+
+def _digest_of(reference, repo_digests):
+    """The digest of `reference`'s repository among an image's RepoDigests, or None (the same rule
+    as compose_snapshot's digest_of; tests/unit/test_state_after.py checks that they agree)."""
+    repo = _HUB_PREFIX.sub("", re.sub(r":[^:/]*$", "", re.sub(r"@.*$", "", reference)), count=1)
+    for repo_digest in repo_digests or []:
+        short = _HUB_PREFIX.sub("", repo_digest, count=1)
+        if short.startswith(repo + "@"):
+            return short.split("@", 1)[1]
+    return None
+
+
+def state_after(recreate, targets, service_image, images):
+    """The state after the update, {snapshot, states} as compose_snapshot returns them, from what
+    community.docker's docker_compose_v2 returned (`containers`: compose ps --all, `images`:
+    compose images) and the repo digests of docker_image_info's `images` (the pull's image
+    info): no module process of its own. None when that does not say everything (no such result,
+    a container whose image compose did not list or the image info does not know): then
+    compose_snapshot asks Docker."""
+    containers, used = (recreate or {}).get("containers"), (recreate or {}).get("images")
+    if not isinstance(containers, list) or not isinstance(used, list):
+        return None
+    image_of = {entry.get("ContainerName"): entry.get("ID") for entry in used if isinstance(entry, dict)}
+    digests = {image.get("Id"): image.get("RepoDigests") or [] for image in images or [] if isinstance(image, dict)}
+    first = {}
+    for container in sorted((c for c in containers if isinstance(c, dict)), key=lambda c: c.get("Name") or ""):
+        if container.get("Service") in (targets or []) and container.get("Service") not in first:
+            first[container["Service"]] = container
+    snapshot, states = {}, {}
+    for service in targets or []:
+        container = first.get(service)
+        if container is None:
+            snapshot[service] = None
+            continue
+        image_id = image_of.get(container.get("Name"))
+        if not image_id or image_id not in digests:
+            return None
+        state = container.get("State")
+        snapshot[service] = {
+            "container_id": container.get("ID"),
+            "image_id": image_id,
+            "digest": _digest_of((service_image or {}).get(service) or "", digests[image_id]),
+            "state": state,
+        }
+        states[service] = {"status": state, "running": state in _RUNNING_STATES,
+                           "exit_code": container.get("ExitCode"), "health": container.get("Health") or ""}
+    return {"snapshot": snapshot, "states": states}
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -227,4 +282,5 @@ class FilterModule:
             "compose_update_rollback_report": rollback_report,
             "compose_update_rollback_check": rollback_check,
             "compose_update_image_changes": image_changes,
+            "compose_update_state_after": state_after,
         }

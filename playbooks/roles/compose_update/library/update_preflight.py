@@ -138,12 +138,15 @@ preflight_error:
       (every later task gets it as C(DOCKER_HOST); a context with TLS material or an SSH address fails the
       preflight: set compose_update_docker_host), else empty; C(cli_plugins_dir), the user's docker CLI
       plugin directory (C($DOCKER_CONFIG/cli-plugins) or C(~/.docker/cli-plugins)) when Compose is
-      installed there, else empty (the login links it into the run's private Docker config); C(preflight_error) is the message of the first
-      check that failed, or null.
+      installed there, else empty (the login links it into the run's private Docker config); C(lock_base),
+      C(<lock_dir>/<project>.<key>) (the key names the daemon: its ID and data root), which the lock, the rollback
+      point, the last-update record and the migration marker add a suffix to, once the project is known;
+      C(preflight_error) is the message of the first check that failed, or null.
   returned: always
   type: raw
 """
 
+import hashlib
 import json
 import os
 import re
@@ -258,6 +261,15 @@ def daemon_info(text):
                 return {}
             return info if isinstance(info, dict) else {}
     return {}
+
+
+def lock_base(lock_dir, project, docker_info_text):
+    """<lock_dir>/<project>.<key>: the lock, the rollback point, the last-update record and the
+    migration marker are this plus a suffix. The key names the daemon (its ID and data root, the
+    first 12 hex digits of their SHA-1), so two daemons' projects of the same name do not share one."""
+    info = daemon_info(docker_info_text)
+    key = "%s %s" % (info.get("ID", ""), info.get("DockerRootDir", ""))
+    return "%s/%s.%s" % (lock_dir, project, hashlib.sha1(key.encode("utf-8")).hexdigest()[:12])
 
 
 def compose_version(text):
@@ -536,6 +548,9 @@ def run_task(params):
     # for the commands an operator runs by hand when a rollback fails.
     facts["_compose_update_daemon_host"] = os.environ.get("DOCKER_HOST", "") or facts["_compose_update_context_host"]
     facts["_compose_update_cli_plugins_dir"] = user_cli_plugins_dir(os.environ)
+    if facts.get("_compose_update_project") and facts.get("_compose_update_lock_dir"):
+        facts["_compose_update_lock_base"] = lock_base(facts["_compose_update_lock_dir"], facts["_compose_update_project"],
+                                                       facts.get("_compose_update_docker_info_text") or "")
     # A result to register (not ansible_facts: ansible-core 2.20 warns about module facts read as
     # variables); the role's vars/main.yml names each key _compose_update_<key>.
     return dict(changed=False, **{name[len(PREFIX):]: value for name, value in facts.items()})

@@ -1,0 +1,1 @@
+../library/update_preflight.py

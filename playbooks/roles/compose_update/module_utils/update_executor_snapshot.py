@@ -1,0 +1,1 @@
+../library/compose_snapshot.py
