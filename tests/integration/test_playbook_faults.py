@@ -49,6 +49,7 @@ from testbed.faults import (
     write_lock,
 )
 from testbed.procs import pids_mentioning
+from testbed.siteenv import site_environment
 from testbed.stack import CommandError
 from worker.host.recovery import ansible_processes_of, end_process_groups
 
@@ -121,14 +122,16 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     token_file.chmod(0o600)
     env = {
         **os.environ,
-        "COMPOSE_FILE_PATH": str(compose_file),
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "REGISTRY_URL": stack.registry,
-        "REGISTRY_USERNAME": stack.registry_username,
-        "GITHUB_TOKEN_FILE": str(token_file),
-        "MIGRATION_COMMAND": "/app/migrate",
-        "HEALTH_TIMEOUT": "60",
-        "UPDATE_LOCK_DIR": str(base / "locks"),
+        **site_environment(
+            stack,
+            compose_file=compose_file,
+            project=PROJECT,
+            token_file=token_file,
+            lock_dir=base / "locks",
+            migration_command="/app/migrate",
+            log_file=None,
+            min_interval=None,
+        ),
         "BACKUP_DIR": str(base / "backups"),
     }
     for name in (

@@ -34,6 +34,7 @@ from testbed.faults import (
     run_playbook,
 )
 from testbed.host import delete_bridges_in, reserve_bridge
+from testbed.siteenv import site_environment
 from testbed.stack import CommandError, docker_binary
 from worker.host.recovery import ansible_processes_of, end_process_groups
 
@@ -127,14 +128,16 @@ def module_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     token_file.chmod(0o600)
     env = {
         **stack.env(),
-        "COMPOSE_FILE_PATH": str(compose_file),
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "REGISTRY_URL": stack.registry,
-        "REGISTRY_USERNAME": stack.registry_username,
-        "GITHUB_TOKEN_FILE": str(token_file),
-        "MIGRATION_COMMAND": "/app/migrate",
-        "HEALTH_TIMEOUT": "60",
-        "UPDATE_LOCK_DIR": str(base / "locks"),
+        **site_environment(
+            stack,
+            compose_file=compose_file,
+            project=PROJECT,
+            token_file=token_file,
+            lock_dir=base / "locks",
+            migration_command="/app/migrate",
+            log_file=None,
+            min_interval=None,
+        ),
     }
     for name in ("ROLLBACK_ON_MIGRATION_FAILURE", "JOB_TIMEOUT", "UPDATE_SERVICES"):
         env.pop(name, None)
