@@ -8,34 +8,41 @@ What a worker gets is a whole test file, so that a module-scoped fixture (`share
 the sites of test_playbook_faults, test_role, test_systemd) is set up once, not once per
 worker. The files whose tests read a session's shared outcomes (`updated_once` and what follows it)
 go to one worker together, so that the update they read runs once per run, not once per
-worker. Without xdist (`pytest -p no:xdist`, or `-n 0`) nothing of this applies.
+worker; likewise the files that install from the session's wheelhouse. Without xdist
+(`pytest -p no:xdist`, or `-n 0`) nothing of this applies.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-# The session-scoped outcomes of tests/integration/conftest.py: each is one real update (or
-# more) that every test reading it shares within a session.
-SHARED_OUTCOMES = frozenset(
-    {"outcome_site", "updated_once", "updated_again", "rolled_back_once", "cli_updated_once"}
-)
-OUTCOMES_GROUP = "shared-outcomes"
+# Session-scoped fixtures of tests/integration/conftest.py that cost a lot to make, and the
+# group of the files whose tests use them: the shared outcomes (each one real update or more),
+# the wheelhouse (the project's wheel and its dependencies', for test_wheel and test_systemd).
+SHARED_FIXTURES = {
+    "outcome_site": "shared-outcomes",
+    "updated_once": "shared-outcomes",
+    "updated_again": "shared-outcomes",
+    "rolled_back_once": "shared-outcomes",
+    "cli_updated_once": "shared-outcomes",
+    "wheelhouse": "wheelhouse",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist adds the group to the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The whole file of a test that reads them: its other tests may share its module fixtures.
-    files = {
-        item.path
-        for item in items
-        if SHARED_OUTCOMES.intersection(getattr(item, "fixturenames", ()))
-    }
+    # The whole file of a test that uses one: its other tests may share its module fixtures.
+    groups: dict[Path, str] = {}
     for item in items:
-        if item.path in files:
-            item.add_marker(pytest.mark.xdist_group(OUTCOMES_GROUP))
+        for name in getattr(item, "fixturenames", ()):
+            if name in SHARED_FIXTURES:
+                groups.setdefault(item.path, SHARED_FIXTURES[name])
+    for item in items:
+        if item.path in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item.path]))
 
 
 @pytest.hookimpl(optionalhook=True)
