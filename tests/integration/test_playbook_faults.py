@@ -49,7 +49,7 @@ from testbed.faults import (
     write_lock,
 )
 from testbed.procs import pids_mentioning
-from testbed.siteenv import site_environment
+from testbed.siteenv import playbook_environment
 from testbed.stack import CommandError
 from tests.integration.conftest import SESSION_TAG
 from worker.host.recovery import ansible_processes_of, end_process_groups
@@ -126,15 +126,12 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     token_file.chmod(0o600)
     env = {
         **os.environ,
-        **site_environment(
+        **playbook_environment(
             stack,
             compose_file=compose_file,
             project=PROJECT,
             token_file=token_file,
             lock_dir=base / "locks",
-            migration_command="/app/migrate",
-            log_file=None,
-            min_interval=None,
         ),
         "BACKUP_DIR": str(base / "backups"),
     }

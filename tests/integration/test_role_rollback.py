@@ -34,7 +34,7 @@ from testbed.faults import (
     run_playbook,
 )
 from testbed.host import delete_bridges_in, reserve_bridge
-from testbed.siteenv import site_environment
+from testbed.siteenv import playbook_environment
 from testbed.stack import CommandError, docker_binary
 from tests.integration.conftest import SESSION_TAG
 from worker.host.recovery import ansible_processes_of, end_process_groups
@@ -131,15 +131,12 @@ def module_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     token_file.chmod(0o600)
     env = {
         **stack.env(),
-        **site_environment(
+        **playbook_environment(
             stack,
             compose_file=compose_file,
             project=PROJECT,
             token_file=token_file,
             lock_dir=base / "locks",
-            migration_command="/app/migrate",
-            log_file=None,
-            min_interval=None,
         ),
     }
     for name in ("ROLLBACK_ON_MIGRATION_FAILURE", "JOB_TIMEOUT", "UPDATE_SERVICES"):
