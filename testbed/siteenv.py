@@ -50,3 +50,21 @@ def site_environment(
     }
     env = {name: str(value) for name, value in values.items() if value is not None}
     return {**env, **extra}
+
+
+def playbook_environment(
+    stack: Stack, *, compose_file: Path, project: str, token_file: Path, lock_dir: Path
+) -> dict[str, str]:
+    """The settings of a test image's site (`/app/migrate` its migration) for a playbook run
+    by hand: those `testbed.faults.operator_inventory` turns into role variables, and none of
+    the worker's own (log file, cool-down)."""
+    return site_environment(
+        stack,
+        compose_file=compose_file,
+        project=project,
+        token_file=token_file,
+        lock_dir=lock_dir,
+        migration_command="/app/migrate",
+        log_file=None,
+        min_interval=None,
+    )

@@ -109,7 +109,8 @@ def rootfs_tarball(
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = rootfs_key(mirror, packages, version)
     tarball = cache_dir / f"debian-{DEBIAN_SUITE}-{name}-{key}.tar"
-    with _locked(cache_dir / ".lock"):
+    # A lock per tarball: two sessions build one tarball once, and two different ones at once.
+    with _locked(cache_dir / f".{tarball.name}.lock"):
         if tarball.is_file():
             return tarball
         debootstrap = shutil.which("debootstrap", path="/usr/sbin:/sbin:" + os.environ["PATH"])

@@ -49,11 +49,16 @@ from testbed.faults import (
     write_lock,
 )
 from testbed.procs import pids_mentioning
+from testbed.siteenv import playbook_environment
 from testbed.stack import CommandError
+from tests.integration.conftest import SESSION_TAG
 from worker.host.recovery import ansible_processes_of, end_process_groups
 
 APP, FRONTEND = "pf/app", "pf/frontend"
 PROJECT = "uepf"
+# The cut-off run's job id: ending "its" ansible processes must not reach those of another
+# session on the machine (another checkout's, another xdist process').
+CUTOFF_JOB = f"cutoff{SESSION_TAG}"
 
 
 @dataclass
@@ -121,14 +126,13 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     token_file.chmod(0o600)
     env = {
         **os.environ,
-        "COMPOSE_FILE_PATH": str(compose_file),
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "REGISTRY_URL": stack.registry,
-        "REGISTRY_USERNAME": stack.registry_username,
-        "GITHUB_TOKEN_FILE": str(token_file),
-        "MIGRATION_COMMAND": "/app/migrate",
-        "HEALTH_TIMEOUT": "60",
-        "UPDATE_LOCK_DIR": str(base / "locks"),
+        **playbook_environment(
+            stack,
+            compose_file=compose_file,
+            project=PROJECT,
+            token_file=token_file,
+            lock_dir=base / "locks",
+        ),
         "BACKUP_DIR": str(base / "backups"),
     }
     for name in (
@@ -285,7 +289,14 @@ def test_a_run_cut_off_mid_recreate_is_refused_until_rollback_yml_restores_the_s
             str(inventory),
             "playbooks/update.yml",
             "-e",
-            '{"compose_update_job_id":"cutoff","compose_update_services":"api","compose_update_run_migrations":false}',
+            json.dumps(
+                {
+                    "compose_update_job_id": CUTOFF_JOB,
+                    "compose_update_services": "api",
+                    "compose_update_run_migrations": False,
+                },
+                separators=(",", ":"),
+            ),
         ]
         cut = subprocess.Popen(  # a session of its own, as an operator's shell gives it
             command,
@@ -303,7 +314,7 @@ def test_a_run_cut_off_mid_recreate_is_refused_until_rollback_yml_restores_the_s
                     break
             assert time.monotonic() < deadline and cut.poll() is None, "never got to recreate"
             time.sleep(0.2)
-        end_process_groups(ansible_processes_of("cutoff"))  # what a killed worker's restart does
+        end_process_groups(ansible_processes_of(CUTOFF_JOB))  # what a killed worker's restart does
         cut.wait(timeout=30)
         point = rollback_point_path(site.stack, site.lock_dir, PROJECT)
         assert point.exists()
@@ -324,7 +335,7 @@ def test_a_run_cut_off_mid_recreate_is_refused_until_rollback_yml_restores_the_s
         assert rollback.returncode == 0, rollback.explain()
         report = rollback.report
         assert report["found"] is True and report["finished"] is True
-        assert report["job_id"] == "cutoff"
+        assert report["job_id"] == CUTOFF_JOB
         assert report["rolled_back"] is True, rollback.explain()
         assert report["rollback"]["api"] == {
             "image_id": before["api"],

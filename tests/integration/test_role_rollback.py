@@ -34,11 +34,15 @@ from testbed.faults import (
     run_playbook,
 )
 from testbed.host import delete_bridges_in, reserve_bridge
+from testbed.siteenv import playbook_environment
 from testbed.stack import CommandError, docker_binary
+from tests.integration.conftest import SESSION_TAG
 from worker.host.recovery import ansible_processes_of, end_process_groups
 
 APP = "rr/app"
 PROJECT = "uerr"
+# The cut-off run's job id, this session's only (see test_playbook_faults.CUTOFF_JOB).
+CUTOFF_JOB = f"cutoff20{SESSION_TAG}"
 ROLLBACK_REPO = f"update-executor-rollback/{PROJECT}"
 
 COMPOSE_FILE = f"""\
@@ -127,14 +131,13 @@ def module_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     token_file.chmod(0o600)
     env = {
         **stack.env(),
-        "COMPOSE_FILE_PATH": str(compose_file),
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "REGISTRY_URL": stack.registry,
-        "REGISTRY_USERNAME": stack.registry_username,
-        "GITHUB_TOKEN_FILE": str(token_file),
-        "MIGRATION_COMMAND": "/app/migrate",
-        "HEALTH_TIMEOUT": "60",
-        "UPDATE_LOCK_DIR": str(base / "locks"),
+        **playbook_environment(
+            stack,
+            compose_file=compose_file,
+            project=PROJECT,
+            token_file=token_file,
+            lock_dir=base / "locks",
+        ),
     }
     for name in ("ROLLBACK_ON_MIGRATION_FAILURE", "JOB_TIMEOUT", "UPDATE_SERVICES"):
         env.pop(name, None)
@@ -218,7 +221,10 @@ def test_a_cut_off_update_is_rolled_back_after_an_image_prune(site: Site) -> Non
             [
                 str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
                 "playbooks/update.yml", "-e",
-                '{"compose_update_job_id":"cutoff20","compose_update_run_migrations":false}',
+                json.dumps(
+                    {"compose_update_job_id": CUTOFF_JOB, "compose_update_run_migrations": False},
+                    separators=(",", ":"),
+                ),
             ],
             cwd=REPO_ROOT, env=shell, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -230,7 +236,7 @@ def test_a_cut_off_update_is_rolled_back_after_an_image_prune(site: Site) -> Non
                     break
             assert time.monotonic() < deadline and cut.poll() is None, "never got to recreate"
             time.sleep(0.2)
-        end_process_groups(ansible_processes_of("cutoff20"))
+        end_process_groups(ansible_processes_of(CUTOFF_JOB))
         cut.wait(timeout=30)
         point = rollback_point_path(site.stack, site.lock_dir, PROJECT)
         assert point.exists()

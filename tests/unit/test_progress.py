@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from testbed.procs import free_port
 from worker.host.progress import (
     ProgressEntry,
     ProgressReporter,
@@ -441,13 +441,6 @@ def test_stream_ids(since: str) -> None:
 def test_bad_stream_ids_are_refused_clearly(since: str) -> None:
     with pytest.raises(ValueError, match="not a progress entry id"):
         check_stream_id(since)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # closed again: nothing listens there
 
 
 async def test_an_unreachable_redis_never_stops_the_update() -> None:
