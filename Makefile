@@ -31,7 +31,8 @@ lint: setup
 # registry and Redis (see tests/integration/conftest.py) and stop them at the end, also on
 # failure. The coverage of worker/ is measured in this process (workers started as
 # subprocesses are not counted) and printed at the end; no threshold fails the run.
-# The 20 slowest tests are listed too, and the total: CI must stay under 15 minutes (issue 22).
+# The 20 slowest tests are listed too, and the total (issue 22 asks for 15 minutes; on a 2-CPU
+# machine it is ~35 either way, two processes or one: the playbook runs are CPU-bound).
 # Two processes (pytest-xdist), each with its own test bed; a process takes whole test files
 # (tests/conftest.py). XDIST_ARGS= runs everything in one process.
 COV_ARGS ?= --cov=worker --cov-report=term:skip-covered

@@ -17,7 +17,10 @@ App image layout (HEALTHCHECK is *not* in the image: the compose file sets it, a
 - `/www/version` = the version text (no newline), `/www/health` = "ok" (absent for `unhealthy`);
 - `/app/migrate`: appends "migrated <version>" to /data/migrations.log, prints
   "migrated to <version>", exit 0; for `migrate_fail` it prints an error to stderr and exits 3.
-  `/usr/local/bin/alembic` runs it too, so the worker's default `alembic upgrade head` works;
+  `/usr/local/bin/alembic upgrade ...` runs it too, so the worker's default `alembic upgrade
+  head` works; any other alembic command exits 2 (no revision here: `alembic current`, the
+  revision probe of issue 23, finds none and the database rollback stays off, as on a site
+  without Alembic: testbed/dbimages.py has the real one);
 - `/app/work`: a long-running worker (prints a line, then sleeps).
 """
 
@@ -164,7 +167,9 @@ def _app_files(version: str, behaviour: str) -> dict[str, tuple[str, int]]:
         "app/migrate": (migrate, 0o755),
         "app/VERSION": (version, 0o644),
         "bin/alembic": (
-            '#!/bin/sh\n# stands in for "alembic upgrade head"\nexec /app/migrate\n',
+            '#!/bin/sh\n# stands in for "alembic upgrade head" only\n'
+            'case "$1" in upgrade) exec /app/migrate ;; esac\n'
+            'echo "alembic stand-in: only upgrade is known" >&2\nexit 2\n',
             0o755,
         ),
         "www/version": (version, 0o644),
