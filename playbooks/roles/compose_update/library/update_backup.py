@@ -147,20 +147,10 @@ def run_backup(argv, directory, project, service, now, timeout, cwd):
     path, size, rc, stderr, error = None, None, None, "", None
     try:
         with os.fdopen(fd, "wb") as out:
-            try:
-                done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                                      env=compose_environment(os.environ), timeout=timeout, cwd=cwd, check=False)
-            except subprocess.TimeoutExpired as err:
-                stderr = (err.stderr or b"").decode("utf-8", "replace")
-                error = "the backup command did not finish within %d s" % timeout
-            else:
-                rc = done.returncode
-                stderr = done.stderr.decode("utf-8", "replace")
+            rc, stderr, error = run_command(argv, subprocess.DEVNULL, out, "backup", timeout, cwd)
             out.flush()
             os.fsync(out.fileno())
             size = os.fstat(out.fileno()).st_size
-        if error is None and rc != 0:
-            error = "the backup command failed (rc %s)" % rc
         if error is None and size == 0:
             error = "the backup command succeeded but wrote nothing to its standard output"
         if error is None:
@@ -173,20 +163,21 @@ def run_backup(argv, directory, project, service, now, timeout, cwd):
 
 def run_restore(argv, source, timeout, cwd):
     """Run `argv` with `source` on its stdin. Returns (rc, stderr tail, error or None)."""
-    rc, stderr, error = None, "", None
     with open(source, "rb") as handle:
-        try:
-            done = subprocess.run(argv, stdin=handle, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  env=compose_environment(os.environ), timeout=timeout, cwd=cwd, check=False)
-        except subprocess.TimeoutExpired as err:
-            stderr = (err.stderr or b"").decode("utf-8", "replace")
-            error = "the restore command did not finish within %d s" % timeout
-        else:
-            rc = done.returncode
-            stderr = done.stderr.decode("utf-8", "replace")
-    if error is None and rc != 0:
-        error = "the restore command failed (rc %s)" % rc
+        rc, stderr, error = run_command(argv, handle, subprocess.DEVNULL, "restore", timeout, cwd)
     return rc, tail(stderr), error
+
+
+def run_command(argv, stdin, stdout, what, timeout, cwd):
+    """Run the backup or restore command (no shell). Returns (rc or None, stderr, error or None)."""
+    try:
+        done = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                              env=compose_environment(os.environ), timeout=timeout, cwd=cwd, check=False)
+    except subprocess.TimeoutExpired as err:
+        return None, (err.stderr or b"").decode("utf-8", "replace"), (
+            "the %s command did not finish within %d s" % (what, timeout))
+    error = None if done.returncode == 0 else "the %s command failed (rc %s)" % (what, done.returncode)
+    return done.returncode, done.stderr.decode("utf-8", "replace"), error
 
 
 def main():
