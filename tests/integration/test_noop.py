@@ -53,6 +53,10 @@ async def test_nothing_new_recreates_nothing_and_runs_no_migration(
     assert listed["migrations"]["message"] == NOOP_REASON
     assert summary["migrations"] == {"ran": False, "rc": None, "output_tail": ""}
     assert outcome.migrations_log == before_log
+    # Nor of the revision command: the database's revision is read only when a migration will run
+    # (one module process less in a no-op; the stand-in's `alembic current` would say it failed).
+    assert summary["database"]["mode"] == "off"
+    assert summary["database"]["message"] == "nothing new to migrate"
     # The progress stream's last word on the step says the same.
     ended = [e for e in outcome.progress if e["kind"] == "step_ended" and e["name"] == "migrations"]
     assert (ended[-1]["status"], ended[-1]["message"]) == ("skipped", NOOP_REASON)
