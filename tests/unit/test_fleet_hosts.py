@@ -13,6 +13,7 @@ import pytest
 from tests.summary_schema import assert_valid_summary
 from worker.api.routes import TriggerBody
 from worker.api.tables import format_summary, host_status_fields, summary_hosts
+from worker.command import main
 from worker.host import jobs
 from worker.host.inventory import (
     Inventory,
@@ -23,6 +24,7 @@ from worker.host.inventory import (
     target,
 )
 from worker.host.settings import Settings, parse_serial
+from worker.shared.client import UpdateClient
 from worker.shared.request import MAX_HOSTS, InvalidRequest, UpdateRequest
 from worker.shared.result import rejected_summary
 from worker.shared.settings import ConfigError
@@ -392,3 +394,25 @@ def test_a_summary_s_request_shows_the_hosts_asked_for() -> None:
     summary = rejected_summary(job_id="j1", message="x", started_at=at, finished_at=at)
     summary.request = request
     assert assert_valid_summary(summary.as_dict())["request"]["hosts"] == ["web1", "db"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["enqueue", "--hosts", "web*"],
+        ["enqueue", "--hosts", "all:!web1"],
+        ["enqueue", "--hosts", "web1,"],
+        ["enqueue", "--hosts", "web1,web1"],
+        ["revert", "--hosts", "web&db"],
+    ],
+)
+def test_the_cli_refuses_a_pattern_before_it_queues_anything(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def no_redis(*args: object, **kwargs: object) -> None:
+        raise AssertionError("connected to Redis for an invalid request")
+
+    monkeypatch.setattr(UpdateClient, "connect", no_redis)
+    monkeypatch.setenv("UPDATE_JOB_SECRET", "s" * 40)
+    assert main(argv) == 2
+    assert "invalid request" in capsys.readouterr().err
