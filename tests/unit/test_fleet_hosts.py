@@ -14,7 +14,7 @@ from tests.summary_schema import assert_valid_summary
 from worker.api.routes import TriggerBody
 from worker.api.tables import format_summary, host_status_fields, summary_hosts
 from worker.command import main
-from worker.host import jobs
+from worker.host import jobs, rollback
 from worker.host.inventory import (
     Inventory,
     InventoryError,
@@ -23,7 +23,9 @@ from worker.host.inventory import (
     requested_target,
     target,
 )
+from worker.host.runner import PlaybookRun
 from worker.host.settings import Settings, parse_serial
+from worker.host.summary import RunOutcome, UpdateStatus
 from worker.shared.client import UpdateClient
 from worker.shared.request import MAX_HOSTS, InvalidRequest, UpdateRequest
 from worker.shared.result import rejected_summary
@@ -416,3 +418,32 @@ def test_the_cli_refuses_a_pattern_before_it_queues_anything(
     monkeypatch.setenv("UPDATE_JOB_SECRET", "s" * 40)
     assert main(argv) == 2
     assert "invalid request" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ what the play is given
+@pytest.mark.parametrize(
+    ("fields", "update_hosts"),
+    [({}, "update_hosts"), ({"hosts": ["web2", "db"]}, "web2,db")],
+)
+async def test_the_playbook_and_a_cut_off_rollback_run_on_the_job_s_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], update_hosts: str
+) -> None:
+    """A job cut off (here: a timeout) is rolled back on the hosts it targeted."""
+    runs: list[PlaybookRun] = []
+
+    async def run(playbook: PlaybookRun, **kwargs: object) -> RunOutcome:
+        runs.append(playbook)
+        return RunOutcome(status=UpdateStatus.timeout, events=[])
+
+    async def services(settings: Settings) -> list[str]:
+        return ["api"]
+
+    monkeypatch.setattr(jobs, "allowed_services", services)
+    monkeypatch.setattr(jobs, "run_playbook_async", run)
+    monkeypatch.setattr(rollback, "run_playbook_async", run)
+    settings = Settings(inventory=fleet_dir(tmp_path), lock_dir=tmp_path / "locks", serial="1")
+    await jobs._update(settings, "job1", None, fields)
+    update, cut_off = runs
+    assert update.playbook.name == "update.yml" and cut_off.playbook.name == "rollback.yml"
+    assert update.extravars["update_hosts"] == cut_off.extravars["update_hosts"] == update_hosts
+    assert update.extravars["update_serial"] == [1]
