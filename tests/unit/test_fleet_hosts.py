@@ -15,6 +15,8 @@ from worker.api.routes import TriggerBody
 from worker.api.tables import format_summary, host_status_fields, summary_hosts
 from worker.command import main
 from worker.host import jobs, rollback
+from worker.host import main as main_module
+from worker.host.arq_worker import CTX_MARK
 from worker.host.inventory import (
     Inventory,
     InventoryError,
@@ -447,3 +449,16 @@ async def test_the_playbook_and_a_cut_off_rollback_run_on_the_job_s_hosts(
     assert update.playbook.name == "update.yml" and cut_off.playbook.name == "rollback.yml"
     assert update.extravars["update_hosts"] == cut_off.extravars["update_hosts"] == update_hosts
     assert update.extravars["update_serial"] == [1]
+
+
+async def test_the_worker_does_not_start_with_an_inventory_that_does_not_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def host_ok() -> list[str]:
+        return []
+
+    monkeypatch.setattr(main_module, "check_host", host_ok)
+    (tmp_path / "hosts").write_text("[update_hosts\nweb1\n")
+    settings = Settings.from_env({**SECRET, "UPDATE_INVENTORY": str(tmp_path / "hosts")})
+    with pytest.raises(main_module.StartupError, match=r"hosts could not be parsed.*UPDATE_INV"):
+        await main_module.startup({"settings": settings, CTX_MARK: True})
