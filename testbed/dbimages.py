@@ -27,6 +27,7 @@ dockerd imports it once per bed as BASE_IMAGE, and two small Dockerfiles build o
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -376,6 +377,34 @@ class DbProject:
     def container(self, service: str) -> str:
         """The name of `service`'s container."""
         return containers(self.stack, self.project)[service].name
+
+
+# A Docker healthcheck that says only "the app serves" (GET /health answers, 200 or 503): an
+# update migrates once its recreated services are healthy, and the image's own healthcheck
+# (200 only at the schema its code expects) would never let a new version get there.
+SERVING = [
+    "CMD", "python3", "-c",
+    "import urllib.request as r, urllib.error as e\n"
+    f"try: r.urlopen('http://127.0.0.1:{APP_PORT}/health', timeout=3)\n"
+    "except e.HTTPError: pass",
+]  # fmt: skip
+
+
+def add_post_update_hook(project: DbProject, hook: str = "false") -> None:
+    """Give api a post-update hook (`update-executor.post-update`, run in the new container after
+    the migrations; `false` fails every update after its migration) and the SERVING
+    healthcheck. GET /health (`DbProject.health_endpoint`) still says whether the schema fits."""
+    text = project.compose_file.read_text()
+    hooked = text.replace(
+        f"  {API_SERVICE}:\n",
+        f"  {API_SERVICE}:\n    labels:\n      update-executor.post-update: {json.dumps(hook)}\n"
+        f"    healthcheck:\n      test: {json.dumps(SERVING)}\n"
+        "      interval: 1s\n      timeout: 10s\n      retries: 10\n      start_period: 60s\n",
+        1,
+    )
+    if hooked == text:
+        raise ValueError(f"no {API_SERVICE} service in {project.compose_file}")
+    project.compose_file.write_text(hooked)
 
 
 def compose_text(project: str, db_image: str, app_image: str, *, via_socket: bool = False) -> str:

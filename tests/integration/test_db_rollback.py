@@ -29,11 +29,12 @@ from pathlib import Path
 import pytest
 
 from testbed import Stack
-from testbed.containers import APP_PORT, containers
+from testbed.containers import containers
 from testbed.dbimages import (
     API_SERVICE,
     REVISIONS,
     DbProject,
+    add_post_update_hook,
     build_app_image,
     build_db_image,
     publish_version,
@@ -50,12 +51,6 @@ ROWS = [["1", "apple"], ["2", "pear"]]
 REPO = f"t{SESSION_TAG}/dbrollback"
 # A downgrade that cannot undo its revision (as a revision without downgrade() fails).
 FAILING_DOWNGRADE = "python3 -c 'raise SystemExit(\"no downgrade() in this revision\")'"
-SERVING = [
-    "CMD", "python3", "-c",
-    "import urllib.request as r, urllib.error as e\n"
-    f"try: r.urlopen('http://127.0.0.1:{APP_PORT}/health', timeout=3)\n"
-    "except e.HTTPError: pass",
-]  # fmt: skip
 
 
 @dataclass
@@ -135,18 +130,7 @@ def module_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     base = tmp_path_factory.mktemp("db-rollback")
     project = write_db_project(stack, base / "site", f"dbrb{SESSION_TAG}", repo=REPO)
     # Every update of this site fails after its migration: the post-update hook exits 1.
-    text = project.compose_file.read_text()
-    # The role migrates once the recreated services are healthy: Docker's healthcheck here says
-    # the app serves (200 or 503); GET /health (checked by the tests) says whether the schema fits.
-    hooked = text.replace(
-        f"  {API_SERVICE}:\n",
-        f"  {API_SERVICE}:\n    labels:\n      update-executor.post-update: 'false'\n"
-        f"    healthcheck:\n      test: {json.dumps(SERVING)}\n"
-        "      interval: 1s\n      timeout: 10s\n      retries: 10\n      start_period: 60s\n",
-        1,
-    )
-    assert hooked != text
-    project.compose_file.write_text(hooked)
+    add_post_update_hook(project, "false")
     project.compose("up", "-d")  # api is unhealthy until its schema is migrated
     project.migrate()
     project.wait_health("healthy")
