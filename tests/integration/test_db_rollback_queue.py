@@ -4,14 +4,24 @@ runs it) takes it and runs the playbook through ansible-runner, on Debian's Post
 the Alembic app of testbed/dbimages.py.
 
 One site for the module ({db, api}, v1's schema and two rows); its api carries a post-update
-hook that always fails, so an update whose migration succeeds is rolled back after it. The two
-tests follow each other, each starting from v1 (the first leaves it there):
+hook that always fails, so an update whose migration succeeds is rolled back after it. The
+tests follow each other in this order, each starting from v1 (each leaves it there):
 
 - v1 -> v2, hook fails: the summary says rolled back with the database downgraded from v2 to
   v1's revision, the old container's `alembic current` is v1's, v2's column is gone, the rows
   are intact, healthy; `/status`'s error and the notification say the database was put back.
 - The worker is SIGKILLed after the migration to v2 (the run cut off): the next worker's
   start-up rollback downgrades the database with the new image, then puts v1 back.
+
+The next two share one worker (`restore_worker`, DB_ROLLBACK=downgrade-then-restore with a
+pg_dump backup and a pg_restore restore configured; a backup is taken only when a job asks):
+
+- v1 -> v3, whose revision fails half-way (`transaction_per_migration`: its first statement
+  is committed, never recorded): downgraded (no backup asked, none needed) and rolled back;
+  v3's committed column stays (no downgrade can see it), the test drops it to leave v1.
+- v1 -> v4 with a backup: v4's revision has no downgrade(), so the downgrade fails and the
+  dump taken before the pull is restored: the rows from before are back, v2's and v4's
+  columns gone, and the summary, `/status` and the notification say which writes are lost.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +75,15 @@ DOWNGRADED = {
     "message": None,
 }
 PUT_BACK = f"The database was put back at revision {REVISIONS[1]} (downgraded)."
+# The worker of the last two tests: a failed downgrade may restore the pre-update backup.
+RESTORE_SETTINGS = {
+    "DB_ROLLBACK": "downgrade-then-restore",
+    "BACKUP_COMMAND": "pg_dump -U app -Fc app",
+    "BACKUP_SERVICE": "db",
+    "RESTORE_COMMAND": "pg_restore -U app -d app --clean --if-exists --single-transaction",
+}
+# What Alembic says when a revision to undo has no downgrade() (v4's).
+NO_DOWNGRADE = "has no attribute 'downgrade'"
 
 
 @dataclass
@@ -240,3 +260,109 @@ async def test_a_worker_killed_after_the_migration_is_downgraded_at_the_next_sta
     site.assert_at_v1()
     fields = legacy_status_fields(answer)
     assert PUT_BACK in fields["error"]
+
+
+@pytest.fixture(scope="module")
+def restore_worker(
+    site: QueueSite, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[str]]:
+    """One `update-executor worker` for the tests below (started after the tests above end
+    theirs; its output goes to a file, a pipe nobody reads could fill up across jobs)."""
+    log = tmp_path_factory.mktemp("restore-worker") / "worker.log"
+    with cli_worker({**site.env, **RESTORE_SETTINGS}, log=log) as process:
+        yield process
+
+
+async def run_update(
+    site: QueueSite, worker: subprocess.Popen[str], **fields: Any
+) -> dict[str, Any]:
+    """Submit an update through the queue, wait for `worker` to finish it; its status answer."""
+    assert worker.poll() is None, "the shared worker has exited"
+    began = time.monotonic()
+    async with await UpdateClient.connect(site.settings) as client:
+        enqueued = await client.submit_update(requested_by="test_db_rollback_queue", **fields)
+        assert not enqueued.existing
+        answer = await wait_finished(client, enqueued.job_id, timeout=600)
+    print(f"update {fields} through the queue {time.monotonic() - began:.1f} s")
+    return answer
+
+
+async def test_a_migration_that_fails_half_way_is_downgraded_and_rolled_back(
+    site: QueueSite, restore_worker: subprocess.Popen[str]
+) -> None:
+    v3 = publish_version(site.project.stack, 3, repo=REPO)
+
+    answer = await run_update(site, restore_worker)
+
+    summary = answer["summary"]
+    assert outcome_of(summary) is Outcome.rolled_back, json.dumps(summary, indent=1)
+    assert summary["rolled_back"] is True
+    assert summary["rollback_error"] is None
+    assert summary["error"]["step"] == "migrations"
+    assert summary["services"][API_SERVICE]["after"]["image_id"] == v3
+    assert summary["migrations"]["rc"] != 0
+    assert 'column "notes" does not exist' in summary["migrations"]["output_tail"]
+    # A downgrade that works is all it takes: no backup was asked for, none is restored.
+    assert summary["backup"] is None
+    assert summary["database"] == {**DOWNGRADED, "mode": "downgrade-then-restore"}
+    assert site.api_image() == site.v1
+    assert site.project.current_revision() == REVISIONS[1]
+    # v3's first statement was committed and never recorded: no downgrade can see it (v2's
+    # column is gone, v3's stays; docs/operations.md says how to write such a revision).
+    assert site.project.columns("items") == ["id", "name", "priority"]
+    assert site.items() == ROWS
+    site.project.wait_health("healthy")
+    wait_endpoint(site.project, (200, f"ok {REVISIONS[1]}\n"))
+    assert site.rollback_points() == []
+
+    fields = legacy_status_fields(answer)
+    assert fields["status"] == "failed"
+    assert fields["message"] == "Update failed at migrations."
+    assert "The previous version was restored (rolled back)." in fields["error"]
+    assert PUT_BACK in fields["error"]
+    message = build_message(summary, site.project.project)
+    assert message.title.startswith("Update FAILED and rolled back")
+    assert f"Database: put back at revision {REVISIONS[1]} (downgraded)" in message.body.split("\n")
+
+    site.project.psql("ALTER TABLE items DROP COLUMN priority")  # v1 again, for the next test
+    site.assert_at_v1()
+
+
+async def test_a_failing_downgrade_restores_the_backup_taken_before_the_update(
+    site: QueueSite, restore_worker: subprocess.Popen[str]
+) -> None:
+    v4 = publish_version(site.project.stack, 4, repo=REPO)
+
+    answer = await run_update(site, restore_worker, create_backup=True)
+
+    summary = answer["summary"]
+    assert outcome_of(summary) is Outcome.rolled_back, json.dumps(summary, indent=1)
+    assert summary["rolled_back"] is True
+    assert summary["rollback_error"] is None
+    assert summary["error"]["step"] == "post-update"
+    assert summary["services"][API_SERVICE]["after"]["image_id"] == v4
+    assert summary["migrations"]["rc"] == 0
+    backup = summary["backup"]
+    assert backup is not None and backup["ran"] is True and backup["rc"] == 0
+    assert backup["path"] and await asyncio.to_thread(Path(backup["path"]).is_file)
+    database = summary["database"]
+    assert database["mode"] == "downgrade-then-restore"
+    assert database["revision_before"] == REVISIONS[1]
+    assert database["revision_after"] == REVISIONS[1]
+    assert database["action"] == "restored"
+    assert f"Restored from the backup {backup['path']}" in database["message"]
+    assert NO_DOWNGRADE in database["message"]  # the downgrade was tried first, and failed
+    assert "every write to the database after that backup" in database["message"]
+    # v4's revision cannot be downgraded: only the dump puts back v1's schema (v2's and v4's
+    # columns gone), its revision and the rows from before the update.
+    site.assert_at_v1()
+
+    fields = legacy_status_fields(answer)
+    assert fields["status"] == "failed"
+    assert "The previous version was restored (rolled back)." in fields["error"]
+    restored = f"The database was put back at revision {REVISIONS[1]} (restored)."
+    assert f"{restored} {database['message']}" in fields["error"]
+    message = build_message(summary, site.project.project)
+    assert message.title.startswith("Update FAILED and rolled back")
+    line = f"Database: put back at revision {REVISIONS[1]} (restored): Restored from the backup"
+    assert any(text.startswith(line) for text in message.body.split("\n")), message.body
