@@ -10,6 +10,9 @@ test starts from v1 (its schema, two rows, healthy) and the images are shared.
   image comes back: `alembic current` is v1's, v2's column is gone, the rows are intact.
 - v1 -> v3, whose revision fails half-way: the same (v3's committed first statement stays:
   Alembic never recorded it, docs/operations.md says how to write such a revision).
+- v1 -> v2 with a downgrade command that exits 0 and does nothing: the check after v1's image
+  is back finds another revision, and the result says THE DATABASE WAS NOT PUT BACK (action
+  failed), not "downgraded".
 - A downgrade that fails, v1 -> v4 (v4's revision has no downgrade(): Alembic fails with
   "no attribute 'downgrade'"), with downgrade-then-restore and a backup: restored from the
   dump; with downgrade only: THE DATABASE WAS NOT PUT BACK, the new version left running, the
@@ -203,6 +206,34 @@ def test_a_migration_that_fails_half_way_is_downgraded_and_rolled_back(site: Sit
     # v3's first statement was committed and never recorded: no downgrade can see it.
     assert site.project.columns("items") == ["id", "name", "priority"]
     site.project.psql("ALTER TABLE items DROP COLUMN priority")
+
+
+def test_a_downgrade_that_exits_0_but_changes_nothing_is_reported_not_put_back(
+    site: Site,
+) -> None:
+    # A downgrade command that succeeds without downgrading (`true REVISION`): only the check
+    # after the previous images are back can tell, and the result must say so, not "downgraded".
+    publish_version(site.project.stack, 2, repo=REPO)
+
+    run = site.run(MIGRATION_DOWNGRADE_COMMAND="true")
+
+    assert run.returncode != 0
+    assert run.report["rollback_cause"]["step"] == "Post-update", run.explain()
+    database = run.report["database"]
+    assert database["action"] == "failed", run.explain()
+    assert database["message"].startswith(
+        "THE DATABASE WAS NOT PUT BACK: after the rollback the revision is"
+    ), run.explain()
+    assert f"not {REVISIONS[1]}, although the downgrade exited 0" in database["message"]
+    assert run.report["rollback_error"] == database["message"]
+    assert "THE DATABASE WAS NOT PUT BACK" in run.failures[-1][1]
+    # The images are back, the schema is v2's: the point stays and the next update is refused.
+    assert site.api_image() == site.v1
+    assert site.project.columns("items") == ["id", "name", "note"]
+    assert len(list((site.base / "locks").glob("*.rollback.json"))) == 1
+    # What the operator does here (docs/operations.md): undo v2's revision by hand.
+    site.project.psql("ALTER TABLE items DROP COLUMN note")
+    site.project.psql("UPDATE alembic_version SET version_num = :'rev'", rev=REVISIONS[1])
 
 
 def test_a_failing_downgrade_restores_the_backup_when_allowed(site: Site) -> None:
