@@ -49,7 +49,7 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "in
 packages=(docker-registry:docker-registry busybox-static: redis-server:redis-server
           apache2-utils:htpasswd python3-venv: iproute2:ip openssl:openssl)
 [ "$PURPOSE" = test ] && packages+=(systemd:systemd-analyze debootstrap:debootstrap
-                                    openssh-server:/usr/sbin/sshd sudo:sudo)
+                                    openssh-server:sshd sudo:sudo)
 missing=()
 if command -v dockerd >/dev/null; then
     docker_engine="the dockerd already installed ($(command -v dockerd)), left as it is"
@@ -119,7 +119,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     rm -f "$apt_log"
 fi
 tools=(dockerd docker docker-registry redis-server htpasswd ip)
-[ "$PURPOSE" = test ] && tools+=(debootstrap /usr/sbin/sshd sudo)
+[ "$PURPOSE" = test ] && tools+=(debootstrap sshd sudo)
 for bin in "${tools[@]}"; do
     command -v "$bin" >/dev/null || die "'$bin' not found after installing packages"
 done
