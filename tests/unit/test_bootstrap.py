@@ -29,6 +29,8 @@ TOOLS = (
     "openssl",
     "systemd-analyze",
     "debootstrap",
+    "sshd",
+    "sudo",
 )
 
 
@@ -138,7 +140,7 @@ def test_the_plan_is_said_before_anything_else(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("purpose", "extra"),
-    [("demo", []), ("test", ["systemd", "debootstrap"])],
+    [("demo", []), ("test", ["systemd", "debootstrap", "openssh-server", "sudo"])],
 )
 def test_on_a_bare_machine_what_is_missing_is_installed(
     tmp_path: Path, purpose: str, extra: list[str]
