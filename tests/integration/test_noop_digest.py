@@ -20,10 +20,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from testbed import Stack
 from testbed.images import image_id_of, registry_digest
+from testbed.token_auth import TokenRegistry
 from tests.integration.conftest import Deployment, Outcome, record_update
+from tests.integration.test_check import push_to, token_registry  # noqa: F401 - a fixture
 from tests.integration.test_noop import NOOP_REASON, assert_released, marker_path, steps
+from tests.unit.playbook_code import load
+
+registry = load("module_utils/update_executor_registry")
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -210,3 +217,44 @@ async def test_a_refused_password_is_not_decided_and_fails_at_login(
     assert outcome.after_images == outcome.before_images
     assert outcome.after_containers == outcome.before_containers
     assert_released(site)
+
+
+def test_the_role_asks_a_token_auth_registry_as_ghcr_is_asked(
+    shared_deployment: Deployment, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The Bearer token flow (testbed/token_auth.py stands in for GHCR) of the role's registry
+    client: the pushed image is current with the right credentials; wrong or no credentials
+    are not decided (the normal path then logs in and fails there)."""
+    tokens: TokenRegistry = request.getfixturevalue("token_registry")
+    stack, issuer = shared_deployment.stack, tokens.issuer
+    config = tmp_path / "docker-token"
+    config.mkdir(mode=0o700)
+    (config / "config.json").write_text("{}\n")
+    stack.docker(
+        "login", tokens.address, "--username", issuer.username, "--password-stdin",
+        input=issuer.password, env={"DOCKER_CONFIG": str(config)}, timeout=60,
+    )  # fmt: skip
+    image = f"{tokens.address}/t/app:latest"
+    push_to(stack, f"{stack.registry}/{shared_deployment.app_repo}:latest", image, config)
+    digests = json.loads(
+        stack.docker("image", "inspect", "--format", "{{json .RepoDigests}}", image).stdout
+    )
+    host = registry.registry_host(tokens.address)
+    client = registry.RegistryClient((host, issuer.username, issuer.password), timeout=5)
+    answer = registry.nothing_new(
+        ["app"],
+        {"app": image},
+        {"app": "always"},
+        {"app": {"image_id": "sha256:x"}},
+        {"app": {"status": "running", "health": ""}},
+        {"app": digests},
+        client,
+    )
+    assert answer["nothing_new"] is True, answer
+    assert [(r.scopes, r.account, r.status) for r in issuer.requests][-1:] == [
+        (("repository:t/app:pull",), "bot", 200)
+    ]
+    for credentials in [(host, issuer.username, "ghp_wrong"), None]:
+        with pytest.raises(registry.NotDecided) as refused:
+            registry.RegistryClient(credentials, timeout=5).manifest(host, "t/app", "latest")
+        assert issuer.password not in str(refused.value)
