@@ -99,6 +99,15 @@ async def test_a_job_id_query_with_a_trailing_newline_is_a_422() -> None:
 PREFIX_READERS = {
     ("worker/host/references.py", "scheme_re.match(text, position)"),
     ("worker/host/references.py", "_AUTH_PARAM.match(text, position)"),
+    # The same WWW-Authenticate tokenizer in the role's registry check (issue 20).
+    (
+        "playbooks/roles/compose_update/module_utils/update_executor_registry.py",
+        "_SCHEME.match(text, position)",
+    ),
+    (
+        "playbooks/roles/compose_update/module_utils/update_executor_registry.py",
+        "_AUTH_PARAM.match(text, position)",
+    ),
     # A failure message's leading words, cut off before it is shown.
     ("worker/host/failures.py", "_COMPOSE_PREFIX.match(message.strip())"),
     ("worker/host/failures.py", "_UNKNOWN_ERROR.match(message)"),

@@ -117,6 +117,17 @@ def step_messages(
         messages[Step.preflight] += "; skipped: " + ", ".join(
             f"{name} ({reason})" for name, reason in sorted(skipped.items())
         )
+    registry = report.get("registry")
+    if isinstance(registry, Mapping) and registry.get("nothing_new") is True:
+        # update_start asked the registry before the login (issue 20): no login, no pull.
+        found = registry.get("services")
+        digests = ", ".join(
+            f"{name} {str(entry.get('local_digest') or '')[:19]}"
+            for name, entry in (found.items() if isinstance(found, Mapping) else [])
+            if isinstance(entry, Mapping)
+        )
+        messages[Step.login] = "not needed: nothing new in the registry"
+        messages[Step.pull] = clip(f"nothing new in the registry ({digests})", 200)
     updated = [name for name, service in services.items() if service["updated"]]
     verb = "would recreate" if request.dry_run else "recreated"
     messages[Step.recreate] = f"{verb}: {', '.join(updated)}" if updated else "no image changed"

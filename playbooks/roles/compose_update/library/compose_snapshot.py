@@ -90,6 +90,12 @@ states:
       unhealthy or starting, or empty without a healthcheck."
   returned: success
   type: dict
+repo_digests:
+  description:
+    - "{service - [repo@digest, ...]}: every repo digest of the image each target's container runs (update_start
+      compares them with the registry's digests)."
+  returned: when the snapshot was taken (not with O(unchanged_since))
+  type: dict
 """
 
 import contextlib
@@ -378,6 +384,10 @@ def run_task(params, check_mode=False):
             return dict(failed=True, changed=False, msg="Could not record the containers of project '%s': %s"
                         % (params["project"], err))
         snapshot, states = build_snapshot(params["targets"], containers, digests, params["service_image"])
+        # Every repo digest of the image each target's container runs (update_start compares them with
+        # the registry's: a platform manifest and the index that lists it may both be there).
+        repo_digests = {service: list(digests.get(container.get("image")) or [])
+                        for service, container in containers.items()}
     if params["rollback_point"] and not check_mode:
         record = dict(params["rollback_record"] or {})
         try:
@@ -391,7 +401,10 @@ def run_task(params, check_mode=False):
             return dict(failed=True, changed=False, msg="Could not write the rollback point %s: %s"
                         % (params["rollback_point"], err))
     # A result to register (not ansible_facts: ansible-core 2.20 warns about module facts read as variables).
-    return dict(changed=False, snapshot=snapshot, states=states)
+    result = dict(changed=False, snapshot=snapshot, states=states)
+    if not earlier:
+        result["repo_digests"] = repo_digests
+    return result
 
 
 def main():

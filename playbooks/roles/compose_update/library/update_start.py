@@ -119,6 +119,31 @@ options:
     description: Who asked for the update, recorded in the lock.
     type: str
     default: ""
+  registry_check:
+    description:
+      - Once the state before is recorded, ask the registry whether it has anything new for the targets
+        (module_utils C(update_executor_registry)): RV(registry.nothing_new) is true only when every target's
+        container runs what its tag points at in the registry now, compared by digest with the repo digests of
+        the image the container runs. Any doubt is false, and the update runs its normal path. Not in check
+        mode, not while an earlier migration is pending.
+    type: bool
+    default: false
+  registry_url:
+    description: The registry the credentials are for (its host; a scheme and a path are ignored).
+    type: str
+    default: ""
+  registry_username:
+    description: Registry user; with O(registry_token), sent only to the host of O(registry_url).
+    type: str
+    default: ""
+  registry_token:
+    description: Registry token or password (never logged, never returned).
+    type: str
+    default: ""
+  registry_timeout:
+    description: Seconds per registry request.
+    type: float
+    default: 5
 """
 
 EXAMPLES = r"""
@@ -151,23 +176,37 @@ lock:
   type: dict
 before:
   description:
-    - M(compose_snapshot)'s result (C(snapshot), C(states)), or C(failed) and C(msg). Only when the lock was
-      taken (or, in check mode, checked).
+    - M(compose_snapshot)'s result (C(snapshot), C(states), C(repo_digests)), or C(failed) and C(msg). Only when
+      the lock was taken (or, in check mode, checked).
   returned: when the lock was taken
+  type: dict
+registry:
+  description:
+    - "What the registry said: C(nothing_new) (true only when every target is current), C(reason) (a sentence:
+      why not, or that nothing is new), C(services) ({service - {reference, remote_digest, local_digest}} for the
+      targets looked at)."
+  returned: when the state before was recorded
   type: dict
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils import update_executor_lock as lock
 from ansible.module_utils import update_executor_preflight as preflight
+from ansible.module_utils import update_executor_registry as registry
 from ansible.module_utils import update_executor_snapshot as snapshot
 
 ARGUMENT_SPEC = dict(
     preflight.ARGUMENT_SPEC,
     job_id={"type": "str", "default": "manual"},
     requested_by={"type": "str", "default": ""},
+    registry_check={"type": "bool", "default": False},
+    registry_url={"type": "str", "default": ""},
+    registry_username={"type": "str", "default": ""},
+    registry_token={"type": "str", "default": "", "no_log": True},
+    registry_timeout={"type": "float", "default": 5.0},
 )
 # Under update-executor-rollback/<project>: the references that keep the previous images (compose_snapshot).
 KEEP_REPOSITORY = "update-executor-rollback/"
@@ -212,14 +251,48 @@ def run_task(params, pid, warn, sudo_user=None, check_mode=False, environ=os.env
                                    check_mode=check_mode)
     if not result["lock"].get("failed"):
         result["before"] = snapshot.run_task(snapshot_params(params, result), check_mode)
+        if not result["before"].get("failed"):
+            result["registry"] = registry_answer(params, result, check_mode)
     return result
+
+
+def registry_answer(params, found, check_mode, client=None):
+    """Whether the registry has nothing new for the targets (module_utils update_executor_registry),
+    asked only when it can decide: registry_check on, not check mode, no migration pending."""
+    if not params.get("registry_check"):
+        return dict(nothing_new=False, reason="not asked", services={})
+    if check_mode:
+        return dict(nothing_new=False, reason="check mode", services={})
+    if found["lock"].get("migration_pending"):
+        return dict(nothing_new=False, reason="an earlier migration is pending", services={})
+    if client is None:
+        credentials = (registry.registry_host(params.get("registry_url") or ""), params.get("registry_username") or "",
+                       params.get("registry_token") or "")
+        client = registry.RegistryClient(credentials, timeout=params.get("registry_timeout") or registry.DEFAULT_TIMEOUT)
+    before = found["before"]
+    return registry.nothing_new(found["targets"], found["service_image"], found["service_restart"],
+                                before.get("snapshot"), before.get("states"), before.get("repo_digests"), client)
 
 
 def main():
     # Runs on the inventory host. Never fails: the role's next tasks fail under each step's name.
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    module.exit_json(**run_task(module.params, os.getppid(), module.warn, sudo_user=os.environ.get("SUDO_USER"),
-                                check_mode=module.check_mode))
+    result = run_task(module.params, os.getppid(), module.warn, sudo_user=os.environ.get("SUDO_USER"),
+                      check_mode=module.check_mode)
+    module.exit_json(**without_token(module, result))
+
+
+def without_token(module, result):
+    """`result` with an invocation that hides the registry token. Ansible would also replace every
+    occurrence of a no_log value inside the result (image IDs, digests): a short token could change an
+    image ID the role and the rollback rely on. The result never holds the token (the registry client
+    keeps it out of its messages), so it is left out of that replacement, unless it does turn up."""
+    token = module.params.get("registry_token") or ""
+    hidden = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" if token else ""
+    result["invocation"] = {"module_args": dict(module.params, registry_token=hidden)}
+    if token and token not in json.dumps(result, default=str):
+        module.no_log_values.discard(token)
+    return result
 
 
 if __name__ == "__main__":
