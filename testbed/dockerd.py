@@ -17,12 +17,18 @@ Flags, and why (verified next to another dockerd that owns docker0 and iptables)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from testbed.host import BridgeLease
+from testbed.host import BridgeLease, delete_bridges_in, reserve_bridge, unmount_all
 from testbed.procs import Daemon
+from testbed.stack import docker_binary
 
 _PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
 
@@ -89,3 +95,31 @@ class Dockerd(Daemon):
             sock.sendall(_PING)
             head = sock.recv(256).split(b"\r\n", 1)[0]
         return head.startswith(b"HTTP/1.") and b" 200 " in head + b" "
+
+
+@contextlib.contextmanager
+def another_dockerd(prefix: str = "ue-2d-") -> Iterator[str]:
+    """Another private dockerd beside the bed's (its own data root, socket and bridge, under a
+    /tmp/<prefix>* directory): yields its DOCKER_HOST. At the end its containers are removed,
+    it is stopped, and its bridges, mounts and files are gone, also when the test failed."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    lease = reserve_bridge()
+    daemon = Dockerd(base, lease, base / "dockerd.log")
+    try:
+        daemon.start()
+        daemon.wait()
+        yield daemon.host
+    finally:
+        with contextlib.suppress(Exception):
+            env = {**os.environ, "DOCKER_HOST": daemon.host}
+            env.pop("DOCKER_CONTEXT", None)
+            docker = docker_binary()
+            ids = subprocess.run(
+                [docker, "ps", "-aq"], env=env, capture_output=True, text=True, check=False
+            ).stdout.split()
+            if ids:
+                subprocess.run([docker, "rm", "-f", *ids], env=env, check=False, timeout=120)
+        daemon.stop()
+        delete_bridges_in(lease.pool)
+        unmount_all(base)
+        shutil.rmtree(base, ignore_errors=True)

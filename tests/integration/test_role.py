@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ import pytest
 
 from testbed import Stack, build_app_image, registry_image_id
 from testbed.containers import APP_PORT
-from testbed.dockerd import Dockerd
-from testbed.host import delete_bridges_in, reserve_bridge
+from testbed.dockerd import another_dockerd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
@@ -154,29 +152,6 @@ class Run:
         return f"rc={self.returncode}\n{self.stdout[-6000:]}\n{self.stderr[-2000:]}"
 
 
-@contextlib.contextmanager
-def second_daemon() -> Iterator[str]:
-    """Another private dockerd on this machine (its own data root, socket and bridge)."""
-    base = Path(tempfile.mkdtemp(prefix="ue-2d-", dir="/tmp"))
-    lease = reserve_bridge()
-    daemon = Dockerd(base, lease, base / "dockerd.log")
-    daemon.start()
-    try:
-        daemon.wait()
-        yield daemon.host
-    finally:
-        with contextlib.suppress(Exception):
-            env = {"DOCKER_HOST": daemon.host, "PATH": "/usr/local/bin:/usr/bin:/bin"}
-            ids = subprocess.run(
-                ["docker", "ps", "-aq"], env=env, capture_output=True, text=True, check=False
-            ).stdout.split()
-            if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], env=env, check=False, timeout=120)
-        daemon.stop()
-        delete_bridges_in(lease.pool)
-        subprocess.run(["rm", "-rf", str(base)], check=False)
-
-
 @pytest.fixture(scope="module")
 def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     base = tmp_path_factory.mktemp("role")
@@ -191,7 +166,7 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     token.write_text(stack.registry_password)
     token.chmod(0o600)
     (base / "work").mkdir()
-    with second_daemon() as other:
+    with another_dockerd("ue-2d-") as other:
         inventory = base / "inventory"
         (inventory / "group_vars").mkdir(parents=True)
         (inventory / "host_vars").mkdir()

@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import pytest
 
 from testbed import Stack, build_app_image, registry_image_id, running_image_ids
 from testbed.containers import APP_PORT, container_ids
-from testbed.dockerd import Dockerd
+from testbed.dockerd import another_dockerd
 from testbed.faults import (
     REPO_ROOT,
     PlaybookRun,
@@ -33,7 +31,6 @@ from testbed.faults import (
     rollback_point_path,
     run_playbook,
 )
-from testbed.host import delete_bridges_in, reserve_bridge
 from testbed.siteenv import playbook_environment
 from testbed.stack import CommandError, docker_binary
 from tests.integration.conftest import SESSION_TAG
@@ -266,34 +263,11 @@ def test_a_successful_update_leaves_no_rollback_reference(site: Site) -> None:
     assert site.rollback_refs() == []
 
 
-@contextlib.contextmanager
-def another_daemon() -> Iterator[str]:
-    """A second private dockerd on this machine (its own data root, socket and bridge)."""
-    base = Path(tempfile.mkdtemp(prefix="ue-ctx-", dir="/tmp"))
-    lease = reserve_bridge()
-    daemon = Dockerd(base, lease, base / "dockerd.log")
-    daemon.start()
-    try:
-        daemon.wait()
-        yield daemon.host
-    finally:
-        with contextlib.suppress(Exception):
-            env = {"DOCKER_HOST": daemon.host, "PATH": os.environ["PATH"]}
-            ids = subprocess.run(
-                ["docker", "ps", "-aq"], env=env, capture_output=True, text=True, check=False
-            ).stdout.split()
-            if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], env=env, check=False, timeout=120)
-        daemon.stop()
-        delete_bridges_in(lease.pool)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_a_docker_context_is_the_one_daemon_of_every_step(site: Site, tmp_path: Path) -> None:
     """The operator's current docker context (no DOCKER_HOST, no compose_update_docker_host)
     points at another daemon: login, pull, retag and recreate all reach that daemon; the
     bed's daemon (whose project has the same name) is not touched."""
-    with another_daemon() as away:
+    with another_dockerd("ue-ctx-") as away:
         away_env = {**site.stack.env(), "DOCKER_HOST": away}
 
         def away_docker(*args: str) -> str:

@@ -7,10 +7,10 @@ socket is mounted at /run/docker.sock (its group is the host's `docker` group, w
 stand-in `docker.service` satisfies the unit's `Requires=docker.service`. Then the install
 steps of docs/operations.md (its `<!-- install-step: … -->` blocks, tests/docsteps.py) run as
 they stand, in the doc's order, in one root shell (the wheel from dist/, its dependencies from
-a local wheelhouse: the container takes nothing from PyPI), with the bed's registry password as
-the token and the env file edited for the bed (the `editor` line). The site is in /srv/app as
-in the doc, its `.env` root's 0600 as an operator's would be: the doc's step makes it readable
-by the worker. The unit is deploy/'s, unchanged.
+a local wheelhouse: the container takes nothing from PyPI; pip writes no bytecode: PIP_ENV),
+with the bed's registry password as the token and the env file edited for the bed (the
+`editor` line). The site is in /srv/app as in the doc, its `.env` root's 0600 as an operator's
+would be: the doc's step makes it readable by the worker. The unit is deploy/'s, unchanged.
 
 From outside, as the API would, the tests enqueue signed updates on the bed's Redis and look
 at the result, the site, the unit's directories, the journal; then the faults: `systemctl
@@ -83,6 +83,12 @@ ExecStart=/bin/true
 [Install]
 WantedBy=multi-user.target
 """
+# The environment of the install steps' shell, pip's settings only (the doc's command runs as
+# written): the dependencies come from the wheelhouse (the container has no PyPI), and no
+# bytecode is written at install (`--no-compile`, as test_wheel installs; issue 22): the same
+# files, about 100 s less on this machine. The worker, whose user cannot write to root's venv,
+# then compiles what it imports in memory at each start (about 1 s per ansible-playbook).
+PIP_ENV = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE_DIR, "PIP_COMPILE": "0"}
 READY = "worker ready: queue"  # worker/host/main.py logs it once start-up is done
 _versions = itertools.count(2)
 
@@ -338,8 +344,7 @@ def installed(
         cursor = host.cursor()
         output = host.script(
             f"cd {SOURCE_DIR}\n" + operator_script(stack.registry_password, env_file),
-            # pip takes the dependencies from the wheelhouse: the container has no PyPI.
-            env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE_DIR},
+            env=PIP_ENV,
         )
         timings["install steps"] = time.monotonic() - began
         assert stack.registry_password not in output

@@ -6,8 +6,13 @@ from typing import Any
 import pytest
 
 from worker.shared.request import (
+    HOSTS,
+    MAX_HOSTS,
+    MAX_SERVICES,
     REQUEST_FIELDS,
+    SERVICES,
     InvalidRequest,
+    NameList,
     UpdateRequest,
     registry_services,
 )
@@ -75,6 +80,60 @@ def test_a_subset_keeps_its_order_without_repeats() -> None:
 def test_bad_requests_are_refused_with_a_reason(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         validate_request(ALLOWED, **kwargs)
+
+
+# The one rule for a job's lists of names (`services`, `hosts`): each case for both lists. None
+# in the message column: accepted. `{field}`/`{noun}` stand for the list's own words.
+NAME_LIST_CASES = [
+    (None, None),
+    (["api"], None),
+    (("api", "db"), None),
+    (["a" * 63], None),
+    (["host-1.example.com", "group_a", "10.0.0.1"], None),
+    ("api", "{field} must be a non-empty list of"),
+    ([], "{field} must be a non-empty list of"),
+    ({"api": True}, "{field} must be a non-empty list of"),
+    (["api", "db;id"], "invalid {noun} name at {field}[1]: "),
+    ([""], "invalid {noun} name at {field}[0]: "),
+    (["a" * 64], "invalid {noun} name at {field}[0]: "),
+    (["-api"], "invalid {noun} name at {field}[0]: "),
+    (["api\n"], "invalid {noun} name at {field}[0]: "),
+    (["web*"], "invalid {noun} name at {field}[0]: "),
+    (["all:!db"], "invalid {noun} name at {field}[0]: "),
+    (["{{ x }}"], "invalid {noun} name at {field}[0]: "),
+    ([1], "invalid {noun} name at {field}[0]: "),
+    ([None], "invalid {noun} name at {field}[0]: "),
+]
+
+
+@pytest.mark.parametrize("rule", [SERVICES, HOSTS], ids=lambda rule: rule.field)
+@pytest.mark.parametrize(("names", "message"), NAME_LIST_CASES)
+def test_one_rule_checks_every_list_of_names(
+    rule: NameList, names: object, message: str | None
+) -> None:
+    if message is None:
+        rule.check(names)
+        assert UpdateRequest.parse({rule.field: names}) is not None  # the request's own check
+        return
+    expected = message.format(field=rule.field, noun=rule.noun)
+    for check in (rule.check, lambda value: UpdateRequest.parse({rule.field: value})):
+        with pytest.raises(InvalidRequest) as refused:
+            check(names)
+        assert str(refused.value).startswith(expected)
+        assert "db;id" not in str(refused.value) and "{{" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("rule", "limit"), [(SERVICES, MAX_SERVICES), (HOSTS, MAX_HOSTS)])
+def test_a_list_of_names_has_a_limit(rule: NameList, limit: int) -> None:
+    rule.check([f"n{i}" for i in range(limit)])
+    with pytest.raises(InvalidRequest, match=f"^{rule.field} lists more than {limit} names$"):
+        rule.check([f"n{i}" for i in range(limit + 1)])
+
+
+def test_a_repeated_name_is_dropped_from_services_and_refused_in_hosts() -> None:
+    SERVICES.check(["api", "api"])
+    with pytest.raises(InvalidRequest, match=r"^hosts names a host or group twice$"):
+        HOSTS.check(["web1", "web1"])
 
 
 def test_nothing_to_update_is_refused() -> None:

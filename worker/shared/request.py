@@ -132,6 +132,58 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
+@dataclass(frozen=True)
+class NameList:
+    """The rule for a job's list of names (`services`, `hosts`): null, or 1 to `limit` names,
+    each a full match of `grammar`; `repeat` is the refusal of a name given twice (None: a
+    repeat is allowed and dropped later). Messages name the field and the index, never the
+    value."""
+
+    field: str  # the job's field: "services"
+    noun: str  # one of its names: "service"
+    kind: str  # what the list holds: "service names"
+    grammar: re.Pattern[str]
+    rule: str  # the grammar in words
+    limit: int
+    repeat: str | None = None
+
+    def check(self, names: object) -> None:
+        """InvalidRequest unless `names` is None or a list (tuple) the rule allows."""
+        if names is None:
+            return
+        if not isinstance(names, (list, tuple)) or not names:
+            raise InvalidRequest(f"{self.field} must be a non-empty list of {self.kind} or null")
+        if len(names) > self.limit:
+            raise InvalidRequest(f"{self.field} lists more than {self.limit} names")
+        for index, name in enumerate(names):
+            if not isinstance(name, str) or not self.grammar.fullmatch(name):
+                raise InvalidRequest(
+                    f"invalid {self.noun} name at {self.field}[{index}]: {self.rule}"
+                )
+        if self.repeat is not None and len(set(names)) != len(names):
+            raise InvalidRequest(self.repeat)
+
+
+SERVICES = NameList(
+    field="services",
+    noun="service",
+    kind="service names",
+    grammar=SERVICE_NAME,
+    rule="a name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    limit=MAX_SERVICES,
+)
+HOSTS = NameList(
+    field="hosts",
+    noun="host",
+    kind="inventory host or group names",
+    grammar=HOST_NAME,
+    rule="a name of the inventory is 1 to 63 letters, digits, '.', '_' or '-', starting with "
+    "a letter or digit (no pattern)",
+    limit=MAX_HOSTS,
+    repeat="hosts names a host or group twice",
+)
+
+
 # The keyword arguments of process_system_update: the whole of what a job may ask for.
 REQUEST_FIELDS = tuple(field.name for field in dataclass_fields(UpdateRequest))
 # What a revert may not ask for: it puts back what the last update's record says, nothing else.
@@ -153,18 +205,8 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
         )
         raise InvalidRequest(f"unexpected argument {shown} (accepted: {', '.join(REQUEST_FIELDS)})")
     services = fields.get("services")
-    if services is not None:
-        if not isinstance(services, (list, tuple)) or not services:
-            raise InvalidRequest("services must be a non-empty list of service names or null")
-        if len(services) > MAX_SERVICES:
-            raise InvalidRequest(f"services lists more than {MAX_SERVICES} names")
-        for index, name in enumerate(services):
-            if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
-                raise InvalidRequest(
-                    f"invalid service name at services[{index}]: a name is 1 to 63 letters, "
-                    "digits, '.', '_' or '-', starting with a letter or digit"
-                )
-    check_host_names(fields.get("hosts"))
+    SERVICES.check(services)
+    HOSTS.check(fields.get("hosts"))
     for flag in ("run_migrations", "create_backup", "dry_run", "revert"):
         if flag in fields:
             _flag(flag, fields[flag])
@@ -186,25 +228,6 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
     if isinstance(requested_by, str) and has_control_chars(requested_by):
         # It ends up in the lock file, the summary and log lines: one printable line only.
         raise InvalidRequest("requested_by must not contain control characters (newlines, NUL)")
-
-
-def check_host_names(hosts: object) -> None:
-    """A job's `hosts`: null, or 1 to MAX_HOSTS distinct names of the HOST_NAME grammar (no
-    pattern). Whether each is in the inventory only the worker can tell."""
-    if hosts is None:
-        return
-    if not isinstance(hosts, (list, tuple)) or not hosts:
-        raise InvalidRequest("hosts must be a non-empty list of inventory host or group names")
-    if len(hosts) > MAX_HOSTS:
-        raise InvalidRequest(f"hosts lists more than {MAX_HOSTS} names")
-    for index, name in enumerate(hosts):
-        if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
-            raise InvalidRequest(
-                f"invalid host name at hosts[{index}]: a name of the inventory is 1 to 63 "
-                "letters, digits, '.', '_' or '-', starting with a letter or digit (no pattern)"
-            )
-    if len(set(hosts)) != len(hosts):
-        raise InvalidRequest("hosts names a host or group twice")
 
 
 def choose_services(allowed_services: Iterable[str], services: object) -> tuple[str, ...]:
