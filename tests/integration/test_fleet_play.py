@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,10 +82,15 @@ class Fleet:
             playbook=str(REPO_ROOT / "playbooks" / "update.yml"),
             inventory=str(self.inventory),
             extravars={"compose_update_show_summary": False, **extravars},
-            envvars={**self.stack.env(), "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")},
+            envvars={
+                **self.stack.env(),
+                "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            },
             quiet=True,
         )
         events = list(runner.events)
+        assert events, (data / "artifacts").glob("*/stdout")
         shutil.rmtree(data, ignore_errors=True)
         outcome = RunOutcome(status=UpdateStatus(runner.status), events=events, rc=runner.rc)
         summary = build_summary(
