@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # ansible-lint and ansible-runner look for their tools on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup lint test unit integration test-systemd demo bench wheel clean
+.PHONY: setup lint test unit integration test-systemd demo demo-db bench wheel clean
 
 # What the tests need; `make demo` asks for less (no debootstrap, no systemd). Both print first
 # what they will install, use a dockerd and a Compose v2 already on the machine, and start nothing.
@@ -57,6 +57,14 @@ test-systemd: setup
 demo:
 	@bash scripts/bootstrap.sh demo
 	$(PY) -m testbed.demo
+
+# A rolled-back update that puts the database back too (issue 23): Debian's PostgreSQL 15 and an
+# Alembic app, v1 -> v2 whose post-update smoke test fails, through the real queue and worker.
+# Its images build on a Debian rootfs debootstrapped once per machine (the `test` setup brings
+# debootstrap) and cached in /var/cache/update-executor-tests, like test-systemd's.
+demo-db:
+	@bash scripts/bootstrap.sh test
+	$(PY) -m testbed.demo_db
 
 # The wheel operators install (docs/operations.md): dist/update_executor-<version>-py3-none-any.whl,
 # carrying the playbooks, the role, the inventory and ansible.cfg. Nothing is published to an index.

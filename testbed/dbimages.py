@@ -15,10 +15,12 @@ dockerd imports it once per bed as BASE_IMAGE, and two small Dockerfiles build o
   answers once the server listens for real. pg_dump, pg_restore and psql are on PATH.
 - `build_app_image(stack, version)`: python3 with Debian's SQLAlchemy 1.4, psycopg2 and
   Alembic 1.8, carrying testbed/dbapp: `alembic.ini`, `migrations/env.py` (URL from
-  POSTGRES_* variables, `transaction_per_migration=True`) and the revisions of versions 1..N
-  (see REVISIONS). Its command serves GET /health on APP_PORT: 200 only when the database's
-  alembic_version equals the head its code expects (the last revision it carries), else 503;
-  a HEALTHCHECK calls it. Pushed to the bed's registry, as an application image is.
+  POSTGRES_* variables, `transaction_per_migration=True`) and the revisions of its version
+  (CHAINS: v1 creates items, v2 adds a filled column, v3 fails half-way, v4 follows v2 with a
+  revision that has no downgrade()). Its command serves GET /health on APP_PORT: 200 only
+  when the database's alembic_version equals the head its code expects (the last revision it
+  carries), else 503; a HEALTHCHECK calls it. Pushed to the bed's registry, as an
+  application image is.
 
 `write_db_project()` writes a compose project {db, api} (`DbProject`); its `migrate()` runs
 `docker compose exec api alembic upgrade head`, as the worker's migration step does;
@@ -27,6 +29,7 @@ dockerd imports it once per bed as BASE_IMAGE, and two small Dockerfiles build o
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -72,9 +75,11 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 DB_IMAGE = f"{LOCAL_REGISTRY}/local/postgres:15"
 DB_PORT = 5432
 APP_DIR = Path(__file__).resolve().parent / "dbapp"
-APP_VERSIONS = (1, 2, 3)
-# Version N carries the revisions 1..N; the last one is the head its code expects.
-REVISIONS = {1: "1a7c3e5b9d01", 2: "2b8d4f6a0e12", 3: "3c9e5a7b1f23"}
+APP_VERSIONS = (1, 2, 3, 4)
+# The revisions each version carries, oldest first; the last one is the head its code expects.
+# v4 follows v2 (v3's revision never succeeds); its revision has no downgrade().
+CHAINS = {1: (1,), 2: (1, 2), 3: (1, 2, 3), 4: (1, 2, 4)}
+REVISIONS = {1: "1a7c3e5b9d01", 2: "2b8d4f6a0e12", 3: "3c9e5a7b1f23", 4: "4d0f6b8c2a34"}
 API_SERVICE = "api"
 DB_SERVICE = "db"
 _REPO_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
@@ -187,7 +192,7 @@ def app_files(version: int) -> dict[str, Path]:
     for name in ("env.py", "script.py.mako"):
         files[f"app/migrations/{name}"] = APP_DIR / "migrations" / name
     for path in sorted((APP_DIR / "migrations" / "versions").glob("v*_*.py")):
-        if int(path.name[1 : path.name.index("_")]) <= version:
+        if int(path.name[1 : path.name.index("_")]) in CHAINS[version]:
             files[f"app/migrations/versions/{path.name}"] = path
     return files
 
@@ -202,7 +207,7 @@ def app_image_ref(stack: Stack, version: int, repo: str = "acme/dbapp") -> str:
 def build_app_image(
     stack: Stack, version: int, *, repo: str = "acme/dbapp", push: bool = True
 ) -> str:
-    """Build the app at `version` (1, 2, 3) as `{registry}/{repo}:v{version}`, push it (the
+    """Build the app at `version` (APP_VERSIONS) as `{registry}/{repo}:v{version}`, push it (the
     daemon keeps it tagged too), return the reference. Its health wants REVISIONS[version]."""
     files = app_files(version)  # refuses an unknown version before anything is built
     ref = app_image_ref(stack, version, repo)
@@ -376,6 +381,34 @@ class DbProject:
     def container(self, service: str) -> str:
         """The name of `service`'s container."""
         return containers(self.stack, self.project)[service].name
+
+
+# A Docker healthcheck that says only "the app serves" (GET /health answers, 200 or 503): an
+# update migrates once its recreated services are healthy, and the image's own healthcheck
+# (200 only at the schema its code expects) would never let a new version get there.
+SERVING = [
+    "CMD", "python3", "-c",
+    "import urllib.request as r, urllib.error as e\n"
+    f"try: r.urlopen('http://127.0.0.1:{APP_PORT}/health', timeout=3)\n"
+    "except e.HTTPError: pass",
+]  # fmt: skip
+
+
+def add_post_update_hook(project: DbProject, hook: str = "false") -> None:
+    """Give api a post-update hook (`update-executor.post-update`, run in the new container after
+    the migrations; `false` fails every update after its migration) and the SERVING
+    healthcheck. GET /health (`DbProject.health_endpoint`) still says whether the schema fits."""
+    text = project.compose_file.read_text()
+    hooked = text.replace(
+        f"  {API_SERVICE}:\n",
+        f"  {API_SERVICE}:\n    labels:\n      update-executor.post-update: {json.dumps(hook)}\n"
+        f"    healthcheck:\n      test: {json.dumps(SERVING)}\n"
+        "      interval: 1s\n      timeout: 10s\n      retries: 10\n      start_period: 60s\n",
+        1,
+    )
+    if hooked == text:
+        raise ValueError(f"no {API_SERVICE} service in {project.compose_file}")
+    project.compose_file.write_text(hooked)
 
 
 def compose_text(project: str, db_image: str, app_image: str, *, via_socket: bool = False) -> str:

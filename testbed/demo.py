@@ -86,9 +86,9 @@ def print_report(summary: dict[str, Any], before: dict[str, str], after: dict[st
         )
 
 
-async def enqueue_and_wait(settings: Settings) -> dict[str, Any]:
+async def enqueue_and_wait(settings: Settings, requested_by: str = "make demo") -> dict[str, Any]:
     async with await UpdateClient.connect(settings) as client:
-        job_id = (await client.submit_update(requested_by="make demo")).job_id
+        job_id = (await client.submit_update(requested_by=requested_by)).job_id
         print(f"queued job {job_id}", flush=True)
         return await client.result(job_id, timeout=600)
 

@@ -10,10 +10,12 @@ test starts from v1 (its schema, two rows, healthy) and the images are shared.
   image comes back: `alembic current` is v1's, v2's column is gone, the rows are intact.
 - v1 -> v3, whose revision fails half-way: the same (v3's committed first statement stays:
   Alembic never recorded it, docs/operations.md says how to write such a revision).
-- A downgrade that fails, with downgrade-then-restore and a backup: restored from the dump;
-  with downgrade only: THE DATABASE WAS NOT PUT BACK, the new version left running, the next
-  update refused, and `rollback.yml` (what `update-executor rollback` runs) finishes the job
-  once the downgrade works.
+- A downgrade that fails, v1 -> v4 (v4's revision has no downgrade(): Alembic fails with
+  "no attribute 'downgrade'"), with downgrade-then-restore and a backup: restored from the
+  dump; with downgrade only: THE DATABASE WAS NOT PUT BACK, the new version left running, the
+  next update refused, and once the operator has undone v4's revision by hand (its column
+  dropped, `alembic stamp` to v2's revision) `rollback.yml` (what `update-executor rollback`
+  runs) downgrades the rest and puts v1 back.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from pathlib import Path
 import pytest
 
 from testbed import Stack
-from testbed.containers import APP_PORT, containers
+from testbed.containers import containers
 from testbed.dbimages import (
     API_SERVICE,
     REVISIONS,
     DbProject,
+    add_post_update_hook,
     build_app_image,
     build_db_image,
     publish_version,
@@ -48,14 +51,8 @@ from worker.host.recovery import ansible_processes_of, end_process_groups
 pytestmark = pytest.mark.timeout(900)
 ROWS = [["1", "apple"], ["2", "pear"]]
 REPO = f"t{SESSION_TAG}/dbrollback"
-# A downgrade that cannot undo its revision (as a revision without downgrade() fails).
-FAILING_DOWNGRADE = "python3 -c 'raise SystemExit(\"no downgrade() in this revision\")'"
-SERVING = [
-    "CMD", "python3", "-c",
-    "import urllib.request as r, urllib.error as e\n"
-    f"try: r.urlopen('http://127.0.0.1:{APP_PORT}/health', timeout=3)\n"
-    "except e.HTTPError: pass",
-]  # fmt: skip
+# What Alembic says when a revision to undo has no downgrade() (v4's).
+NO_DOWNGRADE = "has no attribute 'downgrade'"
 
 
 @dataclass
@@ -129,24 +126,13 @@ def assert_back_at_v1(site: Site, run: PlaybookRun) -> None:
 def module_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     began = time.monotonic()
     build_db_image(stack)
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         build_app_image(stack, version, repo=REPO)
     print(f"images {time.monotonic() - began:.1f} s")
     base = tmp_path_factory.mktemp("db-rollback")
     project = write_db_project(stack, base / "site", f"dbrb{SESSION_TAG}", repo=REPO)
     # Every update of this site fails after its migration: the post-update hook exits 1.
-    text = project.compose_file.read_text()
-    # The role migrates once the recreated services are healthy: Docker's healthcheck here says
-    # the app serves (200 or 503); GET /health (checked by the tests) says whether the schema fits.
-    hooked = text.replace(
-        f"  {API_SERVICE}:\n",
-        f"  {API_SERVICE}:\n    labels:\n      update-executor.post-update: 'false'\n"
-        f"    healthcheck:\n      test: {json.dumps(SERVING)}\n"
-        "      interval: 1s\n      timeout: 10s\n      retries: 10\n      start_period: 60s\n",
-        1,
-    )
-    assert hooked != text
-    project.compose_file.write_text(hooked)
+    add_post_update_hook(project, "false")
     project.compose("up", "-d")  # api is unhealthy until its schema is migrated
     project.migrate()
     project.wait_health("healthy")
@@ -220,18 +206,18 @@ def test_a_migration_that_fails_half_way_is_downgraded_and_rolled_back(site: Sit
 
 
 def test_a_failing_downgrade_restores_the_backup_when_allowed(site: Site) -> None:
-    publish_version(site.project.stack, 2, repo=REPO)
+    v4 = publish_version(site.project.stack, 4, repo=REPO)
 
     run = site.run(
         "-e",
         "compose_update_create_backup=true",
         DB_ROLLBACK="downgrade-then-restore",
-        MIGRATION_DOWNGRADE_COMMAND=FAILING_DOWNGRADE,
         BACKUP_COMMAND="pg_dump -U app -Fc app",
         BACKUP_SERVICE="db",
         RESTORE_COMMAND="pg_restore -U app -d app --clean --if-exists --single-transaction",
     )
 
+    assert run.report["services"][API_SERVICE]["after"]["image_id"] == v4, run.explain()
     database = run.report["database"]
     assert database["action"] == "restored", run.explain()
     assert database["revision_after"] == REVISIONS[1]
@@ -239,44 +225,50 @@ def test_a_failing_downgrade_restores_the_backup_when_allowed(site: Site) -> Non
     assert backup and Path(backup).is_file()
     assert f"Restored from the backup {backup}" in database["message"]
     assert "every write to the database after that backup" in database["message"]
-    assert "no downgrade() in this revision" in database["message"]
+    assert NO_DOWNGRADE in database["message"]
     assert_back_at_v1(site, run)
+    assert site.project.columns("items") == ["id", "name"]  # v2's and v4's columns are gone
 
 
 def test_a_failing_downgrade_without_a_backup_stops_and_refuses_the_next_update(
     site: Site,
 ) -> None:
-    v2 = publish_version(site.project.stack, 2, repo=REPO)
+    v4 = publish_version(site.project.stack, 4, repo=REPO)
 
-    run = site.run(MIGRATION_DOWNGRADE_COMMAND=FAILING_DOWNGRADE)
+    run = site.run()
 
     assert run.returncode != 0
     assert run.report["rolled_back"] is False, run.explain()
     assert run.report["database"]["action"] == "failed"
-    assert run.report["database"]["revision_after"] == REVISIONS[2]
+    assert run.report["database"]["revision_after"] == REVISIONS[4]
     error = run.report["rollback_error"]
     assert error.startswith(
-        f"THE DATABASE WAS NOT PUT BACK: it is at revision {REVISIONS[2]}, not {REVISIONS[1]}"
+        f"THE DATABASE WAS NOT PUT BACK: it is at revision {REVISIONS[4]}, not {REVISIONS[1]}"
     ), run.explain()
+    assert NO_DOWNGRADE in error
     # The exact commands: the configured downgrade with the recorded revision, then the rollback.
-    assert f"exec -T api {FAILING_DOWNGRADE} {REVISIONS[1]}" in error
+    assert f"exec -T api alembic downgrade {REVISIONS[1]}" in error
     assert "update-executor rollback" in error
     assert "THE DATABASE WAS NOT PUT BACK" in run.failures[-1][1]
     # The new version stays (its code matches the schema), the rows too; the point is kept.
-    assert site.api_image() == v2
-    assert site.project.current_revision() == REVISIONS[2]
+    assert site.api_image() == v4
+    assert site.project.current_revision() == REVISIONS[4]
+    assert site.project.columns("items") == ["id", "name", "note", "tags"]
     assert site.items() == ROWS
     assert len(list((site.base / "locks").glob("*.rollback.json"))) == 1
 
     refused = site.run()
     assert refused.returncode != 0
     assert "was cut off before it finished" in refused.failure_text, refused.explain()
-    assert site.api_image() == v2
+    assert site.api_image() == v4
 
     # What `update-executor rollback` runs: the rollback point's revision and commands.
     check = site.run("--check", playbook="playbooks/rollback.yml")
     assert check.returncode == 0, check.explain()
-    assert site.api_image() == v2
+    assert site.api_image() == v4
+    # The operator undoes v4's revision by hand, then the rollback downgrades v2's with v4's image.
+    site.project.psql("ALTER TABLE items DROP COLUMN tags")
+    site.project.alembic("stamp", REVISIONS[2])
     finished = site.run(playbook="playbooks/rollback.yml")
     assert finished.returncode == 0, finished.explain()
     assert finished.report["database"]["action"] == "downgraded", finished.explain()

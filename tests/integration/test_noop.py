@@ -2,7 +2,7 @@
 comparing image IDs, it recreates nothing and runs no migration, unless an earlier update left
 its migration pending (the marker next to the lock). A tag that moved to an image already on
 the host is still an update. One deployment for the module (`shared_deployment`), each test
-publishing its own version."""
+publishing its own version; the no-op is the session's `updated_again` (conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from testbed.faults import lock_path
 from testbed.images import image_id_of, registry_digest
-from tests.integration.conftest import Deployment, record_update
+from tests.integration.conftest import Deployment, Outcome, record_update
 
 NOOP_REASON = "skipped: no container was recreated and no earlier migration is pending"
 
@@ -33,12 +33,13 @@ def assert_released(deployment: Deployment) -> None:
     assert not lock.with_name(lock.name.removesuffix(".lock") + ".rollback.json").exists()
 
 
-async def test_nothing_new_recreates_nothing_and_runs_no_migration(
-    shared_deployment: Deployment,
+def test_nothing_new_recreates_nothing_and_runs_no_migration(
+    updated_once: Outcome, updated_again: Outcome
 ) -> None:
-    site = shared_deployment
-    before_log = site.migrations_log()
-    outcome = await record_update(site, {})  # with migrations (the default): nothing new
+    # The session's no-op update (conftest.py): the same update again, right after
+    # `updated_once`, with migrations (the default); test_update.py reads it too.
+    site, outcome = updated_again.deployment, updated_again
+    before_log = updated_once.migrations_log  # the log right before this run
     summary = outcome.summary
     assert summary["status"] == "successful", summary["error"]
     assert outcome.after_containers == outcome.before_containers
@@ -53,6 +54,10 @@ async def test_nothing_new_recreates_nothing_and_runs_no_migration(
     assert listed["migrations"]["message"] == NOOP_REASON
     assert summary["migrations"] == {"ran": False, "rc": None, "output_tail": ""}
     assert outcome.migrations_log == before_log
+    # Nor of the revision command: the database's revision is read only when a migration will run
+    # (one module process less in a no-op; the stand-in's `alembic current` would say it failed).
+    assert summary["database"]["mode"] == "off"
+    assert summary["database"]["message"] == "nothing new to migrate"
     # The progress stream's last word on the step says the same.
     ended = [e for e in outcome.progress if e["kind"] == "step_ended" and e["name"] == "migrations"]
     assert (ended[-1]["status"], ended[-1]["message"]) == ("skipped", NOOP_REASON)

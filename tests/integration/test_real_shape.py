@@ -36,27 +36,28 @@ async def test_updates_and_rollbacks_change_images_only(real_site: RealSite) -> 
     new_backend = site.publish(site.backend_repo, "2")
     new_frontend = site.publish(site.frontend_repo, "2")
 
-    # 1. Through the queue, the real worker process with the host's settings.
+    # 1. Through the queue, the real worker process with the host's settings; one process
+    # serves both jobs, as the unit's does. HEALTH_TIMEOUT 20 s (the bed's containers are
+    # healthy within ~2 s): the unhealthy version of step 2 is given up after 20 s, not 60.
     async with await UpdateClient.connect(site.settings) as client:
-        with site.worker():
+        with site.worker(HEALTH_TIMEOUT="20"):
             job_id = await client.enqueue_update(requested_by="admin")
             summary = assert_valid_summary(await client.result(job_id, timeout=240))
-        assert summary["status"] == "successful", summary["error"]
-        assert sorted(summary["services"]) == TARGETS
-        assert summary["migrations"]["ran"] is True and summary["migrations"]["rc"] == 0
-        images = site.image_ids()
-        assert images["api"] == images["worker"] == new_backend
-        assert images["frontend"] == new_frontend
-        ids = site.container_ids()
-        assert {s: ids[s] for s in NON_TARGETS} == {s: before[s] for s in NON_TARGETS}
-        assert all(ids[s] != before[s] for s in TARGETS)
-        assert_the_dotenv_decided(site)
-        site.assert_configuration_is_the_operators(TARGETS)
+            assert summary["status"] == "successful", summary["error"]
+            assert sorted(summary["services"]) == TARGETS
+            assert summary["migrations"]["ran"] is True and summary["migrations"]["rc"] == 0
+            images = site.image_ids()
+            assert images["api"] == images["worker"] == new_backend
+            assert images["frontend"] == new_frontend
+            ids = site.container_ids()
+            assert {s: ids[s] for s in NON_TARGETS} == {s: before[s] for s in NON_TARGETS}
+            assert all(ids[s] != before[s] for s in TARGETS)
+            assert_the_dotenv_decided(site)
+            site.assert_configuration_is_the_operators(TARGETS)
 
-        # 2. A new backend that never gets healthy: rolled back by the playbook.
-        before = site.container_ids()
-        site.publish(site.backend_repo, "3", behaviour="unhealthy")
-        with site.worker():
+            # 2. A new backend that never gets healthy: rolled back by the playbook.
+            before = site.container_ids()
+            site.publish(site.backend_repo, "3", behaviour="unhealthy")
             job_id = await client.enqueue_update(services=["api", "worker"])
             summary = assert_valid_summary(await client.result(job_id, timeout=240))
         assert summary["status"] == "failed"

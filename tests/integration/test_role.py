@@ -295,44 +295,99 @@ def test_tags_pull_only_pulls(site: Site) -> None:
     assert site.leftovers() == []
 
 
-def test_a_second_daemon_is_an_inventory_host_of_its_own(site: Site) -> None:
+@dataclass
+class UserCompose:
+    """Compose installed in a user's docker config (`cli-plugins/docker-compose`, the manual
+    install): a wrapper that records its calls and runs the system's Compose."""
+
+    config: Path
+    calls: Path
+    wrapper: Path
+
+
+@dataclass
+class BothDaemons:
+    """A new version on the second daemon alone, then on both in one run (the bed catches up)
+    with the user's Compose of `UserCompose`: what the two tests below read."""
+
+    newest: str
+    bed_before: dict[str, str]  # the bed's containers before the run on the second daemon
+    second_before: dict[str, str]
+    second_run: Run
+    bed_after_second_run: dict[str, str]
+    second_after_second_run: dict[str, str]
+    both: Run
+    user_compose: UserCompose
+
+
+@pytest.fixture(scope="module")
+def both_daemons(site: Site, tmp_path_factory: pytest.TempPathFactory) -> BothDaemons:
+    """One update of the second daemon and one of both, shared by the second daemon's test and
+    the per-user Compose test (each needs a real run with a new image on the bed; one run
+    serves both, issue 22)."""
+    base = tmp_path_factory.mktemp("user-compose")
+    config = base / "docker-config"
+    plugins = config / "cli-plugins"
+    plugins.mkdir(parents=True)
+    calls = base / "calls.log"
+    system_compose = "/usr/local/lib/docker/cli-plugins/docker-compose"
+    wrapper = plugins / "docker-compose"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >>{calls}\nexec {system_compose} "$@"\n')
+    wrapper.chmod(0o755)
+
     build_app_image(site.stack, site.repo, "5", registry_only=True)
     newest = registry_image_id(site.stack, site.repo)
     bed_before = site.containers("bed")
     second_before = site.images("second")
+    second_run = site.playbook("-e", "update_hosts=second")
+    bed_after_second_run = site.containers("bed")
+    second_after_second_run = site.images("second")
+    both = site.playbook("-e", "update_hosts=docker_hosts", env={"DOCKER_CONFIG": str(config)})
+    return BothDaemons(
+        newest,
+        bed_before,
+        second_before,
+        second_run,
+        bed_after_second_run,
+        second_after_second_run,
+        both,
+        UserCompose(config, calls, wrapper),
+    )
 
-    run = site.playbook("-e", "update_hosts=second")
+
+def test_a_second_daemon_is_an_inventory_host_of_its_own(
+    site: Site, both_daemons: BothDaemons
+) -> None:
+    newest, run = both_daemons.newest, both_daemons.second_run
     assert run.returncode == 0, run.explain()
-    assert set(site.images("second").values()) == {newest} != set(second_before.values())
-    assert site.containers("bed") == bed_before  # the other daemon was not touched
+    assert (
+        set(both_daemons.second_after_second_run.values())
+        == {newest}
+        != set(both_daemons.second_before.values())
+    )
+    # the other daemon was not touched
+    assert both_daemons.bed_after_second_run == both_daemons.bed_before
     # Both daemons in one run: the bed catches up, the second one has nothing to do.
-    both = site.playbook("-e", "update_hosts=docker_hosts")
+    both = both_daemons.both
     assert both.returncode == 0, both.explain()
     assert set(site.images("bed").values()) == {newest}
     assert both.recap("second")["changed"] == 0
     assert site.leftovers() == []
 
 
-def test_a_compose_installed_per_user_is_the_one_the_pull_runs(site: Site, tmp_path: Path) -> None:
+def test_a_compose_installed_per_user_is_the_one_the_pull_runs(
+    site: Site, both_daemons: BothDaemons
+) -> None:
     """Compose installed in the user's docker config (`cli-plugins/docker-compose`, the manual
     install) is found by every step, the pull included, although the pull runs with the run's
     private DOCKER_CONFIG (the login's credentials): the login links the directory into it. The
-    per-user plugin here is a wrapper that records its calls and runs the system's Compose."""
-    config = tmp_path / "docker-config"
-    plugins = config / "cli-plugins"
-    plugins.mkdir(parents=True)
-    calls = tmp_path / "calls.log"
-    system_compose = "/usr/local/lib/docker/cli-plugins/docker-compose"
-    wrapper = plugins / "docker-compose"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >>{calls}\nexec {system_compose} "$@"\n')
-    wrapper.chmod(0o755)
-    build_app_image(site.stack, site.repo, "6", registry_only=True)
-    newest = registry_image_id(site.stack, site.repo)
-
-    run = site.playbook("-e", "update_hosts=bed", env={"DOCKER_CONFIG": str(config)})
+    per-user plugin here is a wrapper that records its calls and runs the system's Compose; the
+    run is `both_daemons`' run on both daemons, which pulls the new version for the bed."""
+    user = both_daemons.user_compose
+    run = both_daemons.both
     assert run.returncode == 0, run.explain()
-    assert set(site.images("bed").values()) == {newest}
-    pulls = [line for line in calls.read_text().splitlines() if " pull " in f" {line} "]
-    assert pulls, calls.read_text()  # the pull ran the user's Compose, not the system's
+    assert set(site.images("bed").values()) == {both_daemons.newest}
+    pulls = [line for line in user.calls.read_text().splitlines() if " pull " in f" {line} "]
+    assert pulls, user.calls.read_text()  # the pull ran the user's Compose, not the system's
     assert site.leftovers() == []  # the private config (and the link in it) is gone
-    assert wrapper.exists()  # the link was removed, not what it points to
+    assert user.wrapper.exists()  # the link was removed, not what it points to

@@ -144,7 +144,13 @@ async def test_the_openapi_schema_lists_the_routes(http: httpx.AsyncClient) -> N
         for name in ("check", "trigger", "cancel", "status", "events", "history")
     }
     body = schema["components"]["schemas"]["TriggerBody"]
-    assert set(body["properties"]) == {"run_migrations", "create_backup", "services", "dry_run"}
+    assert set(body["properties"]) == {
+        "run_migrations",
+        "create_backup",
+        "services",
+        "dry_run",
+        "hosts",
+    }
 
 
 async def test_bad_query_values_are_422(http: httpx.AsyncClient) -> None:

@@ -243,6 +243,133 @@ def finished(summary: dict[str, Any]) -> Any:
             id="timeout",
         ),
         pytest.param(
+            finished(
+                {
+                    "status": "rolled_back",
+                    "rolled_back": True,
+                    "rollback_error": None,
+                    "error": {"step": "migrations", "message": "Migrations failed: exit 1."},
+                    "database": {"action": "downgraded", "revision_before": "a1"},
+                }
+            ),
+            "failed",
+            "Update rolled_back at migrations.",
+            "Migrations failed: exit 1. The previous version was restored (rolled back). "
+            "The database was put back at revision a1 (downgraded).",
+            id="database downgraded",
+        ),
+        pytest.param(
+            finished(
+                {
+                    "status": "rolled_back",
+                    "rolled_back": True,
+                    "error": {
+                        "step": "post-update",
+                        "message": "Post-update failed. Rolled back: api restored. The database "
+                        "was put back at revision a1 (downgraded).",
+                    },
+                    "database": {"action": "downgraded", "revision_before": "a1"},
+                }
+            ),
+            "failed",
+            "Update rolled_back at post-update.",
+            "Post-update failed. Rolled back: api restored. The database was put back at "
+            "revision a1 (downgraded). The previous version was restored (rolled back).",
+            id="database sentence said once",
+        ),
+        pytest.param(
+            finished(
+                {
+                    "status": "rolled_back",
+                    "rolled_back": True,
+                    "error": {"step": "migrations", "message": "Migrations failed."},
+                    "database": {
+                        "action": "restored",
+                        "revision_before": "a1",
+                        "message": "Restored from the backup b: writes after it are lost.",
+                    },
+                }
+            ),
+            "failed",
+            "Update rolled_back at migrations.",
+            "Migrations failed. The previous version was restored (rolled back). The database "
+            "was put back at revision a1 (restored). Restored from the backup b: writes after "
+            "it are lost.",
+            id="database restored",
+        ),
+        pytest.param(
+            finished(
+                {
+                    "status": "failed",
+                    "rolled_back": False,
+                    "rollback_error": None,
+                    "error": {"step": "interrupted", "message": "Interrupted."},
+                    "database": {
+                        "action": "failed",
+                        "revision_before": "a1",
+                        "revision_after": "b2",
+                    },
+                }
+            ),
+            "failed",
+            "Update failed at interrupted.",
+            "Interrupted. Not rolled back. THE DATABASE WAS NOT PUT BACK: it is at revision b2, "
+            "not a1.",
+            id="database not put back",
+        ),
+        pytest.param(
+            finished(
+                {
+                    "status": "failed",
+                    "rolled_back": False,
+                    "rollback_error": "THE DATABASE WAS NOT PUT BACK: it is at revision b2, not "
+                    "a1 (the downgrade failed). Finish by hand: x",
+                    "error": {"step": "post-update", "message": "Post-update failed."},
+                    "database": {
+                        "action": "failed",
+                        "revision_before": "a1",
+                        "revision_after": "b2",
+                    },
+                }
+            ),
+            "failed",
+            "Update failed at post-update.",
+            "Post-update failed. THE ROLLBACK FAILED: THE DATABASE WAS NOT PUT BACK: it is at "
+            "revision b2, not a1 (the downgrade failed). Finish by hand: x",
+            id="database not put back said once",
+        ),
+        pytest.param(
+            finished(
+                {
+                    "status": "rolled_back",
+                    "rolled_back": True,
+                    "error": {"step": "post-update", "message": "Post-update failed."},
+                    "migrations": {"ran": True, "rc": 0},
+                    "database": {"mode": "off", "action": "none", "message": "no revision command"},
+                }
+            ),
+            "failed",
+            "Update rolled_back at post-update.",
+            "Post-update failed. The previous version was restored (rolled back). The database "
+            "was not put back (no revision command): it is as the update left it.",
+            id="database off",
+        ),
+        pytest.param(
+            finished(
+                {
+                    "status": "rolled_back",
+                    "rolled_back": True,
+                    "error": {"step": "recreate", "message": "Recreate failed."},
+                    "migrations": {"ran": False},
+                    "database": {"mode": "downgrade", "action": "none", "revision_before": "a1"},
+                }
+            ),
+            "failed",
+            "Update rolled_back at recreate.",
+            "Recreate failed. The previous version was restored (rolled back).",
+            id="database untouched",
+        ),
+        pytest.param(
             finished(None),  # type: ignore[arg-type]
             "failed",
             "Update failed at the queue.",

@@ -72,6 +72,8 @@ def _revision_files(version: int) -> dict[str, tuple[str, str | None]]:
         (1, {REVISIONS[1]: None}),
         (2, {REVISIONS[1]: None, REVISIONS[2]: REVISIONS[1]}),
         (3, {REVISIONS[1]: None, REVISIONS[2]: REVISIONS[1], REVISIONS[3]: REVISIONS[2]}),
+        # v4 follows v2: v3's revision never succeeds, so no image may carry it after v3.
+        (4, {REVISIONS[1]: None, REVISIONS[2]: REVISIONS[1], REVISIONS[4]: REVISIONS[2]}),
     ],
 )
 def test_version_n_carries_the_linear_history_up_to_its_own_head(
@@ -92,7 +94,7 @@ def test_every_version_carries_the_app_and_its_alembic_configuration() -> None:
     assert "transaction_per_migration=True" in (APP_DIR / "migrations" / "env.py").read_text()
 
 
-@pytest.mark.parametrize("version", [0, 4, -1])
+@pytest.mark.parametrize("version", [0, 5, -1])
 def test_an_unknown_version_is_refused(version: int) -> None:
     with pytest.raises(ValueError, match="version must be one of"):
         app_files(version)
@@ -103,6 +105,19 @@ def test_the_revision_files_exist_for_every_version() -> None:
     assert [int(name[1 : name.index("_")]) for name in names] == list(APP_VERSIONS)
     assert set(REVISIONS) == set(APP_VERSIONS)
     assert all(isinstance(path, Path) for path in app_files(3).values())
+
+
+def test_v4s_revision_has_no_downgrade_and_the_others_have_one() -> None:
+    # The "downgrade fails" scenario's real revision: Alembic finds no downgrade() in it.
+    for version, number in ((1, 1), (2, 2), (3, 3), (4, 4)):
+        source = app_files(version)
+        text = next(
+            path.read_text()
+            for rel, path in source.items()
+            if rel.startswith(f"app/migrations/versions/v{number}_")
+        )
+        assert ("def downgrade()" in text) is (version != 4), version
+        assert "def upgrade()" in text
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,7 @@ def test_the_fields_are_the_dataclass_s() -> None:
         "dry_run",
         "requested_by",
         "revert",
+        "hosts",
     )
 
 

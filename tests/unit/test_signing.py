@@ -142,6 +142,7 @@ def test_every_request_field_is_accepted() -> None:
         "dry_run": True,
         "requested_by": None,
         "revert": False,
+        "hosts": ["web1", "db"],
     }
     assert set(values) == set(REQUEST_FIELDS)
     assert outcome(job(**values)) == (UPDATE_FUNCTION, values)

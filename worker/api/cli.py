@@ -27,6 +27,7 @@ from .tables import (
     format_check_table,
     format_history_table,
     format_summary,
+    host_status_fields,
 )
 
 logger = logging.getLogger("update_executor")
@@ -51,6 +52,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     enqueue = commands.add_parser("enqueue", help="queue an update")
     enqueue.add_argument("--no-migrations", action="store_true", help="skip the migration step")
     enqueue.add_argument("--services", help="comma list of services (default: all allowed)")
+    enqueue.add_argument(
+        "--hosts",
+        help="comma list of hosts or groups of the worker's inventory (default: its "
+        "UPDATE_HOSTS_GROUP)",
+    )
     enqueue.add_argument("--dry-run", action="store_true", help="check mode: change nothing")
     enqueue.add_argument("--requested-by", help="who asked, for the summary and the log")
     enqueue.add_argument(
@@ -72,6 +78,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     revert = commands.add_parser("revert", help=revert_help, description=revert_help)
     revert.add_argument("--requested-by", help="who asked, for the summary and the log")
+    revert.add_argument(
+        "--hosts",
+        help="comma list of hosts or groups of the worker's inventory (default: its "
+        "UPDATE_HOSTS_GROUP)",
+    )
     revert.add_argument(
         "--wait",
         action="store_true",
@@ -155,7 +166,9 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
         if not reverting and args.services
         else None
     )
-    # InvalidRequest (a bad service name, a too long --requested-by): exit 2, nothing queued.
+    hosts = getattr(args, "hosts", None)
+    # InvalidRequest (a bad service or host name, a too long --requested-by): exit 2, nothing
+    # queued. Whether the hosts are in the inventory only the worker can tell.
     request = UpdateRequest.parse(
         {
             "run_migrations": not reverting and not args.no_migrations,
@@ -163,6 +176,7 @@ async def enqueue(settings: ClientSettings, args: argparse.Namespace) -> int:
             "dry_run": not reverting and args.dry_run,
             "requested_by": args.requested_by,
             "revert": reverting,
+            **({"hosts": [h.strip() for h in hosts.split(",")]} if hosts is not None else {}),
         }
     )
     async with await UpdateClient.connect(settings) as client:
@@ -224,7 +238,7 @@ async def status(settings: ClientSettings, job_id: str | None, as_json: bool) ->
                 return EXIT_NOT_FOUND
             answer = latest
     if as_json:
-        print_json(answer)
+        print_json({**answer, **host_status_fields(answer)})
     elif answer.get("summary"):
         print(format_summary(answer["summary"]))
     else:

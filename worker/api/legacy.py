@@ -12,6 +12,10 @@ from typing import Any
 
 from ..shared.client import JobState
 
+# How rollback_error and the `/status` error start when a rollback left the database as the
+# failed update left it (issue 23, tasks/database_rollback.yml).
+NOT_PUT_BACK = "THE DATABASE WAS NOT PUT BACK"
+
 # The application's UI names two groups of services: those of its backend image (api, worker)
 # and those of its frontend image. By default a service whose image's name ends in "frontend"
 # (or "-web", "-ui") is the frontend, every other one the backend.
@@ -138,11 +142,39 @@ def legacy_status_fields(answer: Mapping[str, Any] | None) -> dict[str, Any]:
         outcome = f"THE ROLLBACK FAILED: {summary['rollback_error']}"
     else:
         outcome = "Not rolled back."
+    database = database_sentence(summary)
+    # Said once: the playbook's failure message (and rollback_error) may say it already.
+    key = NOT_PUT_BACK if database.startswith(NOT_PUT_BACK) else database
+    if database and key not in f"{text} {outcome}":
+        outcome = f"{outcome} {database}"
     return {
         "status": "failed",
         "message": f"Update {summary.get('status') or 'failed'} at {step}.",
         "error": f"{text} {outcome}",
     }
+
+
+def database_sentence(summary: Mapping[str, Any]) -> str:
+    """Whether the rollback put the database back (issue 23), for the `/status` error: the
+    sentence the playbook's failure message uses, so that it is not said twice. Empty when the
+    update did not touch the database's revision (no migration ran, or nothing to roll back)."""
+    database = summary.get("database")
+    if not isinstance(database, Mapping):
+        return ""
+    action, before = database.get("action"), database.get("revision_before")
+    if action == "failed":
+        return f"{NOT_PUT_BACK}: it is at revision {database.get('revision_after')}, not {before}."
+    if action in ("downgraded", "restored", "unchanged"):
+        sentence = f"The database was put back at revision {before} ({action})."
+        if action == "restored" and database.get("message"):
+            sentence += f" {database['message']}"
+        return sentence
+    migrations = summary.get("migrations")
+    ran = isinstance(migrations, Mapping) and migrations.get("ran")
+    if database.get("mode") == "off" and ran and summary.get("rolled_back"):
+        why = str(database.get("message") or "DB_ROLLBACK is off").rstrip(".")
+        return f"The database was not put back ({why}): it is as the update left it."
+    return ""
 
 
 def idle_answer() -> dict[str, Any]:

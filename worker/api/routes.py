@@ -33,6 +33,7 @@ from .dependencies import (
 from .errors import QUEUE_DOWN, invalid, not_found, queue_down
 from .legacy import idle_answer, legacy_check_fields, legacy_status_fields
 from .sse import Cursor, event_stream
+from .tables import host_status_fields
 
 logger = logging.getLogger("update_executor.api")
 
@@ -84,12 +85,17 @@ class TriggerBody(BaseModel):
     create_backup: bool = False
     services: list[str] | None = None
     dry_run: bool = False
+    # Hosts or groups of the worker's inventory (issue 24); null: its default group.
+    hosts: list[str] | None = None
 
     def request(self, requested_by: str | None) -> UpdateRequest:
         """The update this body asks for, by `requested_by`, parsed once (names, lengths:
         InvalidRequest); the worker parses it again, and checks it against its allow-list,
         which only the host knows."""
-        return UpdateRequest.parse({**self.model_dump(), "requested_by": requested_by})
+        fields = {**self.model_dump(), "requested_by": requested_by}
+        if fields["hosts"] is None:
+            del fields["hosts"]  # the request as before hosts existed
+        return UpdateRequest.parse(fields)
 
 
 class HistoryAnswer(BaseModel):
@@ -319,7 +325,7 @@ async def status(client: Client, job_id: JobIdQuery = None) -> Any:
         return idle_answer()
     if answer["state"] == JobState.not_found:
         return not_found(answer["job_id"])
-    return {**answer, **legacy_status_fields(answer)}
+    return {**answer, **legacy_status_fields(answer), **host_status_fields(answer)}
 
 
 @route("GET", "/events", responses={404: {"description": "no such job (or none yet)"}})

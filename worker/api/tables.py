@@ -94,6 +94,47 @@ def _image(state: Mapping[str, Any] | None) -> str:
     return short_digest(state.get("digest") or state.get("image_id"))
 
 
+def summary_hosts(summary: object) -> dict[str, dict[str, Any]]:
+    """The per-host outcome of a fleet update (the summary's `hosts`, issue 24), read
+    defensively: {host: {status, rolled_back, error}} in the summary's order; {} for a summary
+    without per-host detail (one host, a refused job, an older worker)."""
+    hosts = summary.get("hosts") if isinstance(summary, Mapping) else None
+    if not isinstance(hosts, Mapping):
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for name, entry in hosts.items():
+        if not isinstance(name, str) or not isinstance(entry, Mapping):
+            continue
+        error = entry.get("error")
+        if isinstance(error, Mapping):
+            error = f"{error.get('step')}: {error.get('message')}"
+        found[name] = {
+            "status": str(entry.get("status") or "unknown"),
+            "rolled_back": entry.get("rolled_back") is True,
+            "error": escaped(str(error))[:300] if error else None,
+        }
+    return found
+
+
+def host_status_fields(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """`hosts` for /status and `update-executor status --json`: the per-host outcome of the
+    job's summary, when it has one (else nothing: the answer keeps its shape)."""
+    hosts = summary_hosts(answer.get("summary"))
+    return {"hosts": hosts} if hosts else {}
+
+
+def format_hosts(summary: Mapping[str, Any]) -> list[str]:
+    """One line per host of a fleet update: `  host web2: failed, rolled back: recreate: ...`."""
+    hosts = summary_hosts(summary)
+    width = max((len(name) for name in hosts), default=0)
+    lines = []
+    for name, entry in hosts.items():
+        back = ", rolled back" if entry["rolled_back"] else ""
+        error = f": {entry['error']}" if entry["error"] else ""
+        lines.append(f"  host {name.ljust(width)}  {entry['status']}{back}{error}")
+    return lines
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """An update's summary for a person at a terminal: the outcome, one line per service, the
     migration, the error and what the rollback did (`--json` prints the whole summary)."""
@@ -103,7 +144,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     took = f" in {duration:.1f} s" if isinstance(duration, int | float) else ""
     dry = " (dry run: nothing changed)" if request.get("dry_run") else ""
     kind = "revert" if request.get("revert") else "update"
-    lines = [f"{kind} {summary.get('job_id')}: {summary.get('status')}{took}{dry}{who}"]
+    asked = request.get("hosts")
+    on = f" on {escaped(','.join(map(str, asked)))}" if isinstance(asked, list) and asked else ""
+    lines = [f"{kind} {summary.get('job_id')}{on}: {summary.get('status')}{took}{dry}{who}"]
+    lines.extend(format_hosts(summary))
     services = summary.get("services") or {}
     width = max((len(str(name)) for name in services), default=0)
     for name, service in services.items():

@@ -23,6 +23,7 @@ from ..shared.untrusted import ansible_unsafe, escaped, is_job_id, loggable
 from .aftermath import after_job
 from .compose import ComposeError, compose_config
 from .cooldown import check_cooldown, record_update
+from .inventory import InventoryError, job_target
 from .progress import ProgressReporter
 from .recovery import JOB_DIR_PREFIX
 from .rollback import (
@@ -110,6 +111,18 @@ def playbook_vars(
     }
 
 
+def fleet_vars(settings: Settings, update_hosts: str) -> dict[str, Any]:
+    """The play's fleet variables (issue 24): the hosts (checked names joined by ',', see
+    worker/host/inventory.py) and how they are updated in batches."""
+    return {
+        "update_hosts": update_hosts,
+        "update_serial": settings.serial_batches,
+        "update_max_fail_percentage": settings.max_fail_percentage,
+        "update_batch_pause": settings.batch_pause,
+        "update_fleet_rollback": settings.fleet_rollback,
+    }
+
+
 def revert_vars(settings: Settings, request: UpdateRequest, job_id: str) -> dict[str, Any]:
     """The rollback entry point's variables for a revert (no registry, no token: nothing is
     pulled; the images come from the last update's record)."""
@@ -166,8 +179,12 @@ async def _update(
 ) -> dict[str, Any]:
     started_at = now()
     try:
-        request = UpdateRequest.parse(fields).resolve(await allowed_services(settings))
-    except (InvalidRequest, ComposeError) as exc:
+        request = UpdateRequest.parse(fields)
+        # The hosts against the inventory as it is now (operators edit it): before anything
+        # else looks at the deployment.
+        update_hosts = await job_target(settings, request.hosts)
+        request = request.resolve(await allowed_services(settings))
+    except (InvalidRequest, ComposeError, InventoryError) as exc:
         logger.warning("job %s rejected: %s", job_id, exc)
         step = "validation" if isinstance(exc, InvalidRequest) else "preflight"
         rejected = rejected_summary(
@@ -193,9 +210,14 @@ async def _update(
                 PlaybookRun(
                     playbook=settings.rollback_playbook if request.revert else settings.playbook,
                     inventory=settings.inventory,
-                    extravars=revert_vars(settings, request, job_id)
-                    if request.revert
-                    else playbook_vars(settings, request, job_id, work_dir, token_file),
+                    extravars={
+                        **(
+                            revert_vars(settings, request, job_id)
+                            if request.revert
+                            else playbook_vars(settings, request, job_id, work_dir, token_file)
+                        ),
+                        **fleet_vars(settings, update_hosts),
+                    },
                     ident=job_id,
                     check_mode=request.dry_run,
                     timeout_s=max(settings.job_timeout - SUMMARY_MARGIN_S, 1),
@@ -213,7 +235,9 @@ async def _update(
         if outcome.status in CUT_OFF and not request.dry_run:
             await progress.step("rollback", "started")
             rollback = await shielded(
-                roll_back_cut_off_update(settings, job_id, work_root=work_dir)
+                roll_back_cut_off_update(
+                    settings, job_id, work_root=work_dir, update_hosts=update_hosts
+                )
             )
             status = rollback_step_status(rollback)
             await progress.step("rollback", status.value, rollback.message())

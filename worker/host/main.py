@@ -7,6 +7,7 @@ checks, and startup() refuses to serve then.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -20,6 +21,7 @@ from .aftermath import recorded_rejected_job, start_reporting, stop_reporting
 from .arq_worker import CTX_MARK, UpdateWorker
 from .check import recorded_check
 from .compose import check_host
+from .inventory import inventory_problems, job_target
 from .jobs import process_system_update
 from .recovery import recover_interrupted_job, remove_stale_job_dirs
 from .rollback import record_recovery, roll_back_cut_off_update, rollback_points, rollback_timeout
@@ -75,7 +77,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         # arq's own Worker (built from worker_kwargs by other code) lacks the checks of
         # worker/host/arq_worker.py: job ids, replay across restarts, signed cancel requests.
         raise StartupError("run the worker with `update-executor worker` (UpdateWorker)")
-    problems = settings.missing_ansible_content() + await check_host()
+    problems = settings.missing_ansible_content()
+    # The inventory parses, and has the group a job without hosts updates
+    # (worker/host/inventory.py); parsed again for each job.
+    problems += [] if problems else await asyncio.to_thread(inventory_problems, settings)
+    problems += await check_host()
     if problems:
         for problem in problems:
             logger.error("start-up check failed: %s", problem)
@@ -84,7 +90,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     if interrupted is not None or rollback_points(settings):
         # An update cut off with the previous worker (or a manual run): put back the state it
         # recorded before changing anything, before serving jobs (worker/host/rollback.py).
-        rollback = await roll_back_cut_off_update(settings, interrupted or "worker-start")
+        # On the default hosts: the interrupted job's own `hosts` are not known any more.
+        rollback = await roll_back_cut_off_update(
+            settings, interrupted or "worker-start", update_hosts=await job_target(settings, ())
+        )
         if interrupted is not None:
             await record_recovery(
                 ctx["redis"],

@@ -102,9 +102,15 @@ def rollback_points(settings: Settings) -> list[Path]:
 
 
 async def roll_back_cut_off_update(
-    settings: Settings, job_id: str, *, work_root: Path | None = None
+    settings: Settings,
+    job_id: str,
+    *,
+    work_root: Path | None = None,
+    update_hosts: str | None = None,
 ) -> CutOffRollback:
-    """Run playbooks/rollback.yml for the configured project; never raises for a failure."""
+    """Run playbooks/rollback.yml for the configured project on `update_hosts` (the cut-off
+    job's, checked names joined by ','; None: the play's default, localhost); never raises
+    for a failure."""
     started = time.monotonic()
     if not is_job_id(job_id):  # it becomes a playbook variable and ansible-runner's ident
         logger.warning("rollback for invalid job id %s: run as unknown-job", loggable(job_id))
@@ -114,7 +120,10 @@ async def roll_back_cut_off_update(
         PlaybookRun(
             playbook=settings.playbook.parent / "rollback.yml",
             inventory=settings.inventory,
-            extravars=rollback_vars(settings, job_id),
+            extravars={
+                **rollback_vars(settings, job_id),
+                **({"update_hosts": update_hosts} if update_hosts else {}),
+            },
             ident=job_id,
             timeout_s=rollback_timeout(settings),
         ),

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from ..shared.keys import MAX_JOB_TIMEOUT_S
+from ..shared.request import HOST_NAME
 from ..shared.settings import (
     DEFAULT_QUEUE_NAME,
     AbsolutePath,
@@ -33,6 +34,8 @@ from ..shared.settings import (
 __all__ = ["DEFAULT_QUEUE_NAME", "ConfigError", "Secret", "Settings"]
 
 DEFAULT_LOG_FILE = "/var/log/update-executor.log"
+# The inventory group a job without `hosts` updates (UPDATE_HOSTS_GROUP's default).
+DEFAULT_HOSTS_GROUP = "update_hosts"
 # The checkout this module sits in, when it runs from one (editable install, tests).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -96,6 +99,49 @@ def _history_file(environ: Mapping[str, str]) -> Path | None:
     state = environ.get("STATE_DIRECTORY", "").split(":")[0].strip()
     directory = Path(state) if state else DEFAULT_STATE_DIR
     return directory / "history.jsonl" if directory.is_dir() else None
+
+
+# One batch of UPDATE_SERIAL: a number of hosts or a percentage of them (Ansible's `serial`).
+SERIAL_ITEM = re.compile(r"(?P<count>[1-9][0-9]{0,4})(?P<percent>%?)")
+MAX_SERIAL_ITEMS = 16
+
+
+def parse_serial(text: str) -> list[int | str]:
+    """UPDATE_SERIAL as the play's `serial` list: `1,50%` -> [1, "50%"]; empty -> [] (every
+    host in one batch). Each item a number of hosts (1-99999) or a percentage (1%-100%)."""
+    text = text.strip()
+    if not text:
+        return []
+    items = [item.strip() for item in text.split(",")]
+    if len(items) > MAX_SERIAL_ITEMS:
+        raise ValueError(f"at most {MAX_SERIAL_ITEMS} batch sizes")
+    batches: list[int | str] = []
+    for item in items:
+        match = SERIAL_ITEM.fullmatch(item)
+        if match is None:
+            raise ValueError(
+                "a comma list of batch sizes, each a number of hosts (e.g. 1) or a percentage "
+                "(e.g. 50%)"
+            )
+        count = int(match["count"])
+        if match["percent"]:
+            if count > 100:
+                raise ValueError("a percentage is at most 100%")
+            batches.append(f"{count}%")
+        else:
+            batches.append(count)
+    return batches
+
+
+def _serial(text: str) -> str:
+    """UPDATE_SERIAL checked, kept in its normal form (`1, 50%` -> `1,50%`)."""
+    return ",".join(str(item) for item in parse_serial(text))
+
+
+def _host_name(name: str) -> str:
+    if not HOST_NAME.fullmatch(name):
+        raise ValueError("a group or host name of the inventory (letters, digits, '.', '_', '-')")
+    return name
 
 
 VariableName = Annotated[str, AfterValidator(_variable_name)]
@@ -267,7 +313,38 @@ class Settings(ClientSettings):
     inventory: AbsolutePath = Field(
         default_factory=lambda: ANSIBLE_CONTENT / "inventory" / "localhost",
         validation_alias="UPDATE_INVENTORY",
-        description="the Ansible inventory",
+        description="the Ansible inventory: a file or a directory (worker/host/inventory.py)",
+    )
+    # A fleet (issue 24): which hosts of the inventory an update targets, and in which batches.
+    hosts_group: Annotated[str, AfterValidator(_host_name)] = Field(
+        default=DEFAULT_HOSTS_GROUP,
+        validation_alias="UPDATE_HOSTS_GROUP",
+        description="the group (or host) of the inventory a job without `hosts` updates; when "
+        "the inventory has no group of the default name: localhost",
+    )
+    serial: Annotated[str, AfterValidator(_serial)] = Field(
+        default="",
+        validation_alias="UPDATE_SERIAL",
+        description="Ansible's serial: batch sizes, e.g. 1,50%; empty: every host at once",
+    )
+    max_fail_percentage: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        validation_alias="UPDATE_MAX_FAIL_PERCENTAGE",
+        description="failed hosts (percent of a batch) above which the next batches do not start",
+    )
+    batch_pause: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        validation_alias="UPDATE_BATCH_PAUSE",
+        description="seconds between two batches",
+    )
+    fleet_rollback: Flag = Field(
+        default=False,
+        validation_alias="UPDATE_FLEET_ROLLBACK",
+        description="when a batch fails, roll back the hosts already updated too",
     )
     notify_urls: Annotated[Secret, Credential(NOTIFY_URLS_CREDENTIAL)] = Field(
         default=Secret(""),
@@ -321,6 +398,11 @@ class Settings(ClientSettings):
     )
 
     @property
+    def serial_batches(self) -> list[int | str]:
+        """UPDATE_SERIAL as the play's `update_serial` ([] : every host at once)."""
+        return parse_serial(self.serial)
+
+    @property
     def rollback_playbook(self) -> Path:
         return self.playbook.parent / "rollback.yml"
 
@@ -336,7 +418,8 @@ class Settings(ClientSettings):
             f"the {what} {path} does not exist: reinstall update-executor (the wheel carries "
             "them in worker/ansible_content/) or run it from a checkout"
             for what, path in wanted.items()
-            if not path.is_file()
+            # The inventory may be a directory (hosts, group_vars/, host_vars/).
+            if not (path.exists() if path == self.inventory else path.is_file())
         ]
 
     @property

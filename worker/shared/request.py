@@ -18,8 +18,13 @@ from .untrusted import has_control_chars
 # The scheme of a URL (RFC 3986), which the role takes off REGISTRY_URL too.
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# A host or group of the worker's inventory, as a job names it (issue 24): a name, never an
+# Ansible pattern (no `:`, `!`, `&`, `*`, `,`, `~` regex or `{{`); the worker checks each
+# against its parsed inventory (worker/host/inventory.py).
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MAX_REQUESTED_BY = 200
 MAX_SERVICES = 100
+MAX_HOSTS = 64
 
 
 class InvalidRequest(ValueError):
@@ -49,6 +54,9 @@ class UpdateRequest:
     # `update-executor revert`: put back the images from before the last update that succeeded
     # (rollback.yml with compose_update_revert), with no pull, migration, backup or dry run.
     revert: bool = False
+    # Hosts or groups of the worker's inventory (issue 24); empty: its UPDATE_HOSTS_GROUP.
+    # Only the worker knows the inventory: it checks the names (worker/host/inventory.py).
+    hosts: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, fields: Mapping[str, object]) -> UpdateRequest:
@@ -57,7 +65,12 @@ class UpdateRequest:
         check_request_fields(fields)
         values = dict(fields)  # checked above: known names, the right types
         services = cast("list[str] | tuple[str, ...] | None", values.pop("services", None))
-        return cls(services=tuple(services or ()), **cast("dict[str, Any]", values))
+        hosts = cast("list[str] | tuple[str, ...] | None", values.pop("hosts", None))
+        return cls(
+            services=tuple(services or ()),
+            hosts=tuple(hosts or ()),
+            **cast("dict[str, Any]", values),
+        )
 
     def resolve(self, allowed_services: Iterable[str]) -> UpdateRequest:
         """The request with its services checked against the worker's allow-list, the default
@@ -66,11 +79,16 @@ class UpdateRequest:
 
     def job_kwargs(self) -> dict[str, Any]:
         """The ARQ job's keyword arguments (those of process_system_update): `services` null
-        for the default; `revert` only when set, so an update's job is as before it existed."""
+        for the default; `revert` and `hosts` only when set, so an update's job is as before
+        they existed."""
         kwargs = asdict(self)
         kwargs["services"] = list(self.services) or None
         if not self.revert:
             del kwargs["revert"]
+        if self.hosts:
+            kwargs["hosts"] = list(self.hosts)
+        else:
+            del kwargs["hosts"]
         return kwargs
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +97,10 @@ class UpdateRequest:
         data["services"] = list(self.services)
         if not self.revert:
             del data["revert"]  # an update's request as before revert existed
+        if self.hosts:
+            data["hosts"] = list(self.hosts)  # the names the job gave, as it gave them
+        else:
+            del data["hosts"]  # the default group: as before hosts existed
         return data
 
 
@@ -142,6 +164,7 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
                     f"invalid service name at services[{index}]: a name is 1 to 63 letters, "
                     "digits, '.', '_' or '-', starting with a letter or digit"
                 )
+    check_host_names(fields.get("hosts"))
     for flag in ("run_migrations", "create_backup", "dry_run", "revert"):
         if flag in fields:
             _flag(flag, fields[flag])
@@ -163,6 +186,25 @@ def check_request_fields(fields: Mapping[str, object]) -> None:
     if isinstance(requested_by, str) and has_control_chars(requested_by):
         # It ends up in the lock file, the summary and log lines: one printable line only.
         raise InvalidRequest("requested_by must not contain control characters (newlines, NUL)")
+
+
+def check_host_names(hosts: object) -> None:
+    """A job's `hosts`: null, or 1 to MAX_HOSTS distinct names of the HOST_NAME grammar (no
+    pattern). Whether each is in the inventory only the worker can tell."""
+    if hosts is None:
+        return
+    if not isinstance(hosts, (list, tuple)) or not hosts:
+        raise InvalidRequest("hosts must be a non-empty list of inventory host or group names")
+    if len(hosts) > MAX_HOSTS:
+        raise InvalidRequest(f"hosts lists more than {MAX_HOSTS} names")
+    for index, name in enumerate(hosts):
+        if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+            raise InvalidRequest(
+                f"invalid host name at hosts[{index}]: a name of the inventory is 1 to 63 "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit (no pattern)"
+            )
+    if len(set(hosts)) != len(hosts):
+        raise InvalidRequest("hosts names a host or group twice")
 
 
 def choose_services(allowed_services: Iterable[str], services: object) -> tuple[str, ...]:
