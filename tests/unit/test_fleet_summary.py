@@ -228,3 +228,37 @@ def test_one_host_keeps_its_top_level_fields() -> None:
 def test_batches_come_from_the_fleet_facts_in_order() -> None:
     events = [*batch(["b"]), *batch(["a", "c"]), *batch(["a", "c"])]
     assert fleet_batches(events) == ([["b"], ["a", "c"]], [*HOSTS, "b", "a", "c"])
+
+
+def test_a_plain_run_of_several_hosts_is_one_batch_in_name_order() -> None:
+    """No fleet play (no update_serial, no update_fleet_rollback): no fleet facts. The hosts
+    come from their reports and results, whatever order the forks gave them; one that was
+    unreachable, without a report, is there too."""
+    events = [
+        report("web3"),
+        event("runner_on_unreachable", "web2", "Preflight | Check Docker", msg="ssh: timed out"),
+        failed("web1"),
+        report("web1", rolled_back=True),
+    ]
+    summary = summarize(events, UpdateStatus.failed)
+    assert summary["batches"] == [["web1", "web2", "web3"]]
+    assert list(summary["hosts"]) == ["web1", "web2", "web3"]
+    assert {name: entry["status"] for name, entry in summary["hosts"].items()} == {
+        "web1": "failed",
+        "web2": "failed",
+        "web3": "successful",
+    }
+    assert summary["hosts"]["web2"]["error"] == {"step": "preflight", "message": "ssh: timed out"}
+    assert summary["hosts"]["web2"]["batch"] == 0
+    assert summary["error"] == {"step": "recreate", "message": "web1: unhealthy"}
+
+
+def test_a_plain_one_host_run_keeps_its_top_level_fields() -> None:
+    """The default run (the worker's settings without batches): the failed step's own task
+    is the last failure, no `Fleet | …` task; the top level is the host's, as before."""
+    events = [failed("localhost"), report("localhost", rolled_back=True)]
+    summary = summarize(events, UpdateStatus.failed)
+    assert summary["error"] == {"step": "recreate", "message": "unhealthy"}
+    assert summary["batches"] == [["localhost"]]
+    assert summary["hosts"]["localhost"]["status"] == "failed"
+    assert summary["hosts"]["localhost"]["batch"] == 0

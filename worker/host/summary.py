@@ -50,6 +50,7 @@ ROLLBACK_STATS_KEY = "update_executor_rollback"
 FLEET_BATCH_TASK = "Fleet | Record the hosts of this batch"
 UPDATE_REPORT_TASK = "Report | Publish the update summary for the worker"
 FLEET_ROLLBACK_REPORT_TASK = "Report | Publish the rollback summary for the worker"
+RESULT_EVENTS = frozenset({"runner_on_ok", "runner_on_failed", "runner_on_unreachable"})
 
 
 def hook_results(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,6 +267,17 @@ def _published(
     return found
 
 
+def _hosts_with_results(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The hosts with a task result, in the order they came: in a plain run, a host that was
+    unreachable (or failed before its report) has no report."""
+    hosts: list[str] = []
+    for event in events:
+        host = str((event.get("event_data") or {}).get("host") or "")
+        if str(event.get("event")) in RESULT_EVENTS and host and host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
 def host_error(events: Sequence[Mapping[str, Any]], host: str) -> dict[str, str] | None:
     """The host's error as the top-level one is built (its first failed step and that step's
     first failure), from its own events; a failure outside any step (the fleet play's) is
@@ -312,10 +324,11 @@ def host_results(
     for name in outcome.host_reports():
         if name and name not in reports:  # a global or older copy
             reports[name] = outcome.host_reports()[name]
-    for name in reports:
+    for name in [*reports, *_hosts_with_results(events)]:
         if name and name not in hosts:
             hosts.append(name)
-    if not batches and hosts:
+    if not batches and hosts:  # a plain run (no fleet play): every host in one batch
+        hosts.sort()  # the order results came in is the forks', not the inventory's
         batches = [list(hosts)]
     results: dict[str, Any] = {}
     for name in hosts:
