@@ -81,7 +81,12 @@ class Fleet:
             private_data_dir=str(data),
             playbook=str(REPO_ROOT / "playbooks" / "update.yml"),
             inventory=str(self.inventory),
-            extravars={"compose_update_show_summary": False, **extravars},
+            # The fleet group, as the worker passes it (update_hosts defaults to localhost).
+            extravars={
+                "compose_update_show_summary": False,
+                "update_hosts": "update_hosts",
+                **extravars,
+            },
             envvars={
                 **self.stack.env(),
                 "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
@@ -158,7 +163,7 @@ def fleet(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
 
 def test_migrations_once_needs_the_first_host_alone_in_its_batch(fleet: Fleet) -> None:
     before = {host: fleet.api(host)["id"] for host in HOSTS}
-    summary = fleet.run(compose_update_migrations_once=True)  # every host in one batch
+    summary = fleet.run(compose_update_migrations_once=True)  # a plain run: every host in one batch
     assert summary["status"] == "failed"
     assert summary["batches"] == [list(HOSTS)]
     for host in HOSTS:
