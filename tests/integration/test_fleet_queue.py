@@ -103,11 +103,11 @@ def write_inventory(directory: Path, daemons: dict[str, str]) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module")
-def fleet(
-    shared_deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Fleet]:
-    deployment = shared_deployment
+@contextlib.contextmanager
+def fleet_site(deployment: Deployment, inventory: Path) -> Iterator[Fleet]:
+    """The deployment (version 1, on the bed's daemon: host `bed`) copied to a second private
+    dockerd (host `second`), and a fleet inventory of both written at `inventory`; the second
+    copy goes at the end. test_fleet_batches_queue.py builds its site with it too."""
     stack = deployment.stack
     with second_daemon() as other:
         second = replace(stack, docker_host=other)
@@ -118,10 +118,7 @@ def fleet(
         for repo in (deployment.app_repo, deployment.frontend_repo):
             second.docker("pull", f"{stack.registry}/{repo}:latest", logged_in=True)
         second.compose(deployment.compose_file, deployment.project, "up", "-d", "--wait")
-        inventory = write_inventory(
-            tmp_path_factory.mktemp("fleet") / "inventory",
-            {"bed": stack.docker_host, "second": other},
-        )
+        write_inventory(inventory, {"bed": stack.docker_host, "second": other})
         settings = deployment.settings.model_copy(update=dict(inventory=inventory))
         try:
             yield Fleet(deployment, second, settings)
@@ -135,6 +132,14 @@ def fleet(
                 "1",
                 check=False,
             )
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    shared_deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    with fleet_site(shared_deployment, tmp_path_factory.mktemp("fleet") / "inventory") as made:
+        yield made
 
 
 async def run_job(settings: Settings, job_id: str) -> dict[str, Any]:

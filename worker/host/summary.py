@@ -16,12 +16,14 @@ from ..shared.cutoff import CutOffRollback, add_rollback, with_rollback
 from ..shared.request import UpdateRequest
 from ..shared.result import (
     NOT_REACHED,
+    HostStatus,
     Step,
     StepResult,
     StepStatus,
     Summary,
     UpdateStatus,
     rejected_summary,
+    worst_status,
 )
 from .steps import HOOK_STEPS, StepTracker, clip, did_bookkeeping, failure_message, step_of_task
 
@@ -43,6 +45,12 @@ __all__ = [
 ]
 
 STATS_KEY = "update_executor"
+ROLLBACK_STATS_KEY = "update_executor_rollback"
+# Tasks of playbooks/update.yml the fleet part of the summary reads (issue 24, docs/internals.md).
+FLEET_BATCH_TASK = "Fleet | Record the hosts of this batch"
+UPDATE_REPORT_TASK = "Report | Publish the update summary for the worker"
+FLEET_ROLLBACK_REPORT_TASK = "Report | Publish the rollback summary for the worker"
+RESULT_EVENTS = frozenset({"runner_on_ok", "runner_on_failed", "runner_on_unreachable"})
 
 
 def hook_results(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,6 +238,153 @@ class RunOutcome:
         return self.host_report(STATS_KEY)
 
 
+def fleet_batches(events: Sequence[Mapping[str, Any]]) -> tuple[list[list[str]], list[str]]:
+    """The batches of the run, in order, and every host of the play (in inventory order), from
+    the facts `Fleet | Record the hosts of this batch` set on each host of a batch that started."""
+    batches: list[list[str]] = []
+    hosts: list[str] = []
+    for event in events:
+        data = event.get("event_data") or {}
+        if event.get("event") != "runner_on_ok" or data.get("task") != FLEET_BATCH_TASK:
+            continue
+        res = data.get("res")
+        facts = res.get("ansible_facts") if isinstance(res, Mapping) else None
+        fleet = facts.get("_update_fleet") if isinstance(facts, Mapping) else None
+        if not isinstance(fleet, Mapping):
+            continue
+        batch = [str(host) for host in fleet.get("batch") or []]
+        if batch and batch not in batches:
+            batches.append(batch)
+        for host in [*(fleet.get("play_hosts") or []), *batch]:
+            if str(host) not in hosts:
+                hosts.append(str(host))
+    return batches, hosts
+
+
+def _published(
+    events: Sequence[Mapping[str, Any]], task: str, key: str
+) -> dict[str, Mapping[str, Any]]:
+    """{host: the first report published under `key` by the task named `task`}."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for event in events:
+        data = event.get("event_data") or {}
+        if event.get("event") != "runner_on_ok" or data.get("task") != task:
+            continue
+        res = data.get("res")
+        stats = res.get("ansible_stats") if isinstance(res, Mapping) else None
+        published = stats.get("data") if isinstance(stats, Mapping) else None
+        if isinstance(published, Mapping) and isinstance(published.get(key), Mapping):
+            found.setdefault(str(data.get("host") or ""), published[key])
+    return found
+
+
+def _hosts_with_results(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The hosts with a task result, in the order they came: in a plain run, a host that was
+    unreachable (or failed before its report) has no report."""
+    hosts: list[str] = []
+    for event in events:
+        host = str((event.get("event_data") or {}).get("host") or "")
+        if str(event.get("event")) in RESULT_EVENTS and host and host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def host_error(events: Sequence[Mapping[str, Any]], host: str) -> dict[str, str] | None:
+    """The host's error as the top-level one is built (its first failed step and that step's
+    first failure), from its own events; a failure outside any step (the fleet play's) is
+    step `playbook`; an unreachable host, step `connection`."""
+    tracker = StepTracker()
+    first_other: dict[str, str] | None = None
+    for event in events:
+        data = event.get("event_data") or {}
+        if str(data.get("host") or "") != host:
+            continue
+        kind = event.get("event")
+        if kind == "runner_on_unreachable" and first_other is None:
+            res = data.get("res") or {}
+            first_other = {"step": "connection", "message": failure_message(res, "unreachable")}
+        elif (
+            kind == "runner_on_failed"
+            and not data.get("ignore_errors")
+            and step_of_task(str(data.get("task") or "")) is None
+            and first_other is None
+        ):
+            res = data.get("res") or {}
+            first_other = {
+                "step": "playbook",
+                "message": failure_message(res, str(data.get("task") or "")),
+            }
+        tracker.feed(event, datetime.now().astimezone())
+    failed = tracker.first_failed()
+    if failed is not None:
+        return {"step": failed.step.value, "message": failed.stream_message}
+    return first_other
+
+
+def host_results(
+    outcome: RunOutcome, request: UpdateRequest
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """Per inventory host: how its update ended (issue 24), and the batches in order. A host
+    that never started (its batch came after a failed one) is `not_started`; one whose update
+    and report ran is `failed` when a task of it failed (or it was unreachable), else
+    `successful`; one cut off by a cancel or a timeout takes the run's status."""
+    events = outcome.events
+    batches, hosts = fleet_batches(events)
+    reports = _published(events, UPDATE_REPORT_TASK, STATS_KEY)
+    reverts = _published(events, FLEET_ROLLBACK_REPORT_TASK, ROLLBACK_STATS_KEY)
+    for name in outcome.host_reports():
+        if name and name not in reports:  # a global or older copy
+            reports[name] = outcome.host_reports()[name]
+    for name in [*reports, *_hosts_with_results(events)]:
+        if name and name not in hosts:
+            hosts.append(name)
+    if not batches and hosts:  # a plain run (no fleet play): every host in one batch
+        hosts.sort()  # the order results came in is the forks', not the inventory's
+        batches = [list(hosts)]
+    results: dict[str, Any] = {}
+    for name in hosts:
+        batch = next((i for i, b in enumerate(batches) if name in b), None)
+        report = reports.get(name) or {}
+        error = host_error(events, name)
+        if batch is None and not report and error is None:
+            status = HostStatus.not_started
+        elif error is not None:
+            status = HostStatus.failed
+        elif report:
+            status = HostStatus.successful
+        else:  # started, cut off before its report (a cancel, a timeout, a crash)
+            status = HostStatus(
+                outcome.status.value
+                if outcome.status is not UpdateStatus.successful
+                else UpdateStatus.failed.value
+            )
+            error = {"step": "playbook", "message": outcome.error or "the update was cut off"}
+        targets = list(report.get("targets") or request.services)
+        revert = reverts.get(name)
+        results[name] = {
+            "status": status.value,
+            "batch": batch,
+            "compose_project": report.get("compose_project"),
+            "services": service_results(report, targets) if report else {},
+            "migrations": migration_result(report),
+            "error": error,
+            "rolled_back": bool(report.get("rolled_back")),
+            "rollback": dict(report.get("rollback") or {}),
+            "rollback_error": report.get("rollback_error") or None,
+            "database": dict(report["database"])
+            if isinstance(report.get("database"), Mapping)
+            else None,
+            "reverted": None
+            if revert is None
+            else {
+                "rolled_back": bool(revert.get("rolled_back")),
+                "rollback": dict(revert.get("rollback") or {}),
+                "rollback_error": revert.get("rollback_error") or None,
+            },
+        }
+    return results, batches
+
+
 def build_summary(
     *,
     job_id: str,
@@ -275,6 +430,21 @@ def build_summary(
         if failed is None:
             tracker.cut_off(error["step"], error["message"])  # it fails, with the error
     messages = {**(notes or {}), **step_messages(request, report, services)}
+    hosts, batches = host_results(outcome, request)
+    if len(hosts) > 1:  # a fleet: the worst host decides; the error names the first failed host
+        status = worst_status(status, (entry["status"] for entry in hosts.values()))
+        first_failed = next(
+            (
+                (name, entry["error"])
+                for batch in batches
+                for name in batch
+                if (entry := hosts.get(name)) and entry["error"]
+            ),
+            None,
+        )
+        if first_failed is not None:
+            name, host_err = first_failed
+            error = {"step": host_err["step"], "message": f"{name}: {host_err['message']}"}
     summary = Summary(
         job_id=job_id,
         status=status,
@@ -293,6 +463,8 @@ def build_summary(
         backup=backup_result(report),
         database=dict(report["database"]) if isinstance(report.get("database"), Mapping) else None,
         hooks=hook_results(report),
+        hosts=hosts,
+        batches=batches,
     )
     if cut_off is not None:
         add_rollback(summary, cut_off)

@@ -7,6 +7,7 @@ failed at the ARQ level). The shape is documented in `docs/result.schema.json`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -22,6 +23,37 @@ class UpdateStatus(StrEnum):
     failed = "failed"
     canceled = "canceled"
     timeout = "timeout"
+
+
+class HostStatus(StrEnum):
+    """How the update of one inventory host ended (the summary's `hosts`, issue 24)."""
+
+    successful = "successful"
+    failed = "failed"
+    canceled = "canceled"
+    timeout = "timeout"
+    not_started = "not_started"  # its batch never started: an earlier batch failed
+
+
+# The top-level status of a fleet is the worst of its hosts' (a host not started changes nothing).
+STATUS_SEVERITY = {
+    UpdateStatus.successful: 0,
+    UpdateStatus.canceled: 1,
+    UpdateStatus.timeout: 2,
+    UpdateStatus.failed: 3,
+}
+
+
+def worst_status(status: UpdateStatus, hosts: Iterable[str]) -> UpdateStatus:
+    """`status` (the run's) or the worst of the hosts' statuses, whichever is worse."""
+    worst = status
+    for value in hosts:
+        if value == HostStatus.not_started:
+            continue
+        candidate = UpdateStatus(value)
+        if STATUS_SEVERITY[candidate] > STATUS_SEVERITY[worst]:
+            worst = candidate
+    return worst
 
 
 class StepStatus(StrEnum):
@@ -88,6 +120,11 @@ class Summary:
     notification: str = "off"
     # Lifecycle hooks that ran (labels update-executor.pre-update / post-update).
     hooks: dict[str, Any] = field(default_factory=dict)
+    # Per inventory host (issue 24): {name: {status, compose_project, services, migrations, error,
+    # rolled_back, rollback, rollback_error, database, batch, reverted}}; the batches in order.
+    # A one-host run has its one host here too; the top-level fields stay that host's.
+    hosts: dict[str, Any] = field(default_factory=dict)
+    batches: list[list[str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
