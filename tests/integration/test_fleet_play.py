@@ -24,7 +24,8 @@ import ansible_runner
 import pytest
 
 from testbed import Stack, build_app_image, registry_image_id
-from tests.integration.test_role import BASE_FILE, second_daemon
+from testbed.dockerd import another_dockerd
+from tests.integration.test_role import BASE_FILE
 from tests.summary_schema import assert_valid_summary
 from worker.host.summary import RunOutcome, UpdateStatus, build_summary
 from worker.shared.request import UpdateRequest
@@ -120,7 +121,7 @@ def fleet(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
     token.write_text(stack.registry_password)
     token.chmod(0o600)
     (base / "work").mkdir()
-    with second_daemon() as other:
+    with another_dockerd("ue-fp-") as other:
         inventory = base / "inventory"
         (inventory / "group_vars").mkdir(parents=True)
         (inventory / "host_vars").mkdir()

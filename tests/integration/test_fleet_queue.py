@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +22,7 @@ from arq.jobs import serialize_job
 
 from testbed import Stack
 from testbed.containers import container_ids, running_image_ids
-from testbed.dockerd import Dockerd
-from testbed.host import delete_bridges_in, reserve_bridge
+from testbed.dockerd import another_dockerd
 from testbed.project import local_image
 from tests.integration.conftest import Deployment, run_worker_burst
 from tests.summary_schema import assert_valid_summary
@@ -61,30 +58,6 @@ class Fleet:
         )
 
 
-@contextlib.contextmanager
-def second_daemon() -> Iterator[str]:
-    """Another private dockerd on this machine (its own data root, socket and bridge), as
-    tests/integration/test_role.py starts one."""
-    base = Path(tempfile.mkdtemp(prefix="ue-fl-", dir="/tmp"))
-    lease = reserve_bridge()
-    daemon = Dockerd(base, lease, base / "dockerd.log")
-    daemon.start()
-    try:
-        daemon.wait()
-        yield daemon.host
-    finally:
-        with contextlib.suppress(Exception):
-            env = {"DOCKER_HOST": daemon.host, "PATH": "/usr/local/bin:/usr/bin:/bin"}
-            ids = subprocess.run(
-                ["docker", "ps", "-aq"], env=env, capture_output=True, text=True, check=False
-            ).stdout.split()
-            if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], env=env, check=False, timeout=120)
-        daemon.stop()
-        delete_bridges_in(lease.pool)
-        subprocess.run(["rm", "-rf", str(base)], check=False)
-
-
 def write_inventory(directory: Path, daemons: dict[str, str]) -> Path:
     """hosts (group update_hosts: bed, second), group_vars (both local), host_vars (each its
     daemon): what an operator writes for a fleet."""
@@ -109,7 +82,7 @@ def fleet_site(deployment: Deployment, inventory: Path) -> Iterator[Fleet]:
     dockerd (host `second`), and a fleet inventory of both written at `inventory`; the second
     copy goes at the end. test_fleet_batches_queue.py builds its site with it too."""
     stack = deployment.stack
-    with second_daemon() as other:
+    with another_dockerd("ue-fl-") as other:
         second = replace(stack, docker_host=other)
         # The same deployment, version 1, on the second daemon: the local images built there,
         # the registry's pulled.

@@ -168,12 +168,16 @@ async def test_a_job_with_the_ssh_hosts_sshd_stopped_fails_that_host_and_updates
     print(json.dumps({k: summary[k] for k in ("status", "error", "stats")}, indent=1))
 
     # Ansible's recap counts the host unreachable; the error is its connection error, in
-    # the step it could not start (the summary does not name the inventory host yet).
+    # the step it could not start; the per-host results say which host.
     assert summary["status"] == "failed"
     assert summary["stats"]["unreachable"] == 1
     assert summary["error"]["step"] == "preflight"
     port = ssh_fleet.host.port
     assert f"port {port}: Connection refused" in summary["error"]["message"]
+    assert summary["hosts"]["remote"]["status"] == "failed", summary["hosts"]
+    assert f"port {port}: Connection refused" in summary["hosts"]["remote"]["error"]["message"]
+    assert summary["hosts"]["bed"]["status"] == "successful", summary["hosts"]
+    assert summary["batches"] == [["bed", "remote"]]
     after = ssh_fleet.state()
     # The unreachable host is untouched; the local host is updated as in a plain run.
     assert after["remote"] == before["remote"]
