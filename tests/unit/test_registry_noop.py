@@ -297,28 +297,38 @@ def test_update_start_asks_with_the_state_before() -> None:
 
 
 @pytest.mark.parametrize(
-    ("token", "result", "kept"),
+    ("token", "result", "shown_registry"),
     [
-        ("abc1", {"before": {"snapshot": {"api": {"image_id": "sha256:abc1abc1"}}}}, True),
-        ("s3cret-token", {"before": {"snapshot": {"api": {"image_id": "sha256:abc1"}}}}, False),
-        ("", {}, False),
+        # A short token inside an image ID: the ID stays as it is (the rollback relies on it).
+        ("abc1", {"before": {"snapshot": {"api": {"image_id": "sha256:abc1abc1"}}}}, None),
+        ("s3cret-token", {"before": {"snapshot": {"api": {"image_id": "sha256:abc1"}}}}, None),
+        # The registry's answer is the only part made with the token: masked there.
+        (
+            "s3cret-token",
+            {"registry": {"nothing_new": False, "reason": "refused s3cret-token"}},
+            {"nothing_new": False, "reason": "refused ********"},
+        ),
+        ("", {}, None),
     ],
 )
 def test_the_token_is_hidden_and_never_changes_an_image_id(
-    token: str, result: dict[str, Any], kept: bool
+    token: str, result: dict[str, Any], shown_registry: dict[str, Any] | None
 ) -> None:
     module = SimpleNamespace(
         params={"registry_token": token, "registry_username": "u"},
         no_log_values={token} if token else set(),
     )
+    before = json.loads(json.dumps(result))
     shown = start.without_token(module, dict(result))
     assert shown["invocation"]["module_args"]["registry_token"] in (
         "",
         "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER",
     )
     assert token == "" or token not in json.dumps(shown["invocation"])
-    # A token inside the result stays masked by ansible (kept); else the result is left alone.
-    assert (token in module.no_log_values) is kept
+    assert shown.get("before") == before.get("before")
+    assert shown.get("registry") == (shown_registry or before.get("registry"))
+    # Ansible's own masking would reach the image IDs: the token is left out of it.
+    assert token not in module.no_log_values
 
 
 # -------------------- HTTP against a stand-in

@@ -189,10 +189,10 @@ registry:
   type: dict
 """
 
-import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils import update_executor_lock as lock
 from ansible.module_utils import update_executor_preflight as preflight
 from ansible.module_utils import update_executor_registry as registry
@@ -283,17 +283,18 @@ def main():
 
 
 def without_token(module, result):
-    """`result` with an invocation that hides the registry token. Ansible would also replace every
-    occurrence of a no_log value inside the result (image IDs, digests): a short token could change an
-    image ID the role and the rollback rely on. The result never holds the token (the registry client
-    keeps it out of its messages), so it is left out of that replacement, unless it does turn up."""
+    """`result` with the registry token masked only where it was used. Ansible masks a no_log value
+    wherever it occurs in a result, inside image IDs and digests too: a short token would change the
+    image IDs the role and the rollback rely on. Only the registry's answer was made with the token:
+    it is masked there, the invocation hides it, and the rest of the result is left as it is."""
     token = module.params.get("registry_token") or ""
     hidden = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" if token else ""
     result["invocation"] = {"module_args": dict(module.params, registry_token=hidden)}
-    if token and token not in json.dumps(result, default=str):
+    if token:
+        if "registry" in result:
+            result["registry"] = remove_values(result["registry"], {token})
         module.no_log_values.discard(token)
     return result
-
 
 if __name__ == "__main__":
     main()
